@@ -1,0 +1,104 @@
+"""`cachelayer:hosts`: the prod stack's Linux servers and which node runs where. Pure Python."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import SettingsError
+from .fields import from_mapping
+
+if TYPE_CHECKING:
+    from .settings import RedisSettings
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One server reachable over SSH."""
+
+    name: str
+    address: str
+    ssh_user: str | None = None  # falls back to hosts.ssh_user
+    ssh_port: int = 22
+
+
+@dataclass(frozen=True)
+class HostsSettings:
+    machines: tuple[Machine, ...] = ()
+    ssh_user: str = "root"
+    # Machine name per node, in port order. Empty: masters round-robin, each replica one host on.
+    placement: tuple[str, ...] = ()
+    # Networks (CIDR) of the application servers allowed to reach the client ports.
+    app_networks: tuple[str, ...] = ()
+    # vm.overcommit_memory=1, transparent huge pages off, somaxconn: what Redis asks for.
+    kernel_tuning: bool = True
+    backup_retention_days: int = 7
+    backup_on_calendar: str = "*-*-* 02:00:00"
+
+
+def default_placement(machines: tuple[Machine, ...], node_count: int, replicas_per_master: int) -> tuple[str, ...]:
+    """Master m on machine m, its r-th replica r machines further on, so pairs never share a host
+    while there are more machines than nodes per group."""
+    masters = node_count // (replicas_per_master + 1)
+    names = [m.name for m in machines]
+    placement = []
+    for index in range(node_count):
+        shard, replica = index % masters, index // masters
+        placement.append(names[(shard + replica) % len(names)])
+    return tuple(placement)
+
+
+def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> HostsSettings:
+    hosts = from_mapping(HostsSettings, raw, "hosts")
+    if not hosts.machines:
+        raise SettingsError("hosts.machines", "no machine is listed", "list the servers with name and address")
+    names = [m.name for m in hosts.machines]
+    if len(set(names)) != len(names):
+        raise SettingsError("hosts.machines", "two machines share a name", "give every machine its own name")
+    for index, machine in enumerate(hosts.machines):
+        try:
+            ipaddress.ip_address(machine.address)
+        except ValueError:
+            raise SettingsError(
+                f"hosts.machines[{index}].address", f"'{machine.address}' is not an IP address", "write the server's IP"
+            ) from None
+        if not 1 <= machine.ssh_port <= 65535:
+            raise SettingsError(f"hosts.machines[{index}].ssh_port", "is not a TCP port", "use 22 or your SSH port")
+    for index, network in enumerate(hosts.app_networks):
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise SettingsError(f"hosts.app_networks[{index}]", f"'{network}' is not a network", "write CIDR") from None
+    if hosts.backup_retention_days < 1:
+        raise SettingsError("hosts.backup_retention_days", "must keep at least one day", "use 7")
+
+    placement = hosts.placement or default_placement(hosts.machines, redis.node_count, redis.replicas_per_master)
+    if len(placement) != redis.node_count:
+        raise SettingsError(
+            "hosts.placement",
+            f"names {len(placement)} machines for {redis.node_count} nodes",
+            "name one machine per node, in port order, or remove placement",
+        )
+    for index, name in enumerate(placement):
+        if name not in names:
+            raise SettingsError(f"hosts.placement[{index}]", f"'{name}' is not a listed machine", f"use one of {', '.join(names)}")
+    masters = redis.masters
+    for index, name in enumerate(placement):
+        if index >= masters and name == placement[index % masters]:
+            raise SettingsError(
+                f"hosts.placement[{index}]",
+                f"node {redis.base_port + index} would be a replica on the same machine ({name}) as its master "
+                f"{redis.base_port + index % masters}, so losing that machine loses the shard",
+                "put each replica on another machine than its master",
+            )
+    return HostsSettings(
+        machines=hosts.machines,
+        ssh_user=hosts.ssh_user,
+        placement=tuple(placement),
+        app_networks=hosts.app_networks,
+        kernel_tuning=hosts.kernel_tuning,
+        backup_retention_days=hosts.backup_retention_days,
+        backup_on_calendar=hosts.backup_on_calendar,
+    )

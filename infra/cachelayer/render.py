@@ -1,0 +1,209 @@
+"""Render every file a node receives from the jinja2 templates in templates/. Pure.
+
+StrictUndefined makes a misspelt template variable an error here rather than an empty
+directive on a server. Files holding secrets (the ACL file, auth.conf, sentinel.conf) are
+rendered from a `Passwords` value, which the Pulumi layer only ever holds inside a secret Output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from .settings import Settings
+from .topology import Node, SentinelNode, Topology
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,  # config files, not HTML
+)
+
+
+@dataclass(frozen=True)
+class Users:
+    """ACL user names. The application never gets admin rights."""
+
+    app: str = "app"
+    admin: str = "admin"
+    replication: str = "replication"
+    sentinel: str = "sentinel"
+
+
+USERS = Users()
+
+# Read-only CLUSTER subcommands a cluster-aware client needs even though CLUSTER is disabled.
+CLUSTER_CLIENT_COMMANDS = (
+    "cluster|slots",
+    "cluster|shards",
+    "cluster|nodes",
+    "cluster|info",
+    "cluster|keyslot",
+    "cluster|myid",
+    "readonly",
+    "readwrite",
+)
+
+
+@dataclass(frozen=True)
+class Passwords:
+    app: str
+    admin: str
+    replication: str
+    sentinel: str
+
+    def __repr__(self) -> str:  # never print a password by accident
+        return "Passwords(<hidden>)"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where a process finds its files; differs per target (container, host, sandbox)."""
+
+    conf_dir: str
+    data_dir: str
+    log_file: str  # "" logs to stdout (containers)
+    supervised: str  # "systemd" under systemd, else "no"
+    bind: str
+    name: str  # file-name stem: redis-7000 or redis-sentinel-26379
+
+    @property
+    def conf_file(self) -> str:
+        return f"{self.conf_dir}/{self.name}.conf"
+
+    @property
+    def acl_file(self) -> str:
+        return f"{self.conf_dir}/{self.name}.acl"
+
+    @property
+    def auth_file(self) -> str:
+        return f"{self.conf_dir}/{self.name}-auth.conf"
+
+    @property
+    def tls_cert_file(self) -> str:
+        return f"{self.conf_dir}/tls/redis.crt"
+
+    @property
+    def tls_key_file(self) -> str:
+        return f"{self.conf_dir}/tls/redis.key"
+
+    @property
+    def tls_ca_file(self) -> str:
+        return f"{self.conf_dir}/tls/ca.crt"
+
+
+def docker_paths(name: str) -> Paths:
+    return Paths("/usr/local/etc/redis", "/data", "", "no", "0.0.0.0", name)
+
+
+def host_paths(name: str, port: int) -> Paths:
+    return Paths("/etc/redis", f"/var/lib/redis/{port}", f"/var/log/redis/{name}.log", "systemd", "0.0.0.0", name)
+
+
+def sandbox_paths(workdir: Path, name: str, bind: str = "127.0.0.1") -> Paths:
+    base = workdir / name
+    return Paths(str(base), str(base / "data"), str(base / f"{name}.log"), "no", bind, name)
+
+
+def password_hash(password: str) -> str:
+    """The form Redis ACL files accept instead of a clear-text password (`#<sha256 hex>`)."""
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def _render(template: str, **context: Any) -> str:
+    return _environment.get_template(template).render(**context)
+
+
+def render_redis_conf(settings: Settings, topology: Topology, node: Node, paths: Paths) -> str:
+    """redis.conf for one node. Holds no secret: masterauth comes from the included auth file."""
+    return _render(
+        "redis.conf.j2",
+        stack=settings.stack,
+        topology=topology.kind,
+        cluster=topology.kind == "cluster",
+        tls=settings.redis.tls,
+        redis=settings.redis,
+        node=node,
+        master=topology.master_of(node),
+        paths=paths,
+        users=USERS,
+    )
+
+
+def render_users_acl(settings: Settings, passwords: Passwords) -> str:
+    disabled = sorted({c.lower() for c in settings.redis.disabled_commands})
+    return _render(
+        "users.acl.j2",
+        users=USERS,
+        hashes=_hashes(passwords),
+        disabled_commands=disabled,
+        cluster_client_commands=CLUSTER_CLIENT_COMMANDS if "cluster" in disabled and settings.redis.is_cluster else (),
+        sentinel=settings.redis.topology == "sentinel",
+    )
+
+
+def render_auth_conf(node_name: str, passwords: Passwords) -> str:
+    return _render("auth.conf.j2", node_name=node_name, replication_password=_quoted(passwords.replication))
+
+
+def render_sentinel_conf(
+    settings: Settings, topology: Topology, sentinel: SentinelNode, paths: Paths, passwords: Passwords
+) -> str:
+    return _render(
+        "sentinel.conf.j2",
+        stack=settings.stack,
+        tls=settings.redis.tls,
+        sentinel=sentinel,
+        settings=settings.sentinel,
+        masters=topology.masters,
+        paths=paths,
+        users=USERS,
+        hashes=_hashes(passwords),
+        sentinel_password=_quoted(passwords.sentinel),
+    )
+
+
+def cli_tls_flags(settings: Settings, tls_dir: str) -> tuple[str, ...]:
+    if not settings.redis.tls:
+        return ()
+    return ("--tls", "--cacert", f"{tls_dir}/ca.crt", "--cert", f"{tls_dir}/redis.crt", "--key", f"{tls_dir}/redis.key")
+
+
+def render_bootstrap_script(settings: Settings, topology: Topology, tls_dir: str, wait_seconds: int = 60) -> str:
+    """The script that forms the cluster (or checks the sentinel quorum), run once every node is up."""
+    return _render(
+        "bootstrap.sh.j2",
+        stack=settings.stack,
+        topology=topology.kind,
+        admin_user=USERS.admin,
+        tls_flags=cli_tls_flags(settings, tls_dir),
+        wait_seconds=wait_seconds,
+        nodes=topology.nodes,
+        sentinels=topology.sentinels,
+        masters=topology.masters,
+        first=topology.nodes[0],
+        replicas_per_master=settings.redis.replicas_per_master,
+    )
+
+
+def _hashes(passwords: Passwords) -> dict[str, str]:
+    return {
+        "app": password_hash(passwords.app),
+        "admin": password_hash(passwords.admin),
+        "replication": password_hash(passwords.replication),
+        "sentinel": password_hash(passwords.sentinel),
+    }
+
+
+def _quoted(password: str) -> str:
+    """A password inside a double-quoted config value (Redis unescapes \\\\ and \\")."""
+    return password.replace("\\", "\\\\").replace('"', '\\"')
