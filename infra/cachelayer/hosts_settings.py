@@ -39,15 +39,14 @@ class HostsSettings:
 
 
 def default_placement(machines: tuple[Machine, ...], node_count: int, replicas_per_master: int) -> tuple[str, ...]:
-    """Master m on machine m, its r-th replica r machines further on, so pairs never share a host
+    """One node per machine when there are enough machines. Otherwise master m on machine m and
+    its r-th replica r machines further on, so a master and its replicas never share a machine
     while there are more machines than nodes per group."""
-    masters = node_count // (replicas_per_master + 1)
     names = [m.name for m in machines]
-    placement = []
-    for index in range(node_count):
-        shard, replica = index % masters, index // masters
-        placement.append(names[(shard + replica) % len(names)])
-    return tuple(placement)
+    if len(names) >= node_count:
+        return tuple(names[:node_count])
+    masters = node_count // (replicas_per_master + 1)
+    return tuple(names[(index % masters + index // masters) % len(names)] for index in range(node_count))
 
 
 def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> HostsSettings:

@@ -105,6 +105,12 @@ def docker_paths(name: str) -> Paths:
     return Paths("/usr/local/etc/redis", "/data", "", "no", "0.0.0.0", name)
 
 
+def docker_sentinel_paths(name: str) -> Paths:
+    """Sentinel rewrites its config file, so it lives in /data, which the image's entrypoint
+    hands to the redis user; /usr/local/etc/redis stays root's."""
+    return Paths("/data", "/data", "", "no", "0.0.0.0", name)
+
+
 def host_paths(name: str, port: int) -> Paths:
     return Paths("/etc/redis", f"/var/lib/redis/{port}", f"/var/log/redis/{name}.log", "systemd", "0.0.0.0", name)
 

@@ -1,0 +1,68 @@
+"""The cachelayer Pulumi program: composition only (settings -> components -> exports)."""
+
+import pulumi
+
+from cachelayer.components.cdn import CloudflareCdn, CloudflareCdnArgs
+from cachelayer.components.credentials import RedisCredentials, RedisCredentialsArgs
+from cachelayer.components.program_config import project_config, secret_settings
+from cachelayer.components.redis_docker import RedisDockerArgs, RedisDockerDeployment
+from cachelayer.components.redis_hosts import RedisHostsArgs, RedisHostsDeployment
+from cachelayer.errors import SettingsError
+from cachelayer.render import USERS
+from cachelayer.settings import load_settings
+from cachelayer.topology import build_topology
+
+try:
+    settings = load_settings(project_config(), pulumi.get_stack())
+except SettingsError as error:
+    # One clear line naming the key, before any resource exists.
+    raise SystemExit(f"cachelayer: {error}") from None
+
+topology = build_topology(settings)
+secrets = secret_settings()
+credentials = RedisCredentials("redis-credentials", RedisCredentialsArgs(given=secrets))
+
+if settings.redis.target == "docker":
+    RedisDockerDeployment("redis", RedisDockerArgs(settings, topology, credentials.passwords))
+else:
+    ssh_key = secrets["ssh_private_key"]
+    if ssh_key is None:
+        raise SystemExit(
+            "cachelayer: stack setting 'ssh_private_key' is missing. Fix: "
+            f"pulumi config set --secret cachelayer:ssh_private_key --stack {settings.stack} < <private key file>"
+        )
+    RedisHostsDeployment("redis", RedisHostsArgs(settings, topology, credentials.passwords, ssh_key))
+
+if settings.cdn is not None:
+    token = secrets["cloudflare_api_token"]
+    if token is None and settings.redis.target == "hosts":
+        raise SystemExit(
+            "cachelayer: stack setting 'cloudflare_api_token' is missing. Fix: "
+            f"pulumi config set --secret cachelayer:cloudflare_api_token --stack {settings.stack}"
+        )
+    cdn = CloudflareCdn("cdn", CloudflareCdnArgs(settings=settings.cdn, api_token=token))
+    pulumi.export("cdn_zone_id", cdn.zone_id)
+    pulumi.export("cdn_ruleset_id", cdn.ruleset_id)
+
+pulumi.export("topology", topology.kind)
+pulumi.export("target", settings.redis.target)
+pulumi.export("nodes", [{"name": n.name, "endpoint": n.endpoint, "role": n.role, "shard": n.shard + 1} for n in topology.nodes])
+pulumi.export("sentinels", [s.endpoint for s in topology.sentinels])
+if settings.redis.target == "docker":
+    pulumi.export(
+        "published_endpoints", [f"{settings.docker.publish_address}:{n.port}" for n in topology.nodes + topology.sentinels]
+    )
+# What an application needs to connect; the password is a secret output.
+pulumi.export(
+    "connection",
+    {
+        "user": USERS.app,
+        "password": credentials.app_password,
+        "seeds": [n.endpoint for n in topology.masters],
+        "sentinels": [s.endpoint for s in topology.sentinels],
+        "sentinel_groups": [m.group for m in topology.masters] if topology.kind == "sentinel" else [],
+        "tls": settings.redis.tls,
+    },
+)
+pulumi.export("admin_user", USERS.admin)
+pulumi.export("admin_password", credentials.admin_password)
