@@ -142,14 +142,16 @@ def run_program(
     config_overrides: dict[str, Any] | None = None,
     secrets: dict[str, str] | None = None,
     root: Path = PROJECT_ROOT,
+    into: ProgramRun | None = None,
 ) -> ProgramRun:
     """Load the program for `stack` (its Pulumi.<stack>.yaml) under mocks and record what it declares.
 
     config_overrides replace whole keys (`cachelayer:redis`, ...); secrets are set as secret keys.
+    `into` receives the records, so a test can look at them when the program stops with an error.
     """
     import json
 
-    run = ProgramRun(stack=stack)
+    run = into if into is not None else ProgramRun(stack=stack)
     config = engine_config(stack, root)
     for key, value in (config_overrides or {}).items():
         config[f"{PROJECT}:{key}"] = value if isinstance(value, str) else json.dumps(value)

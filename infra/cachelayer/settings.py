@@ -207,6 +207,12 @@ def validate_redis(redis: RedisSettings) -> None:
             "redis.cluster_enabled", "cluster topology needs cluster-mode nodes", "remove cluster_enabled or set it true"
         )
     redis.maxmemory_bytes  # noqa: B018 - parsing is the check
+    if len(redis.maxmemory.split()) != 1:
+        raise SettingsError(
+            "redis.maxmemory",
+            f"'{redis.maxmemory}' has a space, and redis.conf would read it as two arguments",
+            "write the number and the unit together, e.g. 2gb",
+        )
     if redis.maxmemory_policy not in EVICTION_POLICIES:
         raise SettingsError(
             "redis.maxmemory_policy",

@@ -1,0 +1,663 @@
+"""A local sandbox: the stack's Redis as plain `redis-server` processes, no Docker, no Pulumi.
+
+It renders the very files the Pulumi program uploads (render.py), starts one process per node
+(and per sentinel) from them, and runs the same bootstrap script the program runs, with the same
+`sh -s` and REDISCLI_AUTH, only without the `docker exec` wrapper. The integration tests and the
+benchmark drive this class directly, with their own working directory, ports and placement.
+
+Every process it starts is recorded in `state.json` (pid, start time, port); before it signals a
+pid it checks that /proc/<pid> is still that redis-server, so it never kills a process it did not
+start, even after a reboot recycled the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .errors import SettingsError
+from .render import (
+    USERS,
+    Passwords,
+    Paths,
+    render_auth_conf,
+    render_bootstrap_script,
+    render_redis_conf,
+    render_sentinel_conf,
+    render_users_acl,
+    sandbox_paths,
+)
+from .settings import PASSWORD_KEYS, Settings, load_settings
+from .stack_file import PROJECT_ROOT
+from .topology import Node, Placement, SentinelNode, Topology, build_topology, local_placement
+
+STATE_FILE = "state.json"
+PASSWORDS_FILE = "passwords.json"
+BOOTSTRAP_FILE = "bootstrap.sh"
+TOTAL_SLOTS = 16384
+INSTALL_HINT = (
+    "install Redis (Debian/Ubuntu: `apt-get install redis-server redis-tools`) and run the README's test command again"
+)
+
+# Maps a placement host name to the argv prefix that runs a command on that host. Loopback
+# needs none; the network-namespace tests pass `ip netns exec <ns>`.
+HostPrefix = Callable[[str], Sequence[str]]
+
+
+def default_workdir(stack: str) -> Path:
+    return PROJECT_ROOT / ".sandbox" / stack
+
+
+class SandboxError(RuntimeError):
+    """The sandbox cannot do what was asked; the message says why and what to do."""
+
+
+class RedisNotInstalledError(SandboxError):
+    pass
+
+
+class PortInUseError(SandboxError):
+    def __init__(self, port: int, address: str, what: str) -> None:
+        self.port = port
+        super().__init__(
+            f"port {port} ({what}) on {address} is already in use. If it is an earlier sandbox, run "
+            "`python -m cachelayer sandbox down`; otherwise choose other ports with "
+            "`--base-port` (the stack key redis.base_port)"
+        )
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What `down` needs to recognise a process it started."""
+
+    name: str
+    pid: int
+    start_time: int  # /proc/<pid>/stat field 22: tells a recycled pid apart
+    address: str
+    port: int
+    sentinel: bool
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    endpoint: str
+    up: bool
+    pid: int | None
+    role: str = "-"
+    slots: int | None = None
+    keys: int | None = None
+    memory: str = "-"
+    cluster_state: str = "-"
+    master_link: str = "-"
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SentinelStatus:
+    name: str
+    endpoint: str
+    up: bool
+    pid: int | None
+    masters: dict[str, str] = field(default_factory=dict)  # group -> address:port
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class SandboxStatus:
+    topology: str
+    nodes: tuple[NodeStatus, ...]
+    sentinels: tuple[SentinelStatus, ...]
+
+    @property
+    def healthy(self) -> bool:
+        if not all(n.up for n in self.nodes) or not all(s.up for s in self.sentinels):
+            return False
+        if self.topology == "cluster":
+            return all(n.cluster_state == "ok" for n in self.nodes)
+        return all(n.role == "master" or n.master_link == "up" for n in self.nodes)
+
+
+@dataclass(frozen=True)
+class UpResult:
+    started: tuple[str, ...]
+    seconds: float  # from the first process start to a converged deployment
+    bootstrap_output: str
+
+
+@dataclass(frozen=True)
+class DownResult:
+    stopped: tuple[str, ...]
+    not_ours: tuple[str, ...]  # recorded pids that are now some other process: left alone
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time of a live, non-zombie process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def process_cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def is_our_process(record: ProcessRecord) -> bool:
+    """Still the redis-server we started: same start time, and its title names our port.
+
+    redis-server rewrites its title to `redis-server <address>:<port> [cluster]`, so the port
+    is what identifies it."""
+    if process_start_time(record.pid) != record.start_time:
+        return False
+    cmdline = process_cmdline(record.pid)
+    first = cmdline.split(" ", 1)[0]
+    return os.path.basename(first).startswith("redis-server") and f":{record.port}" in cmdline
+
+
+def generate_passwords() -> Passwords:
+    return Passwords(*(secrets.token_urlsafe(24) for _ in range(4)))
+
+
+def require_binaries(*names: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name in names:
+        path = shutil.which(name)
+        if path is None:
+            raise RedisNotInstalledError(f"`{name}` was not found on PATH: {INSTALL_HINT}")
+        found[name] = path
+    return found
+
+
+def port_is_free(address: str, port: int) -> bool:
+    # SO_REUSEADDR as redis-server sets it: a socket in TIME_WAIT does not count as taken.
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def sandbox_settings(
+    config: Mapping[str, Any], stack: str, topology: str | None = None, base_port: int | None = None
+) -> tuple[Settings, dict[str, Any]]:
+    """Stack settings with the sandbox's overrides; also the config they came from (kept in
+    state.json so `status` and `down` rebuild the same settings)."""
+    merged = json.loads(json.dumps(dict(config)))  # a deep copy
+    redis_config = dict(merged.get("redis") or {})
+    if topology is not None:
+        redis_config["topology"] = topology
+        if topology == "sentinel":
+            redis_config.pop("cluster_enabled", None)
+    if base_port is not None:
+        redis_config["base_port"] = base_port
+    merged["redis"] = redis_config
+    settings = load_settings(merged, stack)
+    if settings.redis.tls:
+        raise SettingsError(
+            "redis.tls",
+            "the local sandbox has no certificates, so it cannot run TLS",
+            "run the sandbox with a stack whose redis.tls is false (e.g. dev)",
+        )
+    return settings, merged
+
+
+class LocalSandbox:
+    """The stack's nodes as local processes under `workdir`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        workdir: Path,
+        address: str = "127.0.0.1",
+        placement: Placement | None = None,
+        host_prefix: HostPrefix | None = None,
+        config: Mapping[str, Any] | None = None,
+        wait_seconds: int = 60,
+    ) -> None:
+        self.settings = settings
+        self.workdir = Path(workdir).resolve()
+        self.address = address
+        self.placement = placement or local_placement(settings, address)
+        self.topology: Topology = build_topology(settings, self.placement)
+        self.host_prefix: HostPrefix = host_prefix or (lambda host: ())
+        self.config = dict(config) if config is not None else {}
+        self.wait_seconds = wait_seconds
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def from_workdir(cls, workdir: Path) -> LocalSandbox:
+        """The sandbox recorded in `workdir` by an earlier `up` (for `status` and `down`)."""
+        state = cls._read_state_file(Path(workdir))
+        if state is None:
+            raise SandboxError(f"no sandbox in {workdir} (no {STATE_FILE}): start one with `sandbox up`")
+        settings = load_settings(state["config"], state["stack"])
+        placement = Placement(
+            tuple((h, a) for h, a in state["placement"]["nodes"]),
+            tuple((h, a) for h, a in state["placement"]["sentinels"]),
+        )
+        return cls(settings, Path(workdir), state["address"], placement, config=state["config"])
+
+    # ------------------------------------------------------------------ files
+    @property
+    def passwords_file(self) -> Path:
+        return self.workdir / PASSWORDS_FILE
+
+    @property
+    def state_file(self) -> Path:
+        return self.workdir / STATE_FILE
+
+    def paths(self, process: Node | SentinelNode) -> Paths:
+        return sandbox_paths(self.workdir, process.name, bind=process.address)
+
+    @property
+    def passwords(self) -> Passwords:
+        """The sandbox's passwords: generated on first use, kept in a 0600 file in the workdir."""
+        if self.passwords_file.exists():
+            data = json.loads(self.passwords_file.read_text())
+            return Passwords(data["app"], data["admin"], data["replication"], data["sentinel"])
+        given = {key.removesuffix("_password"): self.config.get(key) for key in PASSWORD_KEYS}
+        generated = generate_passwords()
+        passwords = Passwords(
+            given["app"] or generated.app,
+            given["admin"] or generated.admin,
+            given["replication"] or generated.replication,
+            given["sentinel"] or generated.sentinel,
+        )
+        self._make_workdir()
+        # O_EXCL + 0600 at creation: the file is never readable by others, not even briefly.
+        fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            json.dump(
+                {"app": passwords.app, "admin": passwords.admin, "replication": passwords.replication,
+                 "sentinel": passwords.sentinel},
+                file,
+            )
+        return passwords
+
+    def _make_workdir(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @staticmethod
+    def _read_state_file(workdir: Path) -> dict[str, Any] | None:
+        path = workdir / STATE_FILE
+        if not path.exists():
+            return None
+        state: dict[str, Any] = json.loads(path.read_text())
+        return state
+
+    def records(self) -> dict[str, ProcessRecord]:
+        state = self._read_state_file(self.workdir)
+        if state is None:
+            return {}
+        return {name: ProcessRecord(**record) for name, record in state.get("processes", {}).items()}
+
+    def _write_state(self, records: Mapping[str, ProcessRecord]) -> None:
+        state = {
+            "stack": self.settings.stack,
+            "config": self.config,
+            "address": self.address,
+            "placement": {"nodes": list(self.placement.nodes), "sentinels": list(self.placement.sentinels)},
+            "processes": {name: record.__dict__ for name, record in records.items()},
+        }
+        self._make_workdir()
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    def _write_node_files(self, node: Node) -> Paths:
+        """The files the Pulumi program uploads to the node's container, rendered the same way."""
+        paths = self.paths(node)
+        Path(paths.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        passwords = self.passwords
+        Path(paths.conf_file).write_text(render_redis_conf(self.settings, self.topology, node, paths))
+        self._write_secret(Path(paths.acl_file), render_users_acl(self.settings, passwords))
+        self._write_secret(Path(paths.auth_file), render_auth_conf(node.name, passwords))
+        return paths
+
+    def _write_sentinel_files(self, sentinel: SentinelNode) -> Paths:
+        paths = self.paths(sentinel)
+        Path(paths.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Sentinel rewrites its config as it learns: written once, like the program's upload.
+        if not Path(paths.conf_file).exists():
+            self._write_secret(
+                Path(paths.conf_file), render_sentinel_conf(self.settings, self.topology, sentinel, paths, self.passwords)
+            )
+        return paths
+
+    @staticmethod
+    def _write_secret(path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+
+    # -------------------------------------------------------------- processes
+    def _processes(self) -> list[Node | SentinelNode]:
+        return [*self.topology.nodes, *self.topology.sentinels]
+
+    def process(self, name: str) -> Node | SentinelNode:
+        for process in self._processes():
+            if process.name == name:
+                return process
+        raise SandboxError(f"no process named {name} in this sandbox")
+
+    def running(self) -> dict[str, ProcessRecord]:
+        """Recorded processes that are still the ones we started."""
+        return {name: r for name, r in self.records().items() if self._alive(r)}
+
+    def _alive(self, record: ProcessRecord) -> bool:
+        child = self._children.get(record.pid)
+        if child is not None and child.poll() is not None:
+            return False  # reaped: our own child has exited
+        return is_our_process(record)
+
+    def _check_ports(self, processes: Sequence[Node | SentinelNode]) -> None:
+        for process in processes:
+            if process.address != self.address:
+                continue  # on another (namespaced) host: its ports are its own
+            ports = [(process.port, "client" if isinstance(process, Node) else "sentinel")]
+            if isinstance(process, Node) and self.topology.kind == "cluster":
+                ports.append((process.bus_port, "cluster bus"))
+            for port, what in ports:
+                if not port_is_free(process.address, port):
+                    raise PortInUseError(port, process.address, f"{what} port of {process.name}")
+
+    def start(self, names: Sequence[str] | None = None) -> tuple[str, ...]:
+        """Start the named processes (default: every one not running) and wait until they answer."""
+        binaries = require_binaries("redis-server", "redis-cli")
+        running = self.running()
+        wanted = [p for p in self._processes() if (names is None or p.name in names) and p.name not in running]
+        self._check_ports(wanted)
+        records = dict(self.records())
+        for process in wanted:
+            records[process.name] = self._spawn(process, binaries["redis-server"])
+        self._write_state(records)
+        for process in wanted:
+            self._wait_answers(process, records[process.name])
+        return tuple(p.name for p in wanted)
+
+    def _spawn(self, process: Node | SentinelNode, server: str) -> ProcessRecord:
+        is_sentinel = isinstance(process, SentinelNode)
+        paths = self._write_sentinel_files(process) if is_sentinel else self._write_node_files(process)  # type: ignore[arg-type]
+        # The argv the containers run (`redis-server <conf> [--sentinel]`): no secret on it.
+        argv = [*self.host_prefix(process.host), server, paths.conf_file, *(["--sentinel"] if is_sentinel else [])]
+        console_log = Path(paths.conf_dir) / "console.log"
+        with console_log.open("ab") as log:
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=paths.data_dir,
+                start_new_session=True,  # a Ctrl-C in the terminal that ran `up` does not stop it
+            )
+        self._children[child.pid] = child
+        start_time = None
+        for _ in range(100):
+            start_time = process_start_time(child.pid)
+            if start_time is not None:
+                break
+            time.sleep(0.01)
+        return ProcessRecord(process.name, child.pid, start_time or -1, process.address, process.port, is_sentinel)
+
+    def _wait_answers(self, process: Node | SentinelNode, record: ProcessRecord) -> None:
+        deadline = time.monotonic() + self.wait_seconds
+        while time.monotonic() < deadline:
+            if not self._alive(record) and not self._exec_pending(record):
+                log = Path(self.paths(process).conf_dir) / "console.log"
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                server_log = Path(self.paths(process).log_file)
+                if server_log.exists():
+                    tail += server_log.read_text(errors="replace")[-1500:]
+                raise SandboxError(f"{process.name} exited during start-up; its log ends with:\n{tail}")
+            with contextlib.suppress(OSError), socket.create_connection((process.address, process.port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        raise SandboxError(f"{process.name} did not accept connections on {process.endpoint} within {self.wait_seconds} s")
+
+    def _exec_pending(self, record: ProcessRecord) -> bool:
+        """With a host prefix (`ip netns exec`) the pid shows the prefix until it execs redis-server."""
+        child = self._children.get(record.pid)
+        return child is not None and child.poll() is None and process_start_time(record.pid) is not None
+
+    def signal(self, name: str, signum: int = signal.SIGKILL) -> None:
+        """Send a signal to one of our processes (kill -9 a master in a failover test)."""
+        record = self.records().get(name)
+        if record is None or not self._alive(record):
+            raise SandboxError(f"{name} is not running (or is no longer the process this sandbox started)")
+        os.kill(record.pid, signum)
+
+    def stop(self, names: Sequence[str] | None = None, timeout: float = 20.0) -> DownResult:
+        """Stop processes we started (SIGTERM, then SIGKILL): a clean shutdown flushes the AOF."""
+        records = self.records()
+        chosen = {n: r for n, r in records.items() if names is None or n in names}
+        stopped: list[str] = []
+        not_ours: list[str] = []
+        for name, record in chosen.items():
+            if not self._alive(record):
+                if process_start_time(record.pid) is not None and not is_our_process(record):
+                    not_ours.append(name)
+                continue
+            os.kill(record.pid, signal.SIGTERM)
+            stopped.append(name)
+        for name in stopped:
+            self._wait_exit(chosen[name], timeout)
+        remaining = {n: r for n, r in records.items() if n not in chosen}
+        self._write_state(remaining)
+        return DownResult(tuple(stopped), tuple(not_ours))
+
+    def _wait_exit(self, record: ProcessRecord, timeout: float) -> None:
+        child = self._children.pop(record.pid, None)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child is not None:
+                if child.poll() is not None:
+                    return
+            elif not is_our_process(record):
+                return
+            time.sleep(0.05)
+        if is_our_process(record):
+            os.kill(record.pid, signal.SIGKILL)
+        if child is not None:
+            child.wait(timeout=5)
+
+    def reap(self, name: str, timeout: float = 10.0) -> None:
+        """Wait for a signalled process to exit and forget it, so it can be started again."""
+        record = self.records().get(name)
+        if record is None:
+            return
+        self._wait_exit(record, timeout)
+        records = self.records()
+        records.pop(name, None)
+        self._write_state(records)
+
+    # -------------------------------------------------------------- bootstrap
+    def bootstrap_script(self) -> str:
+        return render_bootstrap_script(self.settings, self.topology, "", wait_seconds=self.wait_seconds)
+
+    def bootstrap(self) -> str:
+        """Run the program's bootstrap script, exactly as it runs it but without `docker exec`:
+        `sh -s` with the script on stdin and the admin password in REDISCLI_AUTH."""
+        script = self.bootstrap_script()
+        (self.workdir / BOOTSTRAP_FILE).write_text(script)  # no secret in it: for reading after a failure
+        first = self.topology.nodes[0]
+        result = subprocess.run(
+            [*self.host_prefix(first.host), "sh", "-s"],
+            input=script,
+            text=True,
+            capture_output=True,
+            env={**os.environ, "REDISCLI_AUTH": self.passwords.admin},
+            timeout=self.wait_seconds * 4,
+            check=False,
+        )
+        output = result.stdout + result.stderr
+        if result.returncode != 0:
+            raise SandboxError(f"the bootstrap script failed (exit {result.returncode}):\n{output[-3000:]}")
+        return output
+
+    # ------------------------------------------------------------- lifecycle
+    def up(self) -> UpResult:
+        """Start what is not running, bootstrap, and wait until the deployment has converged.
+
+        Running it again on a running sandbox starts only what is missing (a scale-out adds the
+        new nodes) and re-runs the bootstrap, which leaves an existing cluster alone."""
+        begin = time.monotonic()
+        started = self.start()
+        output = self.bootstrap()
+        self.wait_converged()
+        return UpResult(started, time.monotonic() - begin, output)
+
+    def down(self) -> DownResult:
+        """Stop every process this sandbox started and remove the files it wrote."""
+        result = self.stop()
+        if result.not_ours:
+            # Their pids belong to someone else now; the records stay so nothing is lost silently.
+            return result
+        for process in self._processes():
+            shutil.rmtree(self.workdir / process.name, ignore_errors=True)
+        for extra in self.workdir.glob("redis-*"):  # nodes of an earlier, larger node_count
+            if extra.is_dir():
+                shutil.rmtree(extra, ignore_errors=True)
+        for name in (STATE_FILE, PASSWORDS_FILE, BOOTSTRAP_FILE):
+            (self.workdir / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.workdir.rmdir()  # only if nothing of anyone else's is left in it
+        return result
+
+    def wait_converged(self, timeout: float | None = None) -> None:
+        """Every node up; in a cluster every node sees all slots served; every replica linked."""
+        deadline = time.monotonic() + (timeout or self.wait_seconds)
+        last = ""
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status.healthy and self._roles_settled(status):
+                return
+            last = ", ".join(
+                f"{n.name}: {'down' if not n.up else n.cluster_state + '/' + n.role + '/' + n.master_link}"
+                for n in status.nodes
+            )
+            time.sleep(0.2)
+        raise SandboxError(f"the sandbox did not converge within {timeout or self.wait_seconds} s ({last})")
+
+    def _roles_settled(self, status: SandboxStatus) -> bool:
+        masters = sum(1 for n in status.nodes if n.role == "master")
+        return masters == len(self.topology.masters) and all(
+            n.role == "master" or n.master_link == "up" for n in status.nodes
+        )
+
+    # ----------------------------------------------------------------- clients
+    def admin(self, node: Node | SentinelNode | int, **options: Any) -> redis.Redis:
+        process = self.topology.node(node) if isinstance(node, int) else node
+        return redis.Redis(
+            host=process.address,
+            port=process.port,
+            username=USERS.admin,
+            password=self.passwords.admin,
+            decode_responses=True,
+            socket_timeout=options.pop("socket_timeout", 2),
+            socket_connect_timeout=options.pop("socket_connect_timeout", 2),
+            **options,
+        )
+
+    @contextlib.contextmanager
+    def admin_client(self, node: Node | SentinelNode | int) -> Iterator[redis.Redis]:
+        client = self.admin(node)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> SandboxStatus:
+        records = self.running()
+        nodes = tuple(self._node_status(node, records.get(node.name)) for node in self.topology.nodes)
+        sentinels = tuple(self._sentinel_status(s, records.get(s.name)) for s in self.topology.sentinels)
+        return SandboxStatus(self.topology.kind, nodes, sentinels)
+
+    def _node_status(self, node: Node, record: ProcessRecord | None) -> NodeStatus:
+        pid = record.pid if record else None
+        try:
+            with self.admin_client(node) as client:
+                replication = client.info("replication")
+                memory = client.info("memory")
+                keys = int(client.dbsize())
+                role = "master" if replication.get("role") == "master" else "replica"
+                link = str(replication.get("master_link_status", "-"))
+                slots: int | None = None
+                state = "-"
+                if self.topology.kind == "cluster":
+                    info = client.execute_command("CLUSTER INFO")
+                    state = str(_cluster_info(info).get("cluster_state", "?"))
+                    slots = _own_slots(client.execute_command("CLUSTER NODES"))
+                return NodeStatus(
+                    node.name, node.endpoint, True, pid, role, slots, keys, str(memory.get("used_memory_human", "?")),
+                    state, link,
+                )
+        except redis.RedisError as error:
+            return NodeStatus(node.name, node.endpoint, False, pid, error=str(error))
+
+    def _sentinel_status(self, sentinel: SentinelNode, record: ProcessRecord | None) -> SentinelStatus:
+        pid = record.pid if record else None
+        try:
+            with self.admin_client(sentinel) as client:
+                masters: dict[str, str] = {}
+                for master in self.topology.masters:
+                    address = client.sentinel_get_master_addr_by_name(master.group)
+                    masters[master.group] = f"{address[0]}:{address[1]}" if address else "?"
+                return SentinelStatus(sentinel.name, sentinel.endpoint, True, pid, masters)
+        except redis.RedisError as error:
+            return SentinelStatus(sentinel.name, sentinel.endpoint, False, pid, error=str(error))
+
+
+def _cluster_info(info: Any) -> dict[str, Any]:
+    """CLUSTER INFO as a dict, whether redis-py parsed it or not."""
+    if isinstance(info, dict):
+        return info
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def _own_slots(nodes: Any) -> int:
+    """Slots served by the node answering CLUSTER NODES (its `myself` line)."""
+    if isinstance(nodes, dict):  # redis-py parses CLUSTER NODES into {endpoint: {...}}
+        for description in nodes.values():
+            if "myself" in description.get("flags", ""):
+                return sum(_slot_range_size(r) for r in description.get("slots", []))
+        return 0
+    text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and "myself" in parts[2]:
+            return sum(_slot_range_size(r) for r in parts[8:] if not r.startswith("["))
+    return 0
+
+
+def _slot_range_size(slot_range: Any) -> int:
+    if isinstance(slot_range, (list, tuple)):
+        return int(slot_range[1]) - int(slot_range[0]) + 1 if len(slot_range) == 2 else 1
+    low, _, high = str(slot_range).partition("-")
+    return int(high or low) - int(low) + 1
