@@ -6,9 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from program_harness import ProgramRun, run_program
 
 from cachelayer.stack_file import PROJECT_ROOT
+from program_harness import ProgramRun, run_program
 
 STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_ROOT.glob("Pulumi.*.yaml"))
 _runs: dict[str, ProgramRun] = {}

@@ -195,7 +195,7 @@ class RecordingMonitor(MockMonitor):
         super().__init__(mocks)
         self.run = run
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method's name
+    def RegisterResource(self, request: Any) -> Any:
         self.run.depends_on[request.name] = sorted(urn_name(u) for u in request.dependencies)
         self.run.ignore_changes[request.name] = list(request.ignoreChanges)
         self.run.parents[request.name] = urn_name(request.parent) if request.parent else None

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from program_harness import ProgramRun, Recorded, contains_plain, is_secret_value, run_program, unwrap
 
 from cachelayer.render import docker_paths, render_bootstrap_script, render_redis_conf
 from cachelayer.settings import load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import build_topology
+from program_harness import ProgramRun, Recorded, contains_plain, is_secret_value, unwrap
 
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:local:Command"

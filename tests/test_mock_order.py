@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from mock_order_check import resources_before_mocks
 
 TESTS_DIR = Path(__file__).resolve().parent

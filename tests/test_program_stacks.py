@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from program_harness import ProgramRun, contains_plain, unwrap
-
 from cachelayer.settings import PASSWORD_KEYS
+from program_harness import ProgramRun, contains_plain, unwrap
 
 
 def generated_passwords() -> list[str]:
@@ -49,3 +48,15 @@ def test_every_resource_belongs_to_a_component_and_is_named_after_it(any_stack_r
         else:
             assert parent in components, f"{run.stack}: {resource.name} is not inside a component (parent {parent})"
             assert resource.name.startswith(f"{parent}-"), f"{run.stack}: {resource.name} not named after {parent}"
+
+
+def test_harness_loads_the_main_directory_that_pulumi_yaml_names() -> None:
+    import yaml
+    from program_harness import MAIN_DIR
+
+    from cachelayer.stack_file import PROJECT_ROOT
+
+    project = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "cachelayer"
+    assert (PROJECT_ROOT / project["main"]).resolve() == MAIN_DIR.resolve()
+    assert project["runtime"]["options"]["virtualenv"] == "venv", "scripts/setup.sh builds venv/"

@@ -94,7 +94,7 @@ def convert(value: Any, annotation: Any, key: str) -> Any:
             return tuple(convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise SettingsError(key, f"expected {len(args)} items, got {len(value)}", f"write a list of {len(args)} items")
-        return tuple(convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value)))
+        return tuple(convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
     if dataclasses.is_dataclass(annotation):
         return from_mapping(annotation, value, key)  # type: ignore[arg-type]
     if annotation is bool:

@@ -122,19 +122,19 @@ class SandboxStatus:
     nodes: tuple[NodeStatus, ...]
     sentinels: tuple[SentinelStatus, ...]
 
-    @property
-    def healthy(self) -> bool:
+    def healthy(self, replicas: bool = True) -> bool:
         if not all(n.up for n in self.nodes) or not all(s.up for s in self.sentinels):
             return False
-        if self.topology == "cluster":
-            return all(n.cluster_state == "ok" for n in self.nodes)
-        return all(n.role == "master" or n.master_link == "up" for n in self.nodes)
+        if self.topology == "cluster" and not all(n.cluster_state == "ok" for n in self.nodes):
+            return False
+        return not replicas or all(n.role == "master" or n.master_link == "up" for n in self.nodes)
 
 
 @dataclass(frozen=True)
 class UpResult:
     started: tuple[str, ...]
-    seconds: float  # from the first process start to a converged deployment
+    slots_ok_seconds: float  # from the first process start to every node seeing every slot served
+    seconds: float  # ... to converged: also every replica's link up (full sync included)
     bootstrap_output: str
 
 
@@ -528,8 +528,10 @@ class LocalSandbox:
         begin = time.monotonic()
         started = self.start()
         output = self.bootstrap()
+        self.wait_converged(replicas=False)
+        slots_ok = time.monotonic() - begin
         self.wait_converged()
-        return UpResult(started, time.monotonic() - begin, output)
+        return UpResult(started, slots_ok, time.monotonic() - begin, output)
 
     def down(self) -> DownResult:
         """Stop every process this sandbox started and remove the files it wrote."""
@@ -548,13 +550,14 @@ class LocalSandbox:
             self.workdir.rmdir()  # only if nothing of anyone else's is left in it
         return result
 
-    def wait_converged(self, timeout: float | None = None) -> None:
-        """Every node up; in a cluster every node sees all slots served; every replica linked."""
+    def wait_converged(self, timeout: float | None = None, replicas: bool = True) -> None:
+        """Every node up; in a cluster every node sees all slots served; with `replicas`, also
+        every replica linked to its master (the first full sync waits repl-diskless-sync-delay)."""
         deadline = time.monotonic() + (timeout or self.wait_seconds)
         last = ""
         while time.monotonic() < deadline:
             status = self.status()
-            if status.healthy and self._roles_settled(status):
+            if status.healthy(replicas) and self._roles_settled(status, replicas):
                 return
             last = ", ".join(
                 f"{n.name}: {'down' if not n.up else n.cluster_state + '/' + n.role + '/' + n.master_link}"
@@ -563,10 +566,13 @@ class LocalSandbox:
             time.sleep(0.2)
         raise SandboxError(f"the sandbox did not converge within {timeout or self.wait_seconds} s ({last})")
 
-    def _roles_settled(self, status: SandboxStatus) -> bool:
+    def _roles_settled(self, status: SandboxStatus, replicas: bool = True) -> bool:
         masters = sum(1 for n in status.nodes if n.role == "master")
-        return masters == len(self.topology.masters) and all(
-            n.role == "master" or n.master_link == "up" for n in status.nodes
+        if self.topology.kind == "cluster":
+            # Slot-less masters are nodes still joining; they do not count as shards.
+            masters = sum(1 for n in status.nodes if n.role == "master" and n.slots)
+        return masters == len(self.topology.masters) and (
+            not replicas or all(n.role == "master" or n.master_link == "up" for n in status.nodes)
         )
 
     # ----------------------------------------------------------------- clients

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import pulumi
 import pulumi_command as command
@@ -78,7 +79,7 @@ class RedisDockerDeployment(pulumi.ComponentResource):
             uploads: list[ContainerUploadArgsDict] = [
                 {"file": paths.conf_file, "content": render_redis_conf(settings, topology, node, paths)},
                 secret_upload(paths.acl_file, acl),
-                secret_upload(paths.auth_file, passwords.apply(lambda p, n=node.name: render_auth_conf(n, p))),
+                secret_upload(paths.auth_file, passwords.apply(partial(render_auth_conf, node.name))),
             ]
             ports: list[ContainerPortArgsDict] = [
                 {"internal": node.port, "external": node.port, "ip": settings.docker.publish_address}
@@ -88,7 +89,7 @@ class RedisDockerDeployment(pulumi.ComponentResource):
             )
         for sentinel in topology.sentinels:
             paths = docker_sentinel_paths(sentinel.name)
-            conf = passwords.apply(lambda p, s=sentinel, ps=paths: render_sentinel_conf(settings, topology, s, ps, p))
+            conf = passwords.apply(partial(render_sentinel_conf, settings, topology, sentinel, paths))
             containers.append(
                 self._container(
                     name,

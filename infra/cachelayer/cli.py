@@ -1,0 +1,180 @@
+"""`python -m cachelayer`: operator commands. `sandbox` runs the stack locally; more sub-apps
+(e.g. `ops`) are added with `app.add_typer(...)`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import SettingsError
+from .sandbox import (
+    LocalSandbox,
+    SandboxError,
+    SandboxStatus,
+    default_workdir,
+    sandbox_settings,
+)
+from .stack_file import read_stack_config
+
+app = typer.Typer(help="Caching layer (Redis + Cloudflare) tooling.", no_args_is_help=True, add_completion=False)
+sandbox_app = typer.Typer(
+    help="The stack's Redis as local redis-server processes on 127.0.0.1 (no Docker, no Pulumi).",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+console = Console()
+errors = Console(stderr=True)
+
+StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack whose Pulumi.<stack>.yaml is read.")]
+WorkdirOption = Annotated[
+    Path | None, typer.Option("--workdir", help="Where files, logs and PIDs live [default: .sandbox/<stack>].")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def _workdir(stack: str, workdir: Path | None) -> Path:
+    return workdir if workdir is not None else default_workdir(stack)
+
+
+def _mask(password: str) -> str:
+    return f"{password[:3]}…({len(password)} chars)"
+
+
+@sandbox_app.command()
+def up(
+    stack: StackOption = "dev",
+    workdir: WorkdirOption = None,
+    topology: Annotated[
+        str | None, typer.Option(help="Override redis.topology: cluster or sentinel.", show_default=False)
+    ] = None,
+    base_port: Annotated[int | None, typer.Option(help="Override redis.base_port (first node's port).")] = None,
+    show_password: Annotated[bool, typer.Option(help="Print the passwords in full.")] = False,
+) -> None:
+    """Start the nodes (and sentinels), run the bootstrap script, wait until converged."""
+    if topology not in (None, "cluster", "sentinel"):
+        raise _fail(f"--topology must be cluster or sentinel, not {topology!r}")
+    try:
+        settings, config = sandbox_settings(read_stack_config(stack), stack, topology, base_port)
+        sandbox = LocalSandbox(settings, _workdir(stack, workdir), config=config)
+        with console.status(f"Starting the {settings.redis.topology} sandbox of stack {stack}…"):
+            result = sandbox.up()
+    except (SandboxError, SettingsError) as error:
+        raise _fail(str(error)) from None
+    console.print(
+        f"[green]ready[/] in {result.seconds:.1f} s (all slots served after {result.slots_ok_seconds:.1f} s); "
+        f"started {len(result.started)} process(es)"
+        if settings.redis.is_cluster
+        else f"[green]ready[/] in {result.seconds:.1f} s; started {len(result.started)} process(es)"
+    )
+    _print_endpoints(sandbox, show_password)
+
+
+def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
+    table = Table(title="Endpoints")
+    for column in ("process", "endpoint", "planned role"):
+        table.add_column(column)
+    for node in sandbox.topology.nodes:
+        planned = node.role if node.role == "master" else f"replica of {sandbox.topology.master_of(node).name}"
+        table.add_row(node.name, node.endpoint, planned)
+    for sentinel in sandbox.topology.sentinels:
+        table.add_row(sentinel.name, sentinel.endpoint, "sentinel")
+    console.print(table)
+
+    passwords = sandbox.passwords
+    first = sandbox.topology.nodes[0]
+    cluster_flag = " -c" if sandbox.topology.kind == "cluster" else ""
+    read = shlex.quote(
+        f"import json; print(json.load(open({str(sandbox.passwords_file)!r}))['app'])"
+    )
+    console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel)")
+    console.print("Connect as the application user:")
+    console.print(
+        f"  REDISCLI_AUTH=$({Path(sys.executable).name} -c {read}) redis-cli{cluster_flag} --user app -p {first.port}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    shown = passwords.app if show_password else _mask(passwords.app)
+    console.print(f"  (that is REDISCLI_AUTH={shown} redis-cli{cluster_flag} --user app -p {first.port})", highlight=False)
+    if show_password:
+        console.print(f"  admin password: {passwords.admin}", highlight=False)
+
+
+@sandbox_app.command()
+def status(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
+    """Health of every process: up/down, role, slots, keys, memory, cluster_state."""
+    try:
+        sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
+        report = sandbox.status()
+    except (SandboxError, SettingsError) as error:
+        raise _fail(str(error)) from None
+    console.print(status_table(report))
+    if not report.healthy():
+        raise typer.Exit(code=1)
+
+
+def status_table(report: SandboxStatus) -> Table:
+    cluster = report.topology == "cluster"
+    table = Table(title=f"{report.topology} sandbox: {'[green]healthy' if report.healthy() else '[red]not healthy'}")
+    columns = ["process", "endpoint", "pid", "state", "role", "link", "keys", "memory"]
+    if cluster:
+        columns[5:5] = ["slots", "cluster_state"]
+    for column in columns:
+        table.add_column(column)
+    for node in report.nodes:
+        state = "[green]up" if node.up else f"[red]down[/] {node.error}"
+        row = [node.name, node.endpoint, str(node.pid or "-"), state, node.role, node.master_link,
+               "-" if node.keys is None else str(node.keys), node.memory]
+        if cluster:
+            ok = "[green]ok" if node.cluster_state == "ok" else f"[red]{node.cluster_state}"
+            row[5:5] = ["-" if node.slots is None else str(node.slots), ok]
+        table.add_row(*row)
+    for sentinel in report.sentinels:
+        state = "[green]up" if sentinel.up else f"[red]down[/] {sentinel.error}"
+        watched = ", ".join(f"{group}→{address}" for group, address in sentinel.masters.items())
+        row = [sentinel.name, sentinel.endpoint, str(sentinel.pid or "-"), state, "sentinel", watched, "-", "-"]
+        if cluster:
+            row[5:5] = ["-", "-"]
+        table.add_row(*row)
+    return table
+
+
+@sandbox_app.command()
+def down(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
+    """Stop every process the sandbox started and remove its files."""
+    try:
+        sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
+        with console.status("Stopping…"):
+            result = sandbox.down()
+    except (SandboxError, SettingsError) as error:
+        raise _fail(str(error)) from None
+    if result.not_ours:
+        raise _fail(
+            f"{', '.join(result.not_ours)}: the recorded pid now belongs to another process, which was left alone; "
+            f"the files in {sandbox.workdir} were kept"
+        )
+    console.print(f"stopped {len(result.stopped)} process(es); removed {sandbox.workdir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (tests call it with an argv)."""
+    try:
+        result = app(args=argv, prog_name="python -m cachelayer", standalone_mode=False)
+    except click.ClickException as error:  # usage errors: unknown option, missing value
+        error.show()
+        return error.exit_code
+    except click.exceptions.Abort:
+        return 130
+    return result if isinstance(result, int) else 0
+

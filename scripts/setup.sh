@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what this project needs on a fresh Debian machine: Debian's redis-server and
+# redis-tools (the sandbox and the integration tests run them), shellcheck, iproute2, openssl
+# and systemd-analyze (the tests use them), and a virtualenv `venv/` with requirements.txt
+# (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-check-rdb >/dev/null || missing+=(redis-tools)
+command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v systemd-analyze >/dev/null || missing+=(systemd)
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+if ((${#missing[@]})); then
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing: ${missing[*]}. Run this as root, or: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    # Keep the distro's own redis-server service (port 6379) from starting on install.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+if [ ! -x venv/bin/python ]; then
+    python3 -m venv venv
+fi
+venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
