@@ -85,12 +85,19 @@ def test_image_follows_the_version() -> None:
 # Refusals: one case per bad input. (config, key the message must name, text the fix must hold)
 
 BAD_INPUTS: list[Any] = [
-    pytest.param({"redis": {"node_count": 7}}, "redis.node_count", "multiple of 2", id="node-count-not-multiple-of-group"),
     pytest.param(
-        {"redis": {"node_count": 6, "replicas_per_master": 2}}, "redis.node_count", "at least 9 nodes", id="cluster-2-masters"
+        {"redis": {"node_count": 7}}, "redis.node_count", "multiple of 2", id="node-count-not-multiple-of-group"
+    ),
+    pytest.param(
+        {"redis": {"node_count": 6, "replicas_per_master": 2}},
+        "redis.node_count",
+        "at least 9 nodes",
+        id="cluster-2-masters",
     ),
     pytest.param({"redis": {"node_count": 4}}, "redis.node_count", "at least 6 nodes", id="cluster-4-nodes"),
-    pytest.param({"redis": {"bus_port_offset": 3}}, "redis.bus_port_offset", "do not overlap", id="bus-overlaps-client"),
+    pytest.param(
+        {"redis": {"bus_port_offset": 3}}, "redis.bus_port_offset", "do not overlap", id="bus-overlaps-client"
+    ),
     pytest.param(
         {"redis": {"topology": "sentinel"}, "sentinel": {"ports": [7002, 26380, 26381]}},
         "sentinel.ports",
@@ -114,10 +121,16 @@ BAD_INPUTS: list[Any] = [
         id="sentinel-port-0",
     ),
     pytest.param(
-        {"redis": {"topology": "sentinel"}, "sentinel": {"quorum": 4}}, "sentinel.quorum", "between 1 and 3", id="quorum-4-of-3"
+        {"redis": {"topology": "sentinel"}, "sentinel": {"quorum": 4}},
+        "sentinel.quorum",
+        "between 1 and 3",
+        id="quorum-4-of-3",
     ),
     pytest.param(
-        {"redis": {"topology": "sentinel"}, "sentinel": {"quorum": 0}}, "sentinel.quorum", "between 1 and 3", id="quorum-0"
+        {"redis": {"topology": "sentinel"}, "sentinel": {"quorum": 0}},
+        "sentinel.quorum",
+        "between 1 and 3",
+        id="quorum-0",
     ),
     pytest.param(
         {"redis": {"topology": "sentinel", "cluster_enabled": True}},
@@ -140,7 +153,9 @@ BAD_INPUTS: list[Any] = [
     pytest.param(
         {"redis": {"maxmemory_policy": "allkeys_lru"}}, "redis.maxmemory_policy", "allkeys-lru", id="policy-underscore"
     ),
-    pytest.param({"app_password": "tiny-pw"}, "app_password", "pulumi config set --secret app_password", id="password-short"),
+    pytest.param(
+        {"app_password": "tiny-pw"}, "app_password", "pulumi config set --secret app_password", id="password-short"
+    ),
     pytest.param(
         {"admin_password": "fifteen-chars!!"},
         "admin_password",
@@ -155,7 +170,9 @@ BAD_INPUTS: list[Any] = [
         id="unknown-redis-key",
     ),
     pytest.param({"sentinel": {"qorum": 2}}, "sentinel.qorum", "did you mean 'quorum'", id="unknown-sentinel-key"),
-    pytest.param({"docker": {"subnett": "10.0.0.0/24"}}, "docker.subnett", "did you mean 'subnet'", id="unknown-docker-key"),
+    pytest.param(
+        {"docker": {"subnett": "10.0.0.0/24"}}, "docker.subnett", "did you mean 'subnet'", id="unknown-docker-key"
+    ),
     pytest.param(
         {
             "redis": {"target": "hosts"},
@@ -170,7 +187,9 @@ BAD_INPUTS: list[Any] = [
     pytest.param({"redis": {"tls": "yes"}}, "redis.tls", "true or false", id="tls-text"),
     pytest.param({"redis": {"topology": "ring"}}, "redis.topology", "'sentinel'", id="topology-unknown"),
     pytest.param({"hosts": {"machines": machines(6)}}, "hosts", "redis.target: hosts", id="hosts-with-docker-target"),
-    pytest.param({"redis": {"target": "hosts"}, "cdn": CDN}, "hosts.machines", "name and address", id="hosts-target-no-hosts"),
+    pytest.param(
+        {"redis": {"target": "hosts"}, "cdn": CDN}, "hosts.machines", "name and address", id="hosts-target-no-hosts"
+    ),
     pytest.param(
         {"redis": {"target": "hosts"}, "hosts": {"machines": []}, "cdn": CDN},
         "hosts.machines",
@@ -220,12 +239,6 @@ def test_port_collision_names_both_owners() -> None:
     assert "cluster bus (node 0) port 7003 is also the client (node 3) port" in caught.value.problem
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="core bug (fields.from_mapping): a missing required field (Machine.address) raises TypeError, "
-    "not a SettingsError naming hosts.machines[0].address",
-)
 def test_a_machine_without_an_address_is_a_settings_error() -> None:
     config = {"redis": {"target": "hosts"}, "hosts": {"machines": [{"name": "cache-1"}]}, "cdn": CDN}
     with pytest.raises(SettingsError) as caught:
@@ -299,12 +312,6 @@ def test_a_fractional_float_is_refused() -> None:
     assert caught.value.key == "redis.base_port"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="core bug (fields.convert, fixed-length tuple branch): `zip(args, value)` is unpacked as (value, "
-    "annotation), so any `redis.save` in a stack file raises TypeError: no converter for 900",
-)
 def test_save_points_given_as_lists_become_tuples() -> None:
     settings = load_settings({"redis": {"save": [[900, 1], [60, 1000]]}}, "dev")
     assert settings.redis.save == ((900, 1), (60, 1000))

@@ -257,7 +257,9 @@ def test_placement_of_the_wrong_length_is_refused() -> None:
 
 @pytest.mark.parametrize("machine_count", [3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize(("node_count", "replicas"), [(6, 1), (8, 1), (12, 1), (9, 2)])
-def test_default_placement_never_puts_a_replica_with_its_master(machine_count: int, node_count: int, replicas: int) -> None:
+def test_default_placement_never_puts_a_replica_with_its_master(
+    machine_count: int, node_count: int, replicas: int
+) -> None:
     settings = hosts_settings(machine_count, node_count=node_count, replicas_per_master=replicas)
     topology = build_topology(settings)
     context = f"{node_count} nodes, {replicas} replica(s) per master, {machine_count} machines"

@@ -68,6 +68,10 @@ def from_mapping(cls: type[T], raw: Any, key: str) -> T:
     for name in raw:
         if name not in fields:
             raise unknown_keys_error(key, str(name), fields)
+    for name, spec in fields.items():
+        required = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+        if required and name not in raw:
+            raise SettingsError(f"{key}.{name}", "is missing", f"add {name} to {key}")
     hints = typing.get_type_hints(cls)
     values = {name: convert(raw[name], hints[name], f"{key}.{name}") for name in raw}
     return cls(**values)
@@ -94,7 +98,7 @@ def convert(value: Any, annotation: Any, key: str) -> Any:
             return tuple(convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise SettingsError(key, f"expected {len(args)} items, got {len(value)}", f"write a list of {len(args)} items")
-        return tuple(convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(args, value, strict=True)))
+        return tuple(convert(v, a, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if dataclasses.is_dataclass(annotation):
         return from_mapping(annotation, value, key)  # type: ignore[arg-type]
     if annotation is bool:
