@@ -22,6 +22,9 @@ class Machine:
     address: str
     ssh_user: str | None = None  # falls back to hosts.ssh_user
     ssh_port: int = 22
+    # The server's SSH host public key as known_hosts writes it ("ssh-ed25519 AAAA..."). When
+    # set, the deployment refuses a server presenting another key; unset, the key is not checked.
+    ssh_host_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,12 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> 
             ) from None
         if not 1 <= machine.ssh_port <= 65535:
             raise SettingsError(f"hosts.machines[{index}].ssh_port", "is not a TCP port", "use 22 or your SSH port")
+        if machine.ssh_host_key is not None and len(machine.ssh_host_key.split()) < 2:
+            raise SettingsError(
+                f"hosts.machines[{index}].ssh_host_key",
+                "is not a public key line",
+                "paste the key as `ssh-keyscan <address>` prints it, without the address: 'ssh-ed25519 AAAA...'",
+            )
     for index, network in enumerate(hosts.app_networks):
         try:
             ipaddress.ip_network(network)
@@ -72,6 +81,14 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> 
             raise SettingsError(f"hosts.app_networks[{index}]", f"'{network}' is not a network", "write CIDR") from None
     if hosts.backup_retention_days < 1:
         raise SettingsError("hosts.backup_retention_days", "must keep at least one day", "use 7")
+    calendar = hosts.backup_on_calendar
+    # It lands in a systemd unit line: a line break would inject directives.
+    if not calendar.strip() or any(c in calendar for c in "\r\n"):
+        raise SettingsError(
+            "hosts.backup_on_calendar",
+            f"{calendar!r} is not a systemd calendar expression",
+            "write one line such as '*-*-* 02:00:00' (check it with `systemd-analyze calendar`)",
+        )
 
     placement = hosts.placement or default_placement(hosts.machines, redis.node_count, redis.replicas_per_master)
     if len(placement) != redis.node_count:
@@ -82,7 +99,9 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> 
         )
     for index, name in enumerate(placement):
         if name not in names:
-            raise SettingsError(f"hosts.placement[{index}]", f"'{name}' is not a listed machine", f"use one of {', '.join(names)}")
+            raise SettingsError(
+                f"hosts.placement[{index}]", f"'{name}' is not a listed machine", f"use one of {', '.join(names)}"
+            )
     masters = redis.masters
     for index, name in enumerate(placement):
         if index >= masters and name == placement[index % masters]:

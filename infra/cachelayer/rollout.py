@@ -43,7 +43,6 @@ LIVE_DIRECTIVES = frozenset(
         "protected-mode",
         "stop-writes-on-bgsave-error",
         "rdbcompression",
-        "rdbchecksum",
         "masteruser",
         "replica-serve-stale-data",
         "replica-read-only",
@@ -68,6 +67,7 @@ RESTART_DIRECTIVES = frozenset(
         "bind",
         "dir",
         "dbfilename",
+        "rdbchecksum",  # immutable in 7.0
         "cluster-enabled",
         "cluster-config-file",
         "include",

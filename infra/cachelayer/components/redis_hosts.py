@@ -1,25 +1,483 @@
-"""PLACEHOLDER: the prod stack's hosts component is being written (issue 5)."""
+"""The prod stack's Redis: plain Linux hosts driven over SSH with pulumi_command.remote.
+
+Every file is written by a remote Command that takes the content on stdin (so no content ever
+appears on a command line or in a log), into a temporary file whose owner and mode are set
+before it is renamed into place. Files holding secrets get a secret Output as stdin, which
+Pulumi stores encrypted in the state.
+
+Config changes never restart every node at once: the unit is started only when the service
+resource is created; later config uploads are followed by `apply-config` (CONFIG SET of the
+live-settable directives on each host) and, only for nodes whose restart-needing directives
+changed, one rolling-restart step per node, chained replicas first, then masters after a
+failover (see cachelayer.rollout and docs/prod-hosts.md).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_command as command
+from pulumi_command.remote import ConnectionArgsDict
 
-from ..render import Passwords
+from ..hosts_settings import Machine
+from ..render import (
+    Passwords,
+    render_auth_conf,
+    render_bootstrap_script,
+    render_redis_conf,
+    render_sentinel_conf,
+    render_users_acl,
+)
+from ..render_hosts import (
+    ADMIN_PASS_FILE,
+    BACKUP_SCRIPT,
+    FIREWALL_UNIT,
+    HEALTH_CHECK_SCRIPT,
+    NFT_FILE,
+    ROLLING_RESTART_SCRIPT,
+    SYSCTL_FILE,
+    THP_UNIT,
+    TLS_DIR,
+    UNIT_DIR,
+    HostPlan,
+    host_plans,
+    node_paths,
+    render_apply_config,
+    render_backup_script,
+    render_backup_service,
+    render_backup_timer,
+    render_dirs_script,
+    render_firewall_unit,
+    render_health_check,
+    render_install_script,
+    render_nftables,
+    render_node_unit,
+    render_rolling_restart,
+    render_sentinel_set,
+    render_sentinel_unit,
+    render_sysctl,
+    render_thp_unit,
+    run_script_command,
+    sentinel_paths,
+    ssh_user,
+    sudo_prefix,
+    write_file_command,
+)
+from ..rollout import content_hash, restart_fingerprint, rolling_plan
 from ..settings import Settings
-from ..topology import Topology
+from ..topology import SentinelNode, Topology
+from .tls_material import RedisTlsArgs, RedisTlsMaterial, create_tls_material
+
+LOGGING = command.remote.Logging.STDOUT_AND_STDERR
 
 
 @dataclass
 class RedisHostsArgs:
     settings: Settings
     topology: Topology
-    passwords: pulumi.Output[Passwords]
-    ssh_private_key: pulumi.Output[str]
+    passwords: pulumi.Output[Passwords]  # secret
+    ssh_private_key: pulumi.Output[str]  # secret
+
+
+@dataclass
+class _Host:
+    """What the component declares on one machine, for the resources that follow."""
+
+    plan: HostPlan
+    user: str
+    connection: ConnectionArgsDict
+    ready: list[pulumi.Resource]  # install + dirs: every file waits for these
+    shared_files: list[pulumi.Resource]  # TLS material and admin.pass: every process needs them
+    system: list[pulumi.Resource]  # firewall and kernel applied: before any process starts
 
 
 class RedisHostsDeployment(pulumi.ComponentResource):
+    """Redis nodes (and sentinels) as systemd services on the hosts of hosts.machines."""
+
+    hosts: pulumi.Output[list[str]]
+    services: pulumi.Output[list[str]]
+    bootstrap_output: pulumi.Output[str]
+    ca_cert_pem: pulumi.Output[str] | None
+
     def __init__(self, name: str, args: RedisHostsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cachelayer:hosts:RedisHostsDeployment", name, None, opts)
-        self.register_outputs({})
+        self._name = name
+        settings, topology, passwords = args.settings, args.topology, args.passwords
+        assert settings.hosts is not None, "the hosts target needs hosts settings"
+        plans = host_plans(settings, topology)
+        admin_password: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(lambda p: p.admin))
+        self._auth_env: dict[str, pulumi.Input[str]] = {"REDISCLI_AUTH": admin_password}
+
+        tls_material: RedisTlsMaterial | None = None
+        if settings.redis.tls:
+            tls_material = create_tls_material(
+                f"{name}-tls", RedisTlsArgs(settings.stack, [(p.name, p.address) for p in plans]), parent=self
+            )
+        self.ca_cert_pem = tls_material.ca_cert_pem if tls_material else None
+
+        acl: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(lambda p: render_users_acl(settings, p)))
+        confs = {node.port: render_redis_conf(settings, topology, node, node_paths(node)) for node in topology.nodes}
+        hosts: dict[str, _Host] = {}
+        node_services: list[pulumi.Resource] = []
+        sentinel_services: list[pulumi.Resource] = []
+        node_files: list[pulumi.Resource] = []
+        for plan in plans:
+            host = self._host(settings, topology, plan, args.ssh_private_key, admin_password, tls_material)
+            hosts[plan.name] = host
+            for node in plan.nodes:
+                paths = node_paths(node)
+                files = [
+                    self._file(host, f"{node.name}-conf", paths.conf_file, confs[node.port], "0640", "redis"),
+                    self._file(host, f"{node.name}-acl", paths.acl_file, acl, "0640", "redis", secret=True),
+                    self._file(
+                        host,
+                        f"{node.name}-auth",
+                        paths.auth_file,
+                        _auth_conf(passwords, node.name),
+                        "0640",
+                        "redis",
+                        secret=True,
+                    ),
+                ]
+                unit = render_node_unit(settings, topology, node)
+                unit_file = self._file(
+                    host, f"{node.name}-unit", f"{UNIT_DIR}/{node.name}.service", unit, "0644", "root"
+                )
+                node_files += files
+                node_services.append(
+                    self._service(host, node.name, unit, [*files, unit_file, *host.shared_files, *host.system])
+                )
+            for sentinel in plan.sentinels:
+                paths = sentinel_paths(sentinel)
+                conf = _sentinel_conf(settings, topology, sentinel, passwords)
+                # Sentinel rewrites its config: upload a template next to it and copy it into
+                # place only when the host has none yet (see the service's create command).
+                dist = self._file(
+                    host, f"{sentinel.name}-conf-dist", f"{paths.conf_file}.dist", conf, "0640", "redis", secret=True
+                )
+                unit = render_sentinel_unit(settings, sentinel)
+                unit_file = self._file(
+                    host, f"{sentinel.name}-unit", f"{UNIT_DIR}/{sentinel.name}.service", unit, "0644", "root"
+                )
+                install_conf = (
+                    f"{sudo_prefix(host.user)}sh -c '[ -e {paths.conf_file} ] || "
+                    f"install -m 0640 -o redis -g redis {paths.conf_file}.dist {paths.conf_file}'"
+                )
+                sentinel_services.append(
+                    self._service(
+                        host,
+                        sentinel.name,
+                        unit,
+                        [dist, unit_file, *host.shared_files, *host.system],
+                        before=install_conf,
+                    )
+                )
+
+        # Form the cluster (or check the sentinel quorum) once every process runs: the dev
+        # stack's script, from the first host, the password in the environment only.
+        first = hosts[topology.nodes[0].host]
+        bootstrap = command.remote.Command(
+            f"{name}-bootstrap",
+            connection=first.connection,
+            create=run_script_command(first.user),
+            stdin=render_bootstrap_script(settings, topology, TLS_DIR),
+            environment=self._auth_env,
+            # Re-run when the set of processes changes; the script leaves an existing cluster alone.
+            triggers=[n.endpoint for n in topology.nodes] + [s.endpoint for s in topology.sentinels],
+            logging=LOGGING,
+            opts=self._opts([*node_services, *sentinel_services], secret_outputs=["environment"]),
+        )
+
+        # Later config changes: live settings on every host at once, then restarts one node at a time.
+        apply_steps: list[pulumi.Resource] = []
+        for plan in plans:
+            if not plan.nodes:
+                continue
+            host = hosts[plan.name]
+            script = render_apply_config(settings, plan, confs)
+            apply_steps.append(
+                command.remote.Command(
+                    f"{name}-{plan.name}-apply-config",
+                    connection=host.connection,
+                    create=run_script_command(host.user),
+                    update=run_script_command(host.user),
+                    stdin=script,
+                    environment=self._auth_env,
+                    triggers=[content_hash(confs[port]) for port in plan.ports] + [acl.apply(content_hash)],
+                    logging=LOGGING,
+                    opts=self._opts([bootstrap, *node_files], secret_outputs=["environment"]),
+                )
+            )
+        previous: list[pulumi.Resource] = []
+        for step in rolling_plan(topology):
+            host = hosts[step.host]
+            triggers: list[pulumi.Input[str]] = [restart_fingerprint(confs[step.port])]
+            if tls_material is not None:
+                # A renewed certificate is read at start-up only.
+                triggers.append(
+                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or ""))
+                )
+            restart = command.remote.Command(
+                f"{name}-{step.name}-restart",
+                connection=host.connection,
+                # Created together with the service, which started with this very config.
+                create=f"echo '{step.name}: started with the deployed config, no restart needed'",
+                update=f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}",
+                triggers=triggers,
+                logging=LOGGING,
+                opts=self._opts([*apply_steps, *previous, *host.ready]),
+            )
+            previous = [restart]
+
+        if settings.redis.topology == "sentinel":
+            for plan in plans:
+                if not plan.sentinels:
+                    continue
+                host = hosts[plan.name]
+                watch = settings.sentinel
+                command.remote.Command(
+                    f"{name}-{plan.name}-sentinel-set",
+                    connection=host.connection,
+                    create=run_script_command(host.user),
+                    update=run_script_command(host.user),
+                    stdin=render_sentinel_set(settings, topology, plan),
+                    environment=self._auth_env,
+                    triggers=[
+                        watch.quorum,
+                        watch.down_after_milliseconds,
+                        watch.failover_timeout,
+                        watch.parallel_syncs,
+                    ],
+                    logging=LOGGING,
+                    opts=self._opts([bootstrap], secret_outputs=["environment"]),
+                )
+
+        self.hosts = pulumi.Output.from_input([p.name for p in plans])
+        self.services = pulumi.Output.from_input(
+            [f"{p.name}:{n.name}" for p in plans for n in p.nodes]
+            + [f"{p.name}:{s.name}" for p in plans for s in p.sentinels]
+        )
+        self.bootstrap_output = bootstrap.stdout
+        outputs: dict[str, pulumi.Input[object]] = {
+            "hosts": self.hosts,
+            "services": self.services,
+            "bootstrap_output": self.bootstrap_output,
+        }
+        if self.ca_cert_pem is not None:
+            outputs["ca_cert_pem"] = self.ca_cert_pem
+        self.register_outputs(outputs)
+
+    # --- per host -------------------------------------------------------------------------
+
+    def _host(
+        self,
+        settings: Settings,
+        topology: Topology,
+        plan: HostPlan,
+        ssh_private_key: pulumi.Output[str],
+        admin_password: pulumi.Output[str],
+        tls_material: RedisTlsMaterial | None,
+    ) -> _Host:
+        assert settings.hosts is not None
+        machine = plan.machine
+        user = ssh_user(settings, machine)
+        connection = _connection(machine, user, ssh_private_key)
+        install = command.remote.Command(
+            f"{self._name}-{plan.name}-install",
+            connection=connection,
+            create=run_script_command(user),
+            stdin=render_install_script(settings, plan),
+            logging=LOGGING,
+            opts=self._opts([]),
+        )
+        dirs = command.remote.Command(
+            f"{self._name}-{plan.name}-dirs",
+            connection=connection,
+            create=run_script_command(user),
+            stdin=render_dirs_script(settings, plan),
+            logging=LOGGING,
+            opts=self._opts([install]),
+        )
+        host = _Host(plan, user, connection, [install, dirs], [], [])
+        host.shared_files.append(
+            self._file(
+                host,
+                "admin-pass",
+                ADMIN_PASS_FILE,
+                admin_password.apply(lambda p: p + "\n"),
+                "0600",
+                "root",
+                secret=True,
+            )
+        )
+        if tls_material is not None:
+            certificate = tls_material.certificates[plan.name]
+            host.shared_files += [
+                self._file(host, "tls-ca", f"{TLS_DIR}/ca.crt", tls_material.ca_cert_pem, "0640", "redis"),
+                self._file(host, "tls-cert", f"{TLS_DIR}/redis.crt", certificate.cert_pem, "0640", "redis"),
+                self._file(host, "tls-key", f"{TLS_DIR}/redis.key", certificate.key_pem, "0640", "redis", secret=True),
+            ]
+
+        # Firewall: the rule set file, a unit that loads it at boot, and loading it now.
+        rules = render_nftables(settings, topology, plan)
+        firewall_unit = render_firewall_unit(settings)
+        firewall_files = [
+            self._file(host, "firewall-rules", NFT_FILE, rules, "0644", "root"),
+            self._file(host, "firewall-unit", f"{UNIT_DIR}/{FIREWALL_UNIT}", firewall_unit, "0644", "root"),
+        ]
+        sudo = sudo_prefix(user)
+        host.system.append(
+            self._systemd(
+                host,
+                "firewall",
+                create=f"{sudo}nft -c -f {NFT_FILE} && {sudo}systemctl daemon-reload && "
+                f"{sudo}systemctl enable {FIREWALL_UNIT} && {sudo}systemctl reload-or-restart {FIREWALL_UNIT}",
+                triggers=[content_hash(rules), content_hash(firewall_unit)],
+                depends_on=firewall_files,
+            )
+        )
+        if settings.hosts.kernel_tuning:
+            sysctl, thp = render_sysctl(settings), render_thp_unit(settings)
+            kernel_files = [
+                self._file(host, "sysctl", SYSCTL_FILE, sysctl, "0644", "root"),
+                self._file(host, "thp-unit", f"{UNIT_DIR}/{THP_UNIT}", thp, "0644", "root"),
+            ]
+            host.system.append(
+                self._systemd(
+                    host,
+                    "kernel",
+                    create=f"{sudo}sysctl -p {SYSCTL_FILE} && {sudo}systemctl daemon-reload && "
+                    f"{sudo}systemctl enable {THP_UNIT} && {sudo}systemctl restart {THP_UNIT}",
+                    triggers=[content_hash(sysctl), content_hash(thp)],
+                    depends_on=kernel_files,
+                )
+            )
+
+        # Backups and health check: scripts read the admin password from ADMIN_PASS_FILE.
+        if plan.nodes:
+            backup_script = render_backup_script(settings, plan)
+            backup_service, backup_timer = render_backup_service(settings), render_backup_timer(settings)
+            backup_files = [
+                self._file(host, "backup-script", BACKUP_SCRIPT, backup_script, "0750", "root"),
+                self._file(
+                    host, "backup-service-unit", f"{UNIT_DIR}/redis-backup.service", backup_service, "0644", "root"
+                ),
+                self._file(host, "backup-timer-unit", f"{UNIT_DIR}/redis-backup.timer", backup_timer, "0644", "root"),
+            ]
+            self._systemd(
+                host,
+                "backup-timer",
+                create=f"{sudo}systemctl daemon-reload && {sudo}systemctl enable redis-backup.timer && "
+                f"{sudo}systemctl restart redis-backup.timer",
+                triggers=[content_hash(backup_script), content_hash(backup_service), content_hash(backup_timer)],
+                depends_on=[*backup_files, *host.shared_files],
+            )
+            self._file(
+                host,
+                "rolling-restart-script",
+                ROLLING_RESTART_SCRIPT,
+                render_rolling_restart(settings, topology, plan),
+                "0750",
+                "root",
+            )
+        self._file(host, "health-check", HEALTH_CHECK_SCRIPT, render_health_check(settings, plan), "0750", "root")
+        return host
+
+    # --- building blocks -------------------------------------------------------------------
+
+    def _opts(
+        self,
+        depends_on: Sequence[pulumi.Resource],
+        secret_outputs: list[str] | None = None,
+        delete_before_replace: bool = False,
+    ) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(
+            parent=self,
+            depends_on=list(depends_on),
+            additional_secret_outputs=secret_outputs,
+            delete_before_replace=delete_before_replace,
+        )
+
+    def _file(
+        self,
+        host: _Host,
+        label: str,
+        path: str,
+        content: pulumi.Input[str],
+        mode: str,
+        owner: str,
+        secret: bool = False,
+    ) -> command.remote.Command:
+        """A file written from stdin; re-written (create runs again) when the content changes."""
+        group = "root" if owner == "root" else "redis"
+        return command.remote.Command(
+            f"{self._name}-{host.plan.name}-{label}",
+            connection=host.connection,
+            create=write_file_command(path, mode, owner, group, host.user),
+            stdin=pulumi.Output.secret(content) if secret else content,
+            logging=LOGGING,
+            opts=self._opts(host.ready, secret_outputs=["stdin"] if secret else None),
+        )
+
+    def _systemd(
+        self, host: _Host, label: str, create: str, triggers: list[str], depends_on: Sequence[pulumi.Resource]
+    ) -> command.remote.Command:
+        return command.remote.Command(
+            f"{self._name}-{host.plan.name}-{label}",
+            connection=host.connection,
+            create=create,
+            triggers=triggers,
+            logging=LOGGING,
+            opts=self._opts([*host.ready, *depends_on]),
+        )
+
+    def _service(
+        self, host: _Host, process: str, unit: str, depends_on: Sequence[pulumi.Resource], before: str | None = None
+    ) -> command.remote.Command:
+        """Enable and start the unit once. A changed unit is only reloaded: the process keeps
+        running until a restart that is meant (a rolling-restart step)."""
+        sudo = sudo_prefix(host.user)
+        service = f"{process}.service"
+        start = f"{sudo}systemctl daemon-reload && {sudo}systemctl enable --now {service}"
+        return command.remote.Command(
+            f"{self._name}-{process}-service",
+            connection=host.connection,
+            create=f"{before} && {start}" if before else start,
+            update=f"{sudo}systemctl daemon-reload",
+            delete=f"{sudo}systemctl disable --now {service}",
+            triggers=[content_hash(unit)],
+            logging=LOGGING,
+            # If this ever gets replaced, stop the old process before starting the new one.
+            opts=self._opts([*host.ready, *depends_on], delete_before_replace=True),
+        )
+
+
+def _auth_conf(passwords: pulumi.Output[Passwords], node_name: str) -> pulumi.Output[str]:
+    def render(p: Passwords) -> str:
+        return render_auth_conf(node_name, p)
+
+    return pulumi.Output.secret(passwords.apply(render))
+
+
+def _sentinel_conf(
+    settings: Settings, topology: Topology, sentinel: SentinelNode, passwords: pulumi.Output[Passwords]
+) -> pulumi.Output[str]:
+    def render(p: Passwords) -> str:
+        return render_sentinel_conf(settings, topology, sentinel, sentinel_paths(sentinel), p)
+
+    return pulumi.Output.secret(passwords.apply(render))
+
+
+def _connection(machine: Machine, user: str, private_key: pulumi.Output[str]) -> ConnectionArgsDict:
+    connection: ConnectionArgsDict = {
+        "host": machine.address,
+        "port": float(machine.ssh_port),
+        "user": user,
+        "private_key": private_key,
+        "dial_error_limit": 20,
+    }
+    if machine.ssh_host_key:
+        connection["host_key"] = machine.ssh_host_key
+    return connection

@@ -1,0 +1,324 @@
+"""Render what the prod stack puts on each Linux host besides the Redis configs: systemd units,
+the firewall rule set, kernel settings, and the operator scripts. Pure (jinja2, no Pulumi).
+
+Every script reads the admin password from a root-only file (ADMIN_PASS_FILE) or from
+REDISCLI_AUTH when the caller already set it, never from its command line.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from .hosts_settings import Machine
+from .render import TEMPLATES_DIR, USERS, Paths, cli_tls_flags, host_paths
+from .rollout import live_values
+from .settings import Settings
+from .topology import Node, SentinelNode, Topology
+
+CONF_DIR = "/etc/redis"
+TLS_DIR = f"{CONF_DIR}/tls"
+ADMIN_PASS_FILE = f"{CONF_DIR}/admin.pass"
+SCRIPTS_DIR = "/opt/redis/scripts"
+BACKUP_DIR = "/var/backups/redis"
+LOG_DIR = "/var/log/redis"
+UNIT_DIR = "/etc/systemd/system"
+NFT_DIR = "/etc/nftables.d"
+NFT_FILE = f"{NFT_DIR}/cachelayer-redis.nft"
+NFT_TABLE = "cachelayer_redis"
+SYSCTL_FILE = "/etc/sysctl.d/60-cachelayer-redis.conf"
+FIREWALL_UNIT = "cachelayer-firewall.service"
+THP_UNIT = "disable-thp.service"
+BACKUP_SCRIPT = f"{SCRIPTS_DIR}/redis-backup.sh"
+HEALTH_CHECK_SCRIPT = f"{SCRIPTS_DIR}/health-check.sh"
+ROLLING_RESTART_SCRIPT = f"{SCRIPTS_DIR}/rolling-restart.sh"
+SOMAXCONN = 1024  # above redis.conf's tcp-backlog 511
+WAIT_SECONDS = 120
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,  # shell and unit files, not HTML
+)
+_environment.filters["shell_quote"] = shlex.quote
+
+
+def _render(template: str, settings: Settings, **context: Any) -> str:
+    return _environment.get_template(template).render(stack=settings.stack, **context)
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """One machine and the Redis processes it runs."""
+
+    machine: Machine
+    nodes: tuple[Node, ...]
+    sentinels: tuple[SentinelNode, ...]
+
+    @property
+    def name(self) -> str:
+        return self.machine.name
+
+    @property
+    def address(self) -> str:
+        return self.machine.address
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(n.port for n in self.nodes)
+
+
+def host_plans(settings: Settings, topology: Topology) -> tuple[HostPlan, ...]:
+    """Every machine that runs at least one process, in the order hosts.machines lists them."""
+    assert settings.hosts is not None, "the hosts target needs hosts settings"
+    plans = []
+    for machine in settings.hosts.machines:
+        nodes = tuple(n for n in topology.nodes if n.host == machine.name)
+        sentinels = tuple(s for s in topology.sentinels if s.host == machine.name)
+        if nodes or sentinels:
+            plans.append(HostPlan(machine, nodes, sentinels))
+    return tuple(plans)
+
+
+def ssh_user(settings: Settings, machine: Machine) -> str:
+    assert settings.hosts is not None
+    return machine.ssh_user or settings.hosts.ssh_user
+
+
+def sudo_prefix(user: str) -> str:
+    """Root needs no sudo; anyone else runs the privileged part with non-interactive sudo."""
+    return "" if user == "root" else "sudo -n "
+
+
+def node_paths(node: Node) -> Paths:
+    return host_paths(node.name, node.port)
+
+
+def sentinel_paths(sentinel: SentinelNode) -> Paths:
+    return host_paths(sentinel.name, sentinel.port)
+
+
+def write_file_command(path: str, mode: str, owner: str, group: str, user: str) -> str:
+    """Write stdin to `path` atomically (temporary file + rename) with its owner and mode set
+    before the file appears, so a secret is never readable by others, not even briefly."""
+    directory, base = posixpath.split(path)
+    inner = (
+        "umask 077 && "
+        f'tmp="$(mktemp {shlex.quote(directory)}/.{base}.XXXXXX)" && '
+        'cat > "$tmp" && '
+        f'chown {owner}:{group} "$tmp" && chmod {mode} "$tmp" && '
+        f'mv -f "$tmp" {shlex.quote(path)}'
+    )
+    return f"{sudo_prefix(user)}sh -c {shlex.quote(inner)}"
+
+
+def run_script_command(user: str) -> str:
+    """Run the script on stdin as root with REDISCLI_AUTH set. The value comes from the
+    Command's (secret) environment when the SSH server accepts it (`AcceptEnv REDISCLI_AUTH`)
+    and is kept across sudo; otherwise it is read from the root-only admin password file. It is
+    never on a command line."""
+    inner = (
+        'if [ -z "${REDISCLI_AUTH:-}" ] && [ -r ' + ADMIN_PASS_FILE + " ]; then "
+        'REDISCLI_AUTH="$(cat ' + ADMIN_PASS_FILE + ')"; export REDISCLI_AUTH; fi; exec bash -s'
+    )
+    prefix = "" if user == "root" else "sudo -n --preserve-env=REDISCLI_AUTH "
+    return f"{prefix}sh -c {shlex.quote(inner)}"
+
+
+def _cli_context(settings: Settings) -> dict[str, Any]:
+    return {
+        "admin_user": USERS.admin,
+        "admin_pass_file": ADMIN_PASS_FILE,
+        "tls_dir": TLS_DIR,
+        # "$TLS_DIR" expands in the script, so tests can point it at their own certificates.
+        "tls_flags": cli_tls_flags(settings, "$TLS_DIR"),
+    }
+
+
+def render_install_script(settings: Settings, host: HostPlan) -> str:
+    return _render("host-install.sh.j2", settings, host=host.name, sentinel=settings.redis.topology == "sentinel")
+
+
+def render_dirs_script(settings: Settings, host: HostPlan) -> str:
+    data_dirs = [node_paths(n).data_dir for n in host.nodes] + [sentinel_paths(s).data_dir for s in host.sentinels]
+    return _render(
+        "host-dirs.sh.j2",
+        settings,
+        host=host.name,
+        sentinel=settings.redis.topology == "sentinel",
+        conf_dir=CONF_DIR,
+        tls_dir=TLS_DIR,
+        data_dirs=data_dirs,
+        log_dir=LOG_DIR,
+        scripts_dir=SCRIPTS_DIR,
+        backup_dir=BACKUP_DIR,
+        nft_dir=NFT_DIR,
+    )
+
+
+def render_node_unit(settings: Settings, topology: Topology, node: Node) -> str:
+    assert settings.hosts is not None
+    return _render(
+        "redis-node.service.j2",
+        settings,
+        node=node,
+        topology=topology.kind,
+        paths=node_paths(node),
+        log_dir=LOG_DIR,
+        kernel_tuning=settings.hosts.kernel_tuning,
+    )
+
+
+def render_sentinel_unit(settings: Settings, sentinel: SentinelNode) -> str:
+    return _render(
+        "redis-sentinel.service.j2", settings, sentinel=sentinel, paths=sentinel_paths(sentinel), log_dir=LOG_DIR
+    )
+
+
+def firewall_ports(settings: Settings, topology: Topology) -> tuple[int, ...]:
+    """Every port of the deployment: client, cluster bus (cluster), sentinel (sentinel)."""
+    ports = [n.port for n in topology.nodes]
+    if topology.kind == "cluster":
+        ports += [n.bus_port for n in topology.nodes]
+    ports += [s.port for s in topology.sentinels]
+    return tuple(sorted(set(ports)))
+
+
+def firewall_sources(settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(IPv4, IPv6) sources allowed to the Redis ports: every machine and the app networks."""
+    assert settings.hosts is not None
+    v4: list[str] = []
+    v6: list[str] = []
+    for text in [m.address for m in settings.hosts.machines] + list(settings.hosts.app_networks):
+        network = ipaddress.ip_network(text, strict=False)
+        target = v4 if network.version == 4 else v6
+        entry = str(network.network_address) if network.num_addresses == 1 else str(network)
+        if entry not in target:
+            target.append(entry)
+    return tuple(v4), tuple(v6)
+
+
+def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> str:
+    allowed_v4, allowed_v6 = firewall_sources(settings)
+    return _render(
+        "nftables.conf.j2",
+        settings,
+        host=host.name,
+        ports=firewall_ports(settings, topology),
+        kinds=["client", "cluster bus"] if topology.kind == "cluster" else ["client", "sentinel"],
+        allowed_v4=allowed_v4,
+        allowed_v6=allowed_v6,
+    )
+
+
+def render_firewall_unit(settings: Settings) -> str:
+    return _render("cachelayer-firewall.service.j2", settings, nft_file=NFT_FILE)
+
+
+def render_sysctl(settings: Settings) -> str:
+    return _render("sysctl.conf.j2", settings, somaxconn=SOMAXCONN, tcp_backlog=511)
+
+
+def render_thp_unit(settings: Settings) -> str:
+    return _render("disable-thp.service.j2", settings)
+
+
+def render_backup_script(settings: Settings, host: HostPlan) -> str:
+    assert settings.hosts is not None
+    return _render(
+        "redis-backup.sh.j2",
+        settings,
+        host=host.name,
+        ports=host.ports,
+        backup_dir=BACKUP_DIR,
+        retention_days=settings.hosts.backup_retention_days,
+        on_calendar=settings.hosts.backup_on_calendar,
+        **_cli_context(settings),
+    )
+
+
+def render_backup_service(settings: Settings) -> str:
+    return _render(
+        "redis-backup.service.j2",
+        settings,
+        script=BACKUP_SCRIPT,
+        admin_pass_file=ADMIN_PASS_FILE,
+        backup_dir=BACKUP_DIR,
+    )
+
+
+def render_backup_timer(settings: Settings) -> str:
+    assert settings.hosts is not None
+    return _render("redis-backup.timer.j2", settings, on_calendar=settings.hosts.backup_on_calendar)
+
+
+def render_health_check(settings: Settings, host: HostPlan) -> str:
+    return _render(
+        "health-check.sh.j2",
+        settings,
+        host=host.name,
+        ports=host.ports,
+        sentinel_ports=tuple(s.port for s in host.sentinels),
+        **_cli_context(settings),
+    )
+
+
+def render_rolling_restart(settings: Settings, topology: Topology, host: HostPlan) -> str:
+    return _render(
+        "rolling-restart.sh.j2",
+        settings,
+        host=host.name,
+        cluster=topology.kind == "cluster",
+        ports=host.ports,
+        nodes=topology.nodes,
+        sentinels=topology.sentinels,
+        wait_seconds=WAIT_SECONDS,
+        **_cli_context(settings),
+    )
+
+
+@dataclass(frozen=True)
+class NodeLiveValues:
+    port: int
+    live: tuple[tuple[str, str], ...]
+
+
+def render_apply_config(settings: Settings, host: HostPlan, confs: dict[int, str]) -> str:
+    """CONFIG SET of every live-settable directive of each local node's rendered config."""
+    nodes = [NodeLiveValues(n.port, tuple(sorted(live_values(confs[n.port]).items()))) for n in host.nodes]
+    return _render("apply-config.sh.j2", settings, host=host.name, nodes=nodes, **_cli_context(settings))
+
+
+def render_sentinel_set(settings: Settings, topology: Topology, host: HostPlan) -> str:
+    return _render(
+        "sentinel-set.sh.j2",
+        settings,
+        host=host.name,
+        sentinels=host.sentinels,
+        groups=[m.group for m in topology.masters],
+        sentinel_settings=settings.sentinel,
+        **_cli_context(settings),
+    )
+
+
+def shipped_scripts(settings: Settings, topology: Topology, host: HostPlan, confs: dict[int, str]) -> dict[str, str]:
+    """Every shell script the component runs or installs on `host`, by name (for checks)."""
+    scripts = {
+        "host-install.sh": render_install_script(settings, host),
+        "host-dirs.sh": render_dirs_script(settings, host),
+        "redis-backup.sh": render_backup_script(settings, host),
+        "health-check.sh": render_health_check(settings, host),
+        "rolling-restart.sh": render_rolling_restart(settings, topology, host),
+        "apply-config.sh": render_apply_config(settings, host, confs),
+    }
+    if host.sentinels:
+        scripts["sentinel-set.sh"] = render_sentinel_set(settings, topology, host)
+    return scripts
