@@ -52,9 +52,9 @@ def test_every_resource_belongs_to_a_component_and_is_named_after_it(any_stack_r
 
 def test_harness_loads_the_main_directory_that_pulumi_yaml_names() -> None:
     import yaml
-    from program_harness import MAIN_DIR
 
     from cachelayer.stack_file import PROJECT_ROOT
+    from program_harness import MAIN_DIR
 
     project = yaml.safe_load((PROJECT_ROOT / "Pulumi.yaml").read_text())
     assert project["name"] == "cachelayer"

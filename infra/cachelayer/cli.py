@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -95,13 +93,13 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
     passwords = sandbox.passwords
     first = sandbox.topology.nodes[0]
     cluster_flag = " -c" if sandbox.topology.kind == "cluster" else ""
-    read = shlex.quote(
-        f"import json; print(json.load(open({str(sandbox.passwords_file)!r}))['app'])"
-    )
+    # Reads the password from the 0600 file, so it never lands in the shell history.
+    read = "import json, sys; print(json.load(open(sys.argv[1]))['app'])"
     console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel)")
     console.print("Connect as the application user:")
     console.print(
-        f"  REDISCLI_AUTH=$({Path(sys.executable).name} -c {read}) redis-cli{cluster_flag} --user app -p {first.port}",
+        f'  REDISCLI_AUTH=$(python3 -c "{read}" {shlex.quote(str(sandbox.passwords_file))}) '
+        f"redis-cli{cluster_flag} --user app -p {first.port}",
         highlight=False,
         soft_wrap=True,
     )
@@ -127,25 +125,23 @@ def status(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
 def status_table(report: SandboxStatus) -> Table:
     cluster = report.topology == "cluster"
     table = Table(title=f"{report.topology} sandbox: {'[green]healthy' if report.healthy() else '[red]not healthy'}")
-    columns = ["process", "endpoint", "pid", "state", "role", "link", "keys", "memory"]
+    columns = ["process", "pid", "state", "role", "link", "keys", "memory"]
     if cluster:
-        columns[5:5] = ["slots", "cluster_state"]
+        columns[4:4] = ["slots", "cluster_state"]
     for column in columns:
         table.add_column(column)
     for node in report.nodes:
         state = "[green]up" if node.up else f"[red]down[/] {node.error}"
-        row = [node.name, node.endpoint, str(node.pid or "-"), state, node.role, node.master_link,
+        row = [node.name, str(node.pid or "-"), state, node.role, node.master_link,
                "-" if node.keys is None else str(node.keys), node.memory]
         if cluster:
             ok = "[green]ok" if node.cluster_state == "ok" else f"[red]{node.cluster_state}"
-            row[5:5] = ["-" if node.slots is None else str(node.slots), ok]
+            row[4:4] = ["-" if node.slots is None else str(node.slots), ok]
         table.add_row(*row)
     for sentinel in report.sentinels:
         state = "[green]up" if sentinel.up else f"[red]down[/] {sentinel.error}"
         watched = ", ".join(f"{group}→{address}" for group, address in sentinel.masters.items())
-        row = [sentinel.name, sentinel.endpoint, str(sentinel.pid or "-"), state, "sentinel", watched, "-", "-"]
-        if cluster:
-            row[5:5] = ["-", "-"]
+        row = [sentinel.name, str(sentinel.pid or "-"), state, "sentinel", watched, "-", "-"]
         table.add_row(*row)
     return table
 
@@ -170,11 +166,7 @@ def down(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it with an argv)."""
     try:
-        result = app(args=argv, prog_name="python -m cachelayer", standalone_mode=False)
-    except click.ClickException as error:  # usage errors: unknown option, missing value
-        error.show()
-        return error.exit_code
-    except click.exceptions.Abort:
-        return 130
-    return result if isinstance(result, int) else 0
-
+        app(args=argv, prog_name="python -m cachelayer")
+    except SystemExit as exit_:  # typer's standalone mode reports usage errors and exits
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return 0

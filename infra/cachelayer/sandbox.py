@@ -49,7 +49,8 @@ PASSWORDS_FILE = "passwords.json"
 BOOTSTRAP_FILE = "bootstrap.sh"
 TOTAL_SLOTS = 16384
 INSTALL_HINT = (
-    "install Redis (Debian/Ubuntu: `apt-get install redis-server redis-tools`) and run the README's test command again"
+    "run the README's test command `scripts/test.sh`, which installs it (scripts/setup.sh), "
+    "or `apt-get install redis-server redis-tools`"
 )
 
 # Maps a placement host name to the argv prefix that runs a command on that host. Loopback
@@ -74,7 +75,7 @@ class PortInUseError(SandboxError):
         self.port = port
         super().__init__(
             f"port {port} ({what}) on {address} is already in use. If it is an earlier sandbox, run "
-            "`python -m cachelayer sandbox down`; otherwise choose other ports with "
+            "`python -m cachelayer sandbox down --stack <stack>`; otherwise choose other ports with "
             "`--base-port` (the stack key redis.base_port)"
         )
 
@@ -331,8 +332,7 @@ class LocalSandbox:
 
     def _write_node_files(self, node: Node) -> Paths:
         """The files the Pulumi program uploads to the node's container, rendered the same way."""
-        paths = self.paths(node)
-        Path(paths.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths = self._make_dirs(node)
         passwords = self.passwords
         Path(paths.conf_file).write_text(render_redis_conf(self.settings, self.topology, node, paths))
         self._write_secret(Path(paths.acl_file), render_users_acl(self.settings, passwords))
@@ -340,13 +340,20 @@ class LocalSandbox:
         return paths
 
     def _write_sentinel_files(self, sentinel: SentinelNode) -> Paths:
-        paths = self.paths(sentinel)
-        Path(paths.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths = self._make_dirs(sentinel)
         # Sentinel rewrites its config as it learns: written once, like the program's upload.
         if not Path(paths.conf_file).exists():
             self._write_secret(
                 Path(paths.conf_file), render_sentinel_conf(self.settings, self.topology, sentinel, paths, self.passwords)
             )
+        return paths
+
+    def _make_dirs(self, process: Node | SentinelNode) -> Paths:
+        # One by one: mkdir(parents=True) would create the parents with the default mode.
+        paths = self.paths(process)
+        self._make_workdir()
+        for directory in (paths.conf_dir, paths.data_dir):
+            Path(directory).mkdir(exist_ok=True, mode=0o700)
         return paths
 
     @staticmethod
@@ -632,7 +639,7 @@ class LocalSandbox:
             with self.admin_client(sentinel) as client:
                 masters: dict[str, str] = {}
                 for master in self.topology.masters:
-                    address = client.sentinel_get_master_addr_by_name(master.group)
+                    address: Any = client.sentinel_get_master_addr_by_name(master.group)
                     masters[master.group] = f"{address[0]}:{address[1]}" if address else "?"
                 return SentinelStatus(sentinel.name, sentinel.endpoint, True, pid, masters)
         except redis.RedisError as error:
