@@ -1,8 +1,10 @@
 """Which node is which: ports, roles, shards and the address every node is reached at. Pure.
 
-Node i (port base_port + i) is a master when i < masters; otherwise it replicates master
-i % masters. `redis-cli --cluster create` makes the same choice when the masters are listed
-first and the nodes are on distinct addresses, and sentinel topology writes it into the configs.
+Node i (port base_port + i) is planned as a master when i < masters, else as a replica of
+master i % masters. Sentinel topology writes exactly that into the configs. In cluster topology
+`redis-cli --cluster create` lists the planned masters first, so they become the masters, but it
+pairs replicas itself (keeping each off its master's address where it can): tools that need the
+live pairing (rolling restart, scale-out, status) read it from CLUSTER NODES, not from here.
 """
 
 from __future__ import annotations

@@ -53,16 +53,6 @@ def test_every_master_has_one_replica_on_another_host(spread: LocalSandbox) -> N
     assert all(r.split(":")[0] != m.split(":")[0] for r, m in pairs.items()), pairs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: redis-cli 7.0 --cluster create pairs replica i with master (i-1) mod 3 when every node has "
-    "its own address (7153->7152, 7154->7150, 7155->7151), not with master i mod 3 as topology.py plans",
-)
-def test_cluster_create_pairs_replicas_as_the_topology_planned(spread: LocalSandbox) -> None:
-    planned = {n.endpoint: spread.topology.master_of(n).endpoint for n in spread.topology.replicas}
-    assert actual_pairs(spread) == planned
-
-
 def test_cut_off_master_is_replaced_and_rejoins_as_replica(spread: LocalSandbox, netns_hosts: NetnsHosts) -> None:
     victim = spread.topology.nodes[0]
     nodes = cluster_nodes(spread, victim.port)
