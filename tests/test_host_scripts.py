@@ -36,6 +36,7 @@ from cachelayer.render_hosts import (
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import Topology, build_topology
+from tls_certificates import make_test_certificates
 
 PORT = 7200
 PASSWORDS = Passwords(
@@ -89,23 +90,6 @@ def test_bootstrap_variants_cover_both_topologies() -> None:
 # --- a real TLS redis-server with the admin user ----------------------------------------------
 
 
-def make_certs(directory: Path) -> None:
-    """A CA and a 127.0.0.1 certificate with openssl, named as on the hosts (ca.crt, redis.crt, redis.key)."""
-    directory.mkdir(parents=True, exist_ok=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
-    openssl("req", *curve, "-keyout", "redis.key", "-out", "redis.csr", "-subj", "/CN=localhost")
-    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-    openssl(
-        "x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "redis.crt", "-days", "2", "-extfile", "ext.cnf",
-    )  # fmt: skip
-
-
 @dataclass
 class Server:
     port: int
@@ -151,7 +135,7 @@ def wait_for_pong(server: Server) -> None:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     tls_dir = tmp_path / "tls"
-    make_certs(tls_dir)
+    make_test_certificates(tls_dir)
     pass_file = tmp_path / "admin.pass"
     pass_file.write_text(PASSWORDS.admin + "\n")
     pass_file.chmod(0o600)

@@ -47,6 +47,7 @@ from cachelayer.render import (
 )
 from cachelayer.settings import Settings, load_settings
 from cachelayer.topology import Node, Topology, build_topology, local_placement
+from tls_certificates import make_test_certificates
 
 # Distinctive passwords, with the characters a config file must escape.
 PASSWORDS = Passwords(
@@ -586,28 +587,6 @@ def install_tls(paths: Paths, tls_dir: Path) -> None:
         shutil.copy(tls_dir / name, target / name)
 
 
-def make_certificates(directory: Path) -> Path:
-    """A throwaway CA and a certificate for 127.0.0.1 (server and client use)."""
-    openssl = require("openssl")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "ext.cnf").write_text(
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n"
-    )
-    commands = [
-        ["req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", "ca.key", "-out", "ca.crt",
-         "-days", "2", "-subj", "/CN=cachelayer-test-ca"],
-        ["req", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", "redis.key", "-out", "redis.csr",
-         "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-         "-out", "redis.crt", "-days", "2", "-extfile", "ext.cnf"],
-    ]  # fmt: skip
-    for command in commands:
-        done = subprocess.run([openssl, *command], cwd=directory, capture_output=True, text=True, check=False)
-        assert done.returncode == 0, f"openssl {' '.join(command)}: {done.stderr}"
-    return directory
-
-
 @pytest.fixture
 def deploy(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
     """Render every file of a topology into tmp_path and start each process from it."""
@@ -624,7 +603,7 @@ def deploy(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
             "itest",
         )
         topology = build_topology(settings, local_placement(settings, "127.0.0.1"))
-        tls_dir = make_certificates(tmp_path / "certs") if tls else None
+        tls_dir = make_test_certificates(tmp_path / "certs") if tls else None
         deployment = Deployment(settings, topology, tmp_path, tls_dir)
         deployments.append(deployment)
         acl = render_users_acl(settings, PASSWORDS)

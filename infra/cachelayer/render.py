@@ -8,6 +8,7 @@ rendered from a `Passwords` value, which the Pulumi layer only ever holds inside
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     keep_trailing_newline=True,
-    autoescape=False,  # config files, not HTML
+    autoescape=False,  # config files, scripts and units, not HTML
 )
+_environment.filters["shell_quote"] = shlex.quote
 
 
 @dataclass(frozen=True)
@@ -125,13 +127,14 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def _render(template: str, **context: Any) -> str:
+def render_template(template: str, **context: Any) -> str:
+    """Any template in templates/, with the shared StrictUndefined environment."""
     return _environment.get_template(template).render(**context)
 
 
 def render_redis_conf(settings: Settings, topology: Topology, node: Node, paths: Paths) -> str:
     """redis.conf for one node. Holds no secret: masterauth comes from the included auth file."""
-    return _render(
+    return render_template(
         "redis.conf.j2",
         stack=settings.stack,
         topology=topology.kind,
@@ -147,7 +150,7 @@ def render_redis_conf(settings: Settings, topology: Topology, node: Node, paths:
 
 def render_users_acl(settings: Settings, passwords: Passwords) -> str:
     disabled = sorted({c.lower() for c in settings.redis.disabled_commands})
-    return _render(
+    return render_template(
         "users.acl.j2",
         users=USERS,
         hashes=_hashes(passwords),
@@ -158,13 +161,13 @@ def render_users_acl(settings: Settings, passwords: Passwords) -> str:
 
 
 def render_auth_conf(node_name: str, passwords: Passwords) -> str:
-    return _render("auth.conf.j2", node_name=node_name, replication_password=_quoted(passwords.replication))
+    return render_template("auth.conf.j2", node_name=node_name, replication_password=_quoted(passwords.replication))
 
 
 def render_sentinel_conf(
     settings: Settings, topology: Topology, sentinel: SentinelNode, paths: Paths, passwords: Passwords
 ) -> str:
-    return _render(
+    return render_template(
         "sentinel.conf.j2",
         stack=settings.stack,
         tls=settings.redis.tls,
@@ -186,7 +189,7 @@ def cli_tls_flags(settings: Settings, tls_dir: str) -> tuple[str, ...]:
 
 def render_bootstrap_script(settings: Settings, topology: Topology, tls_dir: str, wait_seconds: int = 60) -> str:
     """The script that forms the cluster (or checks the sentinel quorum), run once every node is up."""
-    return _render(
+    return render_template(
         "bootstrap.sh.j2",
         stack=settings.stack,
         topology=topology.kind,

@@ -13,10 +13,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-
 from .hosts_settings import Machine
-from .render import TEMPLATES_DIR, USERS, Paths, cli_tls_flags, host_paths
+from .render import USERS, Paths, cli_tls_flags, host_paths, render_template
 from .rollout import live_values
 from .settings import Settings
 from .topology import Node, SentinelNode, Topology
@@ -40,19 +38,8 @@ ROLLING_RESTART_SCRIPT = f"{SCRIPTS_DIR}/rolling-restart.sh"
 SOMAXCONN = 1024  # above redis.conf's tcp-backlog 511
 WAIT_SECONDS = 120
 
-_environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,  # shell and unit files, not HTML
-)
-_environment.filters["shell_quote"] = shlex.quote
-
-
 def _render(template: str, settings: Settings, **context: Any) -> str:
-    return _environment.get_template(template).render(stack=settings.stack, **context)
+    return render_template(template, stack=settings.stack, **context)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from cachelayer.rollout import live_values
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import build_topology, local_placement
+from tls_certificates import make_test_certificates
 
 BASE_PORT = 7300
 PASSWORDS = Passwords(
@@ -40,23 +41,6 @@ def prod_settings() -> Settings:
     return settings
 
 
-def make_certs(directory: Path) -> None:
-    """CA + a 127.0.0.1 certificate for server and client use, as the TLS provider makes them."""
-    directory.mkdir(parents=True)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
-    openssl("req", *curve, "-keyout", "redis.key", "-out", "redis.csr", "-subj", "/CN=cache-1")
-    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-    openssl(
-        "x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "redis.crt", "-days", "2", "-extfile", "ext.cnf",
-    )  # fmt: skip
-
-
 @pytest.fixture
 def tls_node(tmp_path: Path) -> Iterator[tuple[int, str, tuple[str, ...]]]:
     settings = prod_settings()
@@ -64,7 +48,7 @@ def tls_node(tmp_path: Path) -> Iterator[tuple[int, str, tuple[str, ...]]]:
     node = topology.nodes[0]
     paths = sandbox_paths(tmp_path, node.name)
     Path(paths.data_dir).mkdir(parents=True)
-    make_certs(Path(paths.conf_dir) / "tls")
+    make_test_certificates(Path(paths.conf_dir) / "tls")
     conf = render_redis_conf(settings, topology, node, paths)
     Path(paths.conf_file).write_text(conf)
     Path(paths.acl_file).write_text(render_users_acl(settings, PASSWORDS))
