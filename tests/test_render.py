@@ -407,14 +407,16 @@ def test_bootstrap_creates_the_cluster_with_the_exact_argv() -> None:
     assert "REDISCLI_AUTH:?" in script
 
 
-def test_bootstrap_is_done_only_when_every_node_reports_cluster_state_ok() -> None:
+def test_bootstrap_is_done_only_when_every_node_reports_cluster_state_ok_and_knows_every_node() -> None:
     settings = settings_for(node_count=8)
     script = render_bootstrap_script(settings, build_topology(settings), "/tls")
-    converged = script[script.index("converged() {") : script.index("until converged; do")]
+    node_check = script[script.index("node_converged() {") : script.index("wait_cluster_ok() {")]
+    assert "cluster info" in node_check and "^(cluster_state:ok|cluster_known_nodes:8)$" in node_check
+    assert '= 2 ]' in node_check, "both lines must be present"
+    converged = script[script.index("\nconverged() {") : script.index("until converged; do")]
     assert "cli --cluster check 172.30.70.10:7000" in converged
     for index in range(8):
-        assert f"cli -h 172.30.70.{10 + index} -p {7000 + index} cluster info" in converged, index
-    assert converged.count("cluster_state:") == 8
+        assert f"node_converged 172.30.70.{10 + index} {7000 + index} || return 1" in converged, index
 
 
 def test_bootstrap_passes_the_tls_flags() -> None:
