@@ -175,7 +175,7 @@ def test_sentinel_topology_adds_three_sentinels_whose_config_is_written_once(pro
     assert "replicaof 172.30.70.10 7000\n" in replica_conf and "cluster-enabled" not in replica_conf
     (bootstrap,) = run.of_type(COMMAND)
     assert {s.name for s in sentinels} <= set(run.depends_on[bootstrap.name])
-    assert "sentinel ckquorum redis-master-1" in bootstrap.inputs["stdin"]
+    assert "until sentinel_ready 172.30.70.16 26379 redis-master-1; do" in bootstrap.inputs["stdin"]
 
 
 @pytest.mark.parametrize(
