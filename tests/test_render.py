@@ -8,14 +8,11 @@ script and check the running values against the settings.
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +40,10 @@ from cachelayer.render import (
     render_redis_conf,
     render_sentinel_conf,
     render_users_acl,
-    sandbox_paths,
 )
+from cachelayer.sandbox import LocalSandbox, port_is_free
 from cachelayer.settings import Settings, load_settings
-from cachelayer.topology import Node, Topology, build_topology, local_placement
+from cachelayer.topology import Node, build_topology
 from tls_certificates import make_test_certificates
 
 # Distinctive passwords, with the characters a config file must escape.
@@ -440,13 +437,16 @@ def test_bootstrap_passes_the_tls_flags() -> None:
     ]
 
 
-def test_bootstrap_waits_for_sentinel_quorum_of_every_group() -> None:
+def test_bootstrap_waits_for_sentinel_quorum_and_healthy_replicas_of_every_group() -> None:
     settings = settings_for(topology="sentinel")
-    script = render_bootstrap_script(settings, build_topology(settings), "/tls")
+    topology = build_topology(settings)
+    script = render_bootstrap_script(settings, topology, "/tls")
     assert "--cluster" not in script
-    for port in (26379, 26380, 26381):
+    assert 'sentinel ckquorum "$3"' in script and 'sentinel replicas "$3"' in script
+    assert '[ "$(healthy_replicas "$1" "$2" "$3")" -ge 1 ]' in script
+    for sentinel in topology.sentinels:
         for group in ("redis-master-1", "redis-master-2", "redis-master-3"):
-            assert f"-p {port} sentinel ckquorum {group}" in script, (port, group)
+            assert f"until sentinel_ready {sentinel.address} {sentinel.port} {group}; do" in script, (sentinel.port, group)
 
 
 @pytest.mark.parametrize("topology_kind", ["cluster", "sentinel"])
@@ -501,154 +501,55 @@ def require(binary: str) -> str:
     return path
 
 
-def ports_free(ports: list[int]) -> bool:
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 def free_base_port(preferred: int) -> int:
     """A base port near `preferred` whose client, bus and sentinel ports are all free."""
     for base in range(preferred, preferred + 100, 10):
         needed = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)] + [base + 7 + j for j in range(3)]
-        if ports_free(needed):
+        if all(port_is_free("127.0.0.1", port) for port in needed):
             return base
     pytest.fail(f"no free ports near {preferred}")
 
 
-@dataclass
-class Deployment:
-    settings: Settings
-    topology: Topology
-    workdir: Path
-    tls_dir: Path | None
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    logs: dict[str, str] = field(default_factory=dict)
-
-    def client(self, port: int, user: str | None = USERS.admin, password: str | None = PASSWORDS.admin) -> redis.Redis:
-        tls: dict[str, Any] = {}
-        if self.tls_dir is not None:
-            tls = {"ssl": True, "ssl_ca_certs": str(self.tls_dir / "ca.crt")}
-        return redis.Redis(
-            host="127.0.0.1",
-            port=port,
-            username=user,
-            password=password,
-            decode_responses=True,
-            retry=Retry(NoBackoff(), 0),  # a refusal is the answer, not a reason to retry
-            **tls,
-        )
-
-    def log_tail(self, name: str) -> str:
-        path = Path(self.logs[name])
-        return path.read_text()[-3000:] if path.exists() else "(no log)"
-
-    def start(self, name: str, conf: str, port: int, *extra: str) -> None:
-        process = subprocess.Popen(
-            [require("redis-server"), conf, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        self.processes[name] = process
-        client = self.client(port)
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"{name} exited with {process.returncode}: {stderr}\n{self.log_tail(name)}")
-            try:
-                if client.ping():
-                    return
-            except redis.exceptions.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{name} did not answer PING as {USERS.admin}:\n{self.log_tail(name)}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            if process.stderr:
-                process.stderr.close()
-
-
-def install_tls(paths: Paths, tls_dir: Path) -> None:
-    target = Path(paths.tls_ca_file).parent
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("ca.crt", "redis.crt", "redis.key"):
-        shutil.copy(tls_dir / name, target / name)
+def connect(
+    sandbox: LocalSandbox, port: int, user: str | None = USERS.admin, password: str | None = PASSWORDS.admin
+) -> redis.Redis:
+    return sandbox.client(port, user, password, retry=Retry(NoBackoff(), 0))  # a refusal is the answer, no retry
 
 
 @pytest.fixture
-def deploy(tmp_path: Path) -> Iterator[Callable[..., Deployment]]:
-    """Render every file of a topology into tmp_path and start each process from it."""
-    deployments: list[Deployment] = []
+def deploy(tmp_path: Path) -> Iterator[Callable[..., LocalSandbox]]:
+    """Every process of a topology started from its rendered files (the sandbox writes them as
+    the program uploads them), before the bootstrap runs."""
+    sandboxes: list[LocalSandbox] = []
 
-    def start(topology_kind: str, preferred_port: int, tls: bool = False, **redis_overrides: Any) -> Deployment:
+    def start(topology_kind: str, preferred_port: int, tls: bool = False, **redis_overrides: Any) -> LocalSandbox:
         require("redis-server")
+        require("redis-cli")
         base = free_base_port(preferred_port)
-        settings = load_settings(
-            {
-                "redis": {"topology": topology_kind, "base_port": base, "tls": tls, **redis_overrides},
-                "sentinel": {"ports": [base + 7, base + 8, base + 9]},
-            },
-            "itest",
-        )
-        topology = build_topology(settings, local_placement(settings, "127.0.0.1"))
+        config: dict[str, Any] = {
+            "redis": {"topology": topology_kind, "base_port": base, "tls": tls, **redis_overrides},
+            "sentinel": {"ports": [base + 7, base + 8, base + 9]},
+            # Given, so the tests know them: with characters a config file must escape.
+            "app_password": PASSWORDS.app,
+            "admin_password": PASSWORDS.admin,
+            "replication_password": PASSWORDS.replication,
+            "sentinel_password": PASSWORDS.sentinel,
+        }
+        settings = load_settings(config, "itest")
         tls_dir = make_test_certificates(tmp_path / "certs") if tls else None
-        deployment = Deployment(settings, topology, tmp_path, tls_dir)
-        deployments.append(deployment)
-        acl = render_users_acl(settings, PASSWORDS)
-        for node in topology.nodes:
-            paths = sandbox_paths(tmp_path, node.name)
-            Path(paths.data_dir).mkdir(parents=True)
-            Path(paths.conf_file).write_text(render_redis_conf(settings, topology, node, paths))
-            Path(paths.acl_file).write_text(acl)
-            Path(paths.auth_file).write_text(render_auth_conf(node.name, PASSWORDS))
-            if tls_dir is not None:
-                install_tls(paths, tls_dir)
-            deployment.logs[node.name] = paths.log_file
-            deployment.start(node.name, paths.conf_file, node.port)
-        for sentinel in topology.sentinels:
-            paths = sandbox_paths(tmp_path, sentinel.name)
-            Path(paths.data_dir).mkdir(parents=True)
-            Path(paths.conf_file).write_text(render_sentinel_conf(settings, topology, sentinel, paths, PASSWORDS))
-            if tls_dir is not None:
-                install_tls(paths, tls_dir)
-            deployment.logs[sentinel.name] = paths.log_file
-            deployment.start(sentinel.name, paths.conf_file, sentinel.port, "--sentinel")
-        return deployment
+        sandbox = LocalSandbox(settings, tmp_path / "sandbox", config=config, wait_seconds=30, tls_dir=tls_dir)
+        sandboxes.append(sandbox)
+        sandbox.start()
+        return sandbox
 
     yield start
-    for deployment in deployments:
-        deployment.stop()
+    for sandbox in sandboxes:
+        sandbox.down()
 
 
-def run_bootstrap(deployment: Deployment) -> subprocess.CompletedProcess[str]:
-    require("redis-cli")
-    tls_dir = str(deployment.tls_dir) if deployment.tls_dir else "/nonexistent"
-    script = render_bootstrap_script(deployment.settings, deployment.topology, tls_dir, wait_seconds=30)
-    path = deployment.workdir / "bootstrap.sh"
-    path.write_text(script)
-    env = {**os.environ, "REDISCLI_AUTH": PASSWORDS.admin}
-    done = subprocess.run(["sh", str(path)], env=env, capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, f"bootstrap failed:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-def assert_running_values(deployment: Deployment, node: Node) -> None:
+def assert_running_values(deployment: LocalSandbox, node: Node) -> None:
     redis_settings = deployment.settings.redis
-    client = deployment.client(node.port)
+    client = connect(deployment, node.port)
     expected = {
         "maxmemory": str(redis_settings.maxmemory_bytes),
         "maxmemory-policy": redis_settings.maxmemory_policy,
@@ -683,34 +584,34 @@ def assert_running_values(deployment: Deployment, node: Node) -> None:
     assert actual == expected, node.name
     # the ACL file was loaded: the default user is off, the app user has its password
     with pytest.raises(redis.exceptions.AuthenticationError):
-        deployment.client(node.port, None, None).ping()
+        connect(deployment, node.port, None, None).ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
-        deployment.client(node.port, USERS.app, PASSWORDS.admin).ping()
-    assert deployment.client(node.port, USERS.app, PASSWORDS.app).ping(), node.name
+        connect(deployment, node.port, USERS.app, PASSWORDS.admin).ping()
+    assert connect(deployment, node.port, USERS.app, PASSWORDS.app).ping(), node.name
 
 
-def assert_app_user_rights(deployment: Deployment, node: Node) -> None:
-    app = deployment.client(node.port, USERS.app, PASSWORDS.app)
+def assert_app_user_rights(deployment: LocalSandbox, node: Node) -> None:
+    app = connect(deployment, node.port, USERS.app, PASSWORDS.app)
     for command in (("FLUSHALL",), ("CONFIG", "GET", "maxmemory"), ("KEYS", "*"), ("SAVE",), ("ACL", "LIST")):
         with pytest.raises(redis.exceptions.NoPermissionError):
             app.execute_command(*command)
 
 
 @pytest.mark.integration
-def test_cluster_topology_runs_from_the_rendered_files(deploy: Callable[..., Deployment]) -> None:
+def test_cluster_topology_runs_from_the_rendered_files(deploy: Callable[..., LocalSandbox]) -> None:
     deployment = deploy("cluster", 7400)
     for node in deployment.topology.nodes:
         assert_running_values(deployment, node)
         assert_app_user_rights(deployment, node)
-    run_bootstrap(deployment)
+    deployment.bootstrap()
     first = deployment.topology.nodes[0]
     # when the script says done, every node serves: no CLUSTERDOWN window left for clients
     for node in deployment.topology.nodes:
-        info = deployment.client(node.port).cluster("info")
+        info = connect(deployment, node.port).cluster("info")
         assert info["cluster_state"] == "ok", f"{node.name}: {info}"
         assert int(info["cluster_known_nodes"]) == 6, node.name
         assert int(info["cluster_size"]) == 3, node.name
-    roles = sorted(deployment.client(n.port).execute_command("ROLE")[0] for n in deployment.topology.nodes)
+    roles = sorted(connect(deployment, n.port).execute_command("ROLE")[0] for n in deployment.topology.nodes)
     assert roles == ["master"] * 3 + ["slave"] * 3
     # the app user can find and use the cluster, but not manage it
     app = redis.cluster.RedisCluster(
@@ -722,14 +623,14 @@ def test_cluster_topology_runs_from_the_rendered_files(deploy: Callable[..., Dep
         assert [app.get(f"key-{index}") for index in range(20)] == [str(i) for i in range(20)]
     finally:
         app.close()
-    raw_app = deployment.client(first.port, USERS.app, PASSWORDS.app)
+    raw_app = connect(deployment, first.port, USERS.app, PASSWORDS.app)
     assert raw_app.execute_command("CLUSTER", "KEYSLOT", "key-1") == key_slot(b"key-1")
     assert isinstance(raw_app.execute_command("CLUSTER", "SLOTS"), list)
     with pytest.raises(redis.exceptions.NoPermissionError):
         raw_app.execute_command("CLUSTER", "RESET")
     # running the bootstrap again leaves the cluster alone
-    again = run_bootstrap(deployment)
-    assert "cluster ok: 3 masters, 3 replicas" in again.stdout
+    again = deployment.bootstrap()
+    assert "cluster ok: 3 masters, 3 replicas" in again
 
 
 def wait_until(check: Callable[[], bool], what: str, seconds: float = 20) -> None:
@@ -740,13 +641,13 @@ def wait_until(check: Callable[[], bool], what: str, seconds: float = 20) -> Non
         time.sleep(0.2)
 
 
-def replication_up(deployment: Deployment, node: Node) -> bool:
-    info = deployment.client(node.port).info("replication")
+def replication_up(deployment: LocalSandbox, node: Node) -> bool:
+    info = connect(deployment, node.port).info("replication")
     return info.get("master_link_status") == "up"
 
 
 @pytest.mark.integration
-def test_sentinel_topology_runs_from_the_rendered_files(deploy: Callable[..., Deployment]) -> None:
+def test_sentinel_topology_runs_from_the_rendered_files(deploy: Callable[..., LocalSandbox]) -> None:
     deployment = deploy("sentinel", 7500)
     topology = deployment.topology
     for node in topology.nodes:
@@ -755,29 +656,29 @@ def test_sentinel_topology_runs_from_the_rendered_files(deploy: Callable[..., De
     # replicas authenticate as the replication user with the escaped password from auth.conf
     for replica in topology.replicas:
         wait_until(lambda replica=replica: replication_up(deployment, replica), f"{replica.name} to sync")  # type: ignore[misc]
-        info = deployment.client(replica.port).info("replication")
+        info = connect(deployment, replica.port).info("replication")
         assert info["role"] == "slave"
         assert int(info["master_port"]) == topology.master_of(replica).port, replica.name
     for sentinel in topology.sentinels:
-        masters: dict[str, dict[str, Any]] = deployment.client(sentinel.port).sentinel_masters()  # type: ignore[assignment]
+        masters: dict[str, dict[str, Any]] = connect(deployment, sentinel.port).sentinel_masters()  # type: ignore[assignment]
         assert sorted(masters) == ["redis-master-1", "redis-master-2", "redis-master-3"], sentinel.name
         for master in topology.masters:
             state = masters[master.group]
             assert (state["ip"], int(state["port"]), int(state["quorum"])) == ("127.0.0.1", master.port, 2)
         # the app user may ask where the master is, and nothing more
-        app = deployment.client(sentinel.port, USERS.app, PASSWORDS.app)
+        app = connect(deployment, sentinel.port, USERS.app, PASSWORDS.app)
         address = app.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "redis-master-2")
         assert list(address) == ["127.0.0.1", str(topology.masters[1].port)]
         with pytest.raises(redis.exceptions.NoPermissionError):
             app.execute_command("SENTINEL", "FAILOVER", "redis-master-1")
-    done = run_bootstrap(deployment)
-    assert "sentinel ok: 3 groups watched by 3 sentinels" in done.stdout
+    done = deployment.bootstrap()
+    assert "sentinel ok: 3 groups watched by 3 sentinels" in done
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("topology_kind", "preferred_port"), [("cluster", 7600), ("sentinel", 7700)])
 def test_tls_topology_runs_from_the_rendered_files(
-    deploy: Callable[..., Deployment], topology_kind: str, preferred_port: int
+    deploy: Callable[..., LocalSandbox], topology_kind: str, preferred_port: int
 ) -> None:
     deployment = deploy(
         topology_kind, preferred_port, tls=True, maxmemory="256mb", maxmemory_policy="allkeys-lfu", appendfsync="always"
@@ -791,13 +692,13 @@ def test_tls_topology_runs_from_the_rendered_files(
     )
     with pytest.raises(redis.exceptions.ConnectionError):
         plain.ping()
-    done = run_bootstrap(deployment)
+    done = deployment.bootstrap()
     if topology_kind == "cluster":
-        assert "cluster ok" in done.stdout
+        assert "cluster ok" in done
         for node in deployment.topology.nodes:
-            info = deployment.client(node.port).cluster("info")
+            info = connect(deployment, node.port).cluster("info")
             assert info["cluster_state"] == "ok", f"{node.name}: {info}"
     else:
         for replica in deployment.topology.replicas:
             wait_until(lambda replica=replica: replication_up(deployment, replica), f"{replica.name} to sync over TLS")  # type: ignore[misc]
-        assert "sentinel ok" in done.stdout
+        assert "sentinel ok" in done

@@ -59,13 +59,17 @@ def up(
     ] = None,
     base_port: Annotated[int | None, typer.Option(help="Override redis.base_port (first node's port).")] = None,
     show_password: Annotated[bool, typer.Option(help="Print the passwords in full.")] = False,
+    tls_dir: Annotated[
+        Path | None,
+        typer.Option(help="For a stack with redis.tls: a directory with ca.crt, redis.crt, redis.key.", show_default=False),
+    ] = None,
 ) -> None:
     """Start the nodes (and sentinels), run the bootstrap script, wait until converged."""
     if topology not in (None, "cluster", "sentinel"):
         raise _fail(f"--topology must be cluster or sentinel, not {topology!r}")
     try:
-        settings, config = sandbox_settings(read_stack_config(stack), stack, topology, base_port)
-        sandbox = LocalSandbox(settings, _workdir(stack, workdir), config=config)
+        settings, config = sandbox_settings(read_stack_config(stack), stack, topology, base_port, tls_dir)
+        sandbox = LocalSandbox(settings, _workdir(stack, workdir), config=config, tls_dir=tls_dir)
         with console.status(f"Starting the {settings.redis.topology} sandbox of stack {stack}…"):
             result = sandbox.up()
     except (SandboxError, SettingsError) as error:
@@ -84,7 +88,8 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
     for column in ("process", "endpoint", "planned role"):
         table.add_column(column)
     for node in sandbox.topology.nodes:
-        planned = node.role if node.role == "master" else f"replica of {sandbox.topology.master_of(node).name}"
+        # In a cluster, redis-cli pairs replicas with masters itself: `status` shows the live pairing.
+        planned = node.role if sandbox.topology.kind == "cluster" else f"{node.role} in {node.group}"
         table.add_row(node.name, node.endpoint, planned)
     for sentinel in sandbox.topology.sentinels:
         table.add_row(sentinel.name, sentinel.endpoint, "sentinel")
@@ -93,6 +98,8 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
     passwords = sandbox.passwords
     first = sandbox.topology.nodes[0]
     cluster_flag = " -c" if sandbox.topology.kind == "cluster" else ""
+    if sandbox.tls_dir is not None:
+        cluster_flag += f" --tls --cacert {shlex.quote(str(sandbox.tls_dir / 'ca.crt'))}"
     # Reads the password from the 0600 file, so it never lands in the shell history.
     read = "import json, sys; print(json.load(open(sys.argv[1]))['app'])"
     console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel)")

@@ -48,6 +48,8 @@ STATE_FILE = "state.json"
 PASSWORDS_FILE = "passwords.json"
 BOOTSTRAP_FILE = "bootstrap.sh"
 TOTAL_SLOTS = 16384
+# What a TLS sandbox needs in its tls_dir: the names the rendered configs expect.
+TLS_FILES = ("ca.crt", "redis.crt", "redis.key")
 INSTALL_HINT = (
     "run the README's test command `scripts/test.sh`, which installs it (scripts/setup.sh), "
     "or `apt-get install redis-server redis-tools`"
@@ -203,7 +205,11 @@ def port_is_free(address: str, port: int) -> bool:
 
 
 def sandbox_settings(
-    config: Mapping[str, Any], stack: str, topology: str | None = None, base_port: int | None = None
+    config: Mapping[str, Any],
+    stack: str,
+    topology: str | None = None,
+    base_port: int | None = None,
+    tls_dir: Path | None = None,
 ) -> tuple[Settings, dict[str, Any]]:
     """Stack settings with the sandbox's overrides; also the config they came from (kept in
     state.json so `status` and `down` rebuild the same settings)."""
@@ -217,11 +223,12 @@ def sandbox_settings(
         redis_config["base_port"] = base_port
     merged["redis"] = redis_config
     settings = load_settings(merged, stack)
-    if settings.redis.tls:
+    if settings.redis.tls and tls_dir is None:
         raise SettingsError(
             "redis.tls",
-            "the local sandbox has no certificates, so it cannot run TLS",
-            "run the sandbox with a stack whose redis.tls is false (e.g. dev)",
+            "the stack runs TLS and the local sandbox was given no certificates",
+            f"pass --tls-dir with {', '.join(TLS_FILES)} (a CA and a certificate for the sandbox's address), "
+            "or run a stack whose redis.tls is false (e.g. dev)",
         )
     return settings, merged
 
@@ -238,7 +245,15 @@ class LocalSandbox:
         host_prefix: HostPrefix | None = None,
         config: Mapping[str, Any] | None = None,
         wait_seconds: int = 60,
+        tls_dir: Path | None = None,
     ) -> None:
+        if settings.redis.tls:
+            if tls_dir is None:
+                raise SandboxError(f"redis.tls is on: give the sandbox a directory holding {', '.join(TLS_FILES)}")
+            missing = [name for name in TLS_FILES if not (Path(tls_dir) / name).exists()]
+            if missing:
+                raise SandboxError(f"{tls_dir} lacks {', '.join(missing)}, which the TLS configs need")
+        self.tls_dir = Path(tls_dir).resolve() if settings.redis.tls and tls_dir is not None else None
         self.settings = settings
         self.workdir = Path(workdir).resolve()
         self.address = address
@@ -261,7 +276,8 @@ class LocalSandbox:
             tuple((h, a) for h, a in state["placement"]["nodes"]),
             tuple((h, a) for h, a in state["placement"]["sentinels"]),
         )
-        return cls(settings, Path(workdir), state["address"], placement, config=state["config"])
+        tls_dir = Path(state["tls_dir"]) if state.get("tls_dir") else None
+        return cls(settings, Path(workdir), state["address"], placement, config=state["config"], tls_dir=tls_dir)
 
     # ------------------------------------------------------------------ files
     @property
@@ -323,6 +339,7 @@ class LocalSandbox:
             "config": self.config,
             "address": self.address,
             "placement": {"nodes": list(self.placement.nodes), "sentinels": list(self.placement.sentinels)},
+            "tls_dir": str(self.tls_dir) if self.tls_dir else None,
             "processes": {name: record.__dict__ for name, record in records.items()},
         }
         self._make_workdir()
@@ -354,6 +371,12 @@ class LocalSandbox:
         self._make_workdir()
         for directory in (paths.conf_dir, paths.data_dir):
             Path(directory).mkdir(exist_ok=True, mode=0o700)
+        if self.tls_dir is not None:
+            # Where the rendered config looks for them, as the hosts' /etc/redis/tls.
+            target = Path(paths.tls_ca_file).parent
+            target.mkdir(exist_ok=True, mode=0o700)
+            for name in TLS_FILES:
+                self._write_secret(target / name, (self.tls_dir / name).read_text())
         return paths
 
     @staticmethod
@@ -371,6 +394,12 @@ class LocalSandbox:
             if process.name == name:
                 return process
         raise SandboxError(f"no process named {name} in this sandbox")
+
+    def _by_port(self, port: int) -> Node | SentinelNode:
+        for process in self._processes():
+            if process.port == port:
+                return process
+        raise SandboxError(f"no process on port {port} in this sandbox")
 
     def running(self) -> dict[str, ProcessRecord]:
         """Recorded processes that are still the ones we started."""
@@ -504,7 +533,8 @@ class LocalSandbox:
 
     # -------------------------------------------------------------- bootstrap
     def bootstrap_script(self) -> str:
-        return render_bootstrap_script(self.settings, self.topology, "", wait_seconds=self.wait_seconds)
+        tls_dir = str(self.tls_dir) if self.tls_dir else ""
+        return render_bootstrap_script(self.settings, self.topology, tls_dir, wait_seconds=self.wait_seconds)
 
     def bootstrap(self) -> str:
         """Run the program's bootstrap script, exactly as it runs it but without `docker exec`:
@@ -584,12 +614,21 @@ class LocalSandbox:
 
     # ----------------------------------------------------------------- clients
     def admin(self, node: Node | SentinelNode | int, **options: Any) -> redis.Redis:
-        process = self.topology.node(node) if isinstance(node, int) else node
+        return self.client(node, USERS.admin, self.passwords.admin, **options)
+
+    def client(
+        self, node: Node | SentinelNode | int, username: str | None, password: str | None, **options: Any
+    ) -> redis.Redis:
+        """A client of one process as any user (None, None: anonymous), over TLS when the stack is."""
+        process = self._by_port(node) if isinstance(node, int) else node
+        if self.tls_dir is not None:
+            options.setdefault("ssl", True)
+            options.setdefault("ssl_ca_certs", str(self.tls_dir / "ca.crt"))
         return redis.Redis(
             host=process.address,
             port=process.port,
-            username=USERS.admin,
-            password=self.passwords.admin,
+            username=username,
+            password=password,
             decode_responses=True,
             socket_timeout=options.pop("socket_timeout", 2),
             socket_connect_timeout=options.pop("socket_connect_timeout", 2),
