@@ -10,6 +10,7 @@ with the inputs the provider would have received (wire names, secrets still wrap
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import runpy
 import sys
@@ -149,8 +150,6 @@ def run_program(
     config_overrides replace whole keys (`cachelayer:redis`, ...); secrets are set as secret keys.
     `into` receives the records, so a test can look at them when the program stops with an error.
     """
-    import json
-
     run = into if into is not None else ProgramRun(stack=stack)
     config = engine_config(stack, root)
     for key, value in (config_overrides or {}).items():

@@ -11,6 +11,7 @@ from ..render import Passwords
 from ..settings import MIN_PASSWORD_LENGTH, PASSWORD_KEYS
 
 GENERATED_LENGTH = 32
+assert GENERATED_LENGTH >= MIN_PASSWORD_LENGTH, "generated passwords must pass the settings check"
 
 
 @dataclass
@@ -38,7 +39,6 @@ class RedisCredentials(pulumi.ComponentResource):
                 given = generated.result
             # Secret whatever the source: mocks and older providers may not mark it.
             by_key[key] = pulumi.Output.secret(given)
-        assert GENERATED_LENGTH >= MIN_PASSWORD_LENGTH
         self.passwords = pulumi.Output.all(*(by_key[k] for k in PASSWORD_KEYS)).apply(lambda values: Passwords(*values))
         self.admin_password = by_key["admin_password"]
         self.app_password = by_key["app_password"]

@@ -48,8 +48,8 @@ class RedisDockerArgs:
 def health_check_command(port: int, tls_flags: tuple[str, ...]) -> str:
     """Alive means the node answers, even if only to say it wants a password: the check then
     needs no secret in the container's environment."""
-    flags = " ".join(tls_flags)
-    return f"redis-cli {flags} -p {port} ping 2>&1 | grep -qE 'PONG|NOAUTH'".replace("  ", " ")
+    cli = " ".join(["redis-cli", *tls_flags, "-p", str(port), "ping"])
+    return f"{cli} 2>&1 | grep -qE 'PONG|NOAUTH'"
 
 
 class RedisDockerDeployment(pulumi.ComponentResource):
