@@ -8,6 +8,7 @@ script and check the running values against the settings.
 from __future__ import annotations
 
 import hashlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -385,7 +386,7 @@ def test_bootstrap_creates_the_cluster_with_the_exact_argv() -> None:
     creates = [shlex.split(line) for line in joined_script_lines(script) if "--cluster create" in line]
     assert creates == [
         [
-            "cli",
+            "cluster_change",
             "--cluster",
             "create",
             "172.30.70.10:7000",
@@ -414,6 +415,33 @@ def test_bootstrap_is_done_only_when_every_node_reports_cluster_state_ok_and_kno
     assert "cli --cluster check 172.30.70.10:7000" in converged
     for index in range(8):
         assert f"node_converged 172.30.70.{10 + index} {7000 + index} || return 1" in converged, index
+
+
+def test_cluster_changes_are_bounded_in_time_and_say_what_to_check() -> None:
+    """redis-cli waits forever for a cluster whose bus it cannot reach: the script bounds it."""
+    settings = settings_for(tls=True)
+    script = render_bootstrap_script(settings, build_topology(settings), "/etc/redis/tls", wait_seconds=30)
+    body = script[script.index("cluster_change() {") : script.index("\n}\n", script.index("cluster_change() {"))]
+    assert "if ! timeout 60 redis-cli --user admin --tls --cacert /etc/redis/tls/ca.crt" in body, body
+    assert "cluster bus port" in body and "exit 1" in body
+    lines = joined_script_lines(script)
+    changes = {line.split()[2] for line in lines if line.strip().startswith("cluster_change ")}
+    assert changes == {"create", "add-node", "rebalance"}
+    unbounded = [line for line in lines if re.search(r"\bcli --cluster (create|add-node|rebalance)", line)]
+    assert unbounded == []
+
+
+def test_scale_out_attaches_each_new_replica_to_a_named_master_every_node_knows() -> None:
+    settings = settings_for(node_count=8)
+    script = render_bootstrap_script(settings, build_topology(settings), "/tls")
+    scale_out = script[script.index("members=$(nodes_of") : script.index("short_of_replicas() {")]
+    waits = scale_out.index('wait_knows_master "${member%:*}" "${member##*:}" "$master"')
+    attach = scale_out.index('--cluster-slave --cluster-master-id "$master_id"')
+    assert waits < attach, "replicas are attached only after every member knows every new master"
+    assert "least_replicated_master" not in script, "no re-read of a view gossip may not have reached"
+    # Done only when each serving master has its replica(s).
+    converged = script[script.index("\nconverged() {") : script.index("until converged; do")]
+    assert '[ -z "$(short_of_replicas)" ] || return 1' in converged
 
 
 def test_bootstrap_passes_the_tls_flags() -> None:

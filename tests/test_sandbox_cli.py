@@ -10,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from cachelayer.cli import main
+from cachelayer.cli import main, status_table
+from cachelayer.sandbox import NodeStatus, SandboxStatus, SentinelStatus
 
 
 @pytest.fixture
@@ -95,3 +97,55 @@ def test_status_without_a_sandbox_says_how_to_start_one(tmp_path: Path, capsys: 
     code = main(["sandbox", "status", "--workdir", str(tmp_path / "none")])
     assert code == 1
     assert "sandbox up" in " ".join(capsys.readouterr().err.split())
+
+
+def test_workdir_help_shows_its_default(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    for command in ("up", "status", "down"):
+        assert main(["sandbox", command, "--help"]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert "Where files, logs and PIDs live (default: .sandbox/STACK)." in out, (command, out)
+
+
+def test_status_table_keeps_full_process_names_at_80_columns() -> None:
+    names = [f"redis-{port}" for port in range(7000, 7006)] + [f"redis-sentinel-{p}" for p in (26379, 26380, 26381)]
+    nodes = tuple(
+        NodeStatus(name, f"127.0.0.1:{7000 + i}", True, 4000000 + i, "master" if i < 3 else "replica", None, 123456,
+                   "1.23M", "-", "up" if i >= 3 else "-", "127.0.0.1:7000" if i >= 3 else "-")
+        for i, name in enumerate(names[:6])
+    )
+    sentinels = tuple(
+        SentinelStatus(name, f"127.0.0.1:{port}", True, 4100000, {f"redis-master-{g}": f"127.0.0.1:{7000 + g}" for g in (1, 2, 3)})
+        for name, port in zip(names[6:], (26379, 26380, 26381), strict=True)
+    )
+    report = SandboxStatus("sentinel", nodes, sentinels, planned_masters=3, replicas_per_master=1)
+    console = Console(width=80, record=True)
+    console.print(status_table(report))
+    text = console.export_text()
+    for name in names:
+        assert f" {name} " in text, f"{name} is cut at 80 columns:\n{text}"
+
+
+def test_problems_name_a_master_short_of_replicas_and_a_broken_link() -> None:
+    def node(name: str, role: str, link: str = "-", master: str = "-", up: bool = True) -> NodeStatus:
+        return NodeStatus(name, f"127.0.0.1:{name[-4:]}", up, 1, role, 5461 if role == "master" else 0, 0, "1M", "ok", link, master)
+
+    healthy = (
+        node("redis-7000", "master"), node("redis-7001", "master"), node("redis-7002", "master"),
+        node("redis-7003", "replica", "up", "127.0.0.1:7000"), node("redis-7004", "replica", "up", "127.0.0.1:7001"),
+        node("redis-7005", "replica", "up", "127.0.0.1:7002"),
+    )
+    assert SandboxStatus("cluster", healthy, (), 3, 1).problems() == []
+    doubled = (*healthy[:5], node("redis-7005", "replica", "up", "127.0.0.1:7001"))
+    assert SandboxStatus("cluster", doubled, (), 3, 1).problems() == [
+        "redis-7002 has 0 linked replica(s), the stack asks for 1"
+    ]
+    assert SandboxStatus("cluster", doubled, (), 3, 1).problems(replicas=False) == []
+    broken = (*healthy[:5], node("redis-7005", "replica", "down", "127.0.0.1:7002"))
+    assert SandboxStatus("cluster", broken, (), 3, 1).problems() == [
+        "redis-7005's link to its master 127.0.0.1:7002 is down",
+        "redis-7002 has 0 linked replica(s), the stack asks for 1",
+    ]
+    assert SandboxStatus("cluster", healthy, (), 3, 2).problems() == [
+        f"redis-700{i} has 1 linked replica(s), the stack asks for 2" for i in range(3)
+    ]

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import SettingsError
@@ -32,8 +33,10 @@ console = Console()
 errors = Console(stderr=True)
 
 StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack whose Pulumi.<stack>.yaml is read.")]
+# Help texts are rich markup: square brackets would be read as a style tag and vanish.
 WorkdirOption = Annotated[
-    Path | None, typer.Option("--workdir", help="Where files, logs and PIDs live [default: .sandbox/<stack>].")
+    Path | None,
+    typer.Option("--workdir", help="Where files, logs and PIDs live (default: .sandbox/STACK).", show_default=False),
 ]
 
 
@@ -125,7 +128,10 @@ def status(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
     except (SandboxError, SettingsError) as error:
         raise _fail(str(error)) from None
     console.print(status_table(report))
-    if not report.healthy():
+    problems = report.problems()
+    for problem in problems:
+        console.print(f"[red]problem:[/] {escape(problem)}", soft_wrap=True)
+    if problems:
         raise typer.Exit(code=1)
 
 
@@ -135,8 +141,13 @@ def status_table(report: SandboxStatus) -> Table:
     columns = ["process", "pid", "state", "role", "link", "keys", "memory"]
     if cluster:
         columns[4:4] = ["slots", "cluster_state"]
+    # Full names at any terminal width: the name column never shrinks or wraps.
+    names = [n.name for n in report.nodes] + [s.name for s in report.sentinels]
     for column in columns:
-        table.add_column(column)
+        if column == "process":
+            table.add_column(column, no_wrap=True, min_width=max(map(len, names), default=7))
+        else:
+            table.add_column(column, overflow="fold")
     for node in report.nodes:
         state = "[green]up" if node.up else f"[red]down[/] {node.error}"
         row = [node.name, str(node.pid or "-"), state, node.role, node.master_link,
@@ -154,12 +165,18 @@ def status_table(report: SandboxStatus) -> Table:
 
 
 @sandbox_app.command()
-def down(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
-    """Stop every process the sandbox started and remove its files."""
+def down(
+    stack: StackOption = "dev",
+    workdir: WorkdirOption = None,
+    purge: Annotated[
+        bool, typer.Option(help="Also remove the passwords (connected applications then need the new ones).")
+    ] = False,
+) -> None:
+    """Stop every process the sandbox started and remove its data; the passwords stay unless --purge."""
     try:
         sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
         with console.status("Stopping…"):
-            result = sandbox.down()
+            result = sandbox.down(purge=purge)
     except (SandboxError, SettingsError) as error:
         raise _fail(str(error)) from None
     if result.not_ours:
@@ -167,7 +184,14 @@ def down(stack: StackOption = "dev", workdir: WorkdirOption = None) -> None:
             f"{', '.join(result.not_ours)}: the recorded pid now belongs to another process, which was left alone; "
             f"the files in {sandbox.workdir} were kept"
         )
-    console.print(f"stopped {len(result.stopped)} process(es); removed {sandbox.workdir}")
+    message = f"stopped {len(result.stopped)} process(es); removed the node files and data in {sandbox.workdir}"
+    if sandbox.passwords_file.exists():
+        message += f"; kept the passwords in {sandbox.passwords_file} for the next `up` (--purge removes them)"
+    elif sandbox.workdir.exists():
+        message += f"; kept {sandbox.workdir}, which holds files this sandbox did not write"
+    else:
+        message += f"; removed {sandbox.workdir}"
+    console.print(message, soft_wrap=True, highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

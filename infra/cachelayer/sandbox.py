@@ -77,7 +77,7 @@ class PortInUseError(SandboxError):
         self.port = port
         super().__init__(
             f"port {port} ({what}) on {address} is already in use. If it is an earlier sandbox, run "
-            "`python -m cachelayer sandbox down --stack <stack>`; otherwise choose other ports with "
+            "`sandbox down --stack <stack>`; otherwise choose other ports with "
             "`--base-port` (the stack key redis.base_port)"
         )
 
@@ -106,6 +106,7 @@ class NodeStatus:
     memory: str = "-"
     cluster_state: str = "-"
     master_link: str = "-"
+    master: str = "-"  # a replica's master (address:port), as its INFO replication says
     error: str = ""
 
 
@@ -124,13 +125,43 @@ class SandboxStatus:
     topology: str
     nodes: tuple[NodeStatus, ...]
     sentinels: tuple[SentinelStatus, ...]
+    planned_masters: int
+    replicas_per_master: int
+
+    def problems(self, replicas: bool = True) -> list[str]:
+        """What keeps the deployment from being what the stack asks for, one line each.
+
+        With `replicas`, also every replica linked and every master holding
+        `replicas_per_master` linked replicas: a master short of one is not healthy."""
+        found = [f"{n.name} is down ({n.error})" for n in self.nodes if not n.up]
+        found += [f"{s.name} is down ({s.error})" for s in self.sentinels if not s.up]
+        cluster = self.topology == "cluster"
+        if cluster:
+            found += [f"{n.name} says cluster_state:{n.cluster_state}" for n in self.nodes if n.up and n.cluster_state != "ok"]
+        # In a cluster, slot-less masters are nodes still joining: they do not count as shards.
+        serving = [n for n in self.nodes if n.up and n.role == "master" and (not cluster or n.slots)]
+        if len(serving) != self.planned_masters:
+            found.append(f"{len(serving)} master(s) serve data, the stack plans {self.planned_masters}")
+        views = {tuple(sorted(s.masters.items())) for s in self.sentinels if s.up}
+        if len(views) > 1:
+            found.append("the sentinels disagree on the masters: " + "; ".join(f"{s.name}: {s.masters}" for s in self.sentinels))
+        if replicas:
+            for node in self.nodes:
+                if node.up and node.role == "replica" and node.master_link != "up":
+                    found.append(f"{node.name}'s link to its master {node.master} is {node.master_link}")
+            for master in serving:
+                linked = sum(
+                    1 for n in self.nodes
+                    if n.up and n.role == "replica" and n.master == master.endpoint and n.master_link == "up"
+                )
+                if linked < self.replicas_per_master:
+                    found.append(
+                        f"{master.name} has {linked} linked replica(s), the stack asks for {self.replicas_per_master}"
+                    )
+        return found
 
     def healthy(self, replicas: bool = True) -> bool:
-        if not all(n.up for n in self.nodes) or not all(s.up for s in self.sentinels):
-            return False
-        if self.topology == "cluster" and not all(n.cluster_state == "ok" for n in self.nodes):
-            return False
-        return not replicas or all(n.role == "master" or n.master_link == "up" for n in self.nodes)
+        return not self.problems(replicas)
 
 
 @dataclass(frozen=True)
@@ -278,6 +309,23 @@ class LocalSandbox:
         )
         tls_dir = Path(state["tls_dir"]) if state.get("tls_dir") else None
         return cls(settings, Path(workdir), state["address"], placement, config=state["config"], tls_dir=tls_dir)
+
+    def check_same_deployment(self) -> None:
+        """Refuse to start a second, unrelated deployment in a workdir that holds one: another
+        base port or topology would form a new cluster beside the old one's files."""
+        state = self._read_state_file(self.workdir)
+        if state is None:
+            return
+        recorded = load_settings(state["config"], state["stack"]).redis
+        wanted = self.settings.redis
+        if (recorded.base_port, recorded.topology) != (wanted.base_port, wanted.topology):
+            raise SandboxError(
+                f"{self.workdir} holds the {recorded.topology} sandbox of stack {state['stack']} on ports "
+                f"{recorded.base_port}-{recorded.base_port + recorded.node_count - 1}, and this `up` asks for a "
+                f"{wanted.topology} on {wanted.base_port}-{wanted.base_port + wanted.node_count - 1}. Run "
+                f"`sandbox down --stack {state['stack']} --workdir {self.workdir}` first, or give this "
+                "one its own --workdir"
+            )
 
     # ------------------------------------------------------------------ files
     @property
@@ -450,6 +498,9 @@ class LocalSandbox:
                 stderr=subprocess.STDOUT,
                 cwd=paths.data_dir,
                 start_new_session=True,  # a Ctrl-C in the terminal that ran `up` does not stop it
+                # Sentinel rewrites its config (passwords inside) and Redis writes RDB/AOF files
+                # with the process umask: keep them private, as the units' UMask=0077 does.
+                umask=0o077,
             )
         self._children[child.pid] = child
         start_time = None
@@ -542,15 +593,23 @@ class LocalSandbox:
         script = self.bootstrap_script()
         (self.workdir / BOOTSTRAP_FILE).write_text(script)  # no secret in it: for reading after a failure
         first = self.topology.nodes[0]
-        result = subprocess.run(
-            [*self.host_prefix(first.host), "sh", "-s"],
-            input=script,
-            text=True,
-            capture_output=True,
-            env={**os.environ, "REDISCLI_AUTH": self.passwords.admin},
-            timeout=self.wait_seconds * 4,
-            check=False,
-        )
+        # The script bounds each of its own waits; this outer bound only catches a script that hangs.
+        limit = self.wait_seconds * 8
+        try:
+            result = subprocess.run(
+                [*self.host_prefix(first.host), "sh", "-s"],
+                input=script,
+                text=True,
+                capture_output=True,
+                env={**os.environ, "REDISCLI_AUTH": self.passwords.admin},
+                timeout=limit,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as expired:
+            output = _text(expired.stdout) + _text(expired.stderr)
+            raise SandboxError(
+                f"the bootstrap script did not finish within {limit} s; its output so far:\n{output[-3000:]}"
+            ) from None
         output = result.stdout + result.stderr
         if result.returncode != 0:
             raise SandboxError(f"the bootstrap script failed (exit {result.returncode}):\n{output[-3000:]}")
@@ -562,6 +621,7 @@ class LocalSandbox:
 
         Running it again on a running sandbox starts only what is missing (a scale-out adds the
         new nodes) and re-runs the bootstrap, which leaves an existing cluster alone."""
+        self.check_same_deployment()
         begin = time.monotonic()
         started = self.start()
         output = self.bootstrap()
@@ -570,8 +630,11 @@ class LocalSandbox:
         self.wait_converged()
         return UpResult(started, slots_ok, time.monotonic() - begin, output)
 
-    def down(self) -> DownResult:
-        """Stop every process this sandbox started and remove the files it wrote."""
+    def down(self, purge: bool = False) -> DownResult:
+        """Stop every process this sandbox started and remove its node files (data included).
+
+        The passwords stay in the workdir unless `purge`, so the next `up` gives connected
+        applications the same credentials; `purge` also removes the workdir itself."""
         result = self.stop()
         if result.not_ours:
             # Their pids belong to someone else now; the records stay so nothing is lost silently.
@@ -581,35 +644,24 @@ class LocalSandbox:
         for extra in self.workdir.glob("redis-*"):  # nodes of an earlier, larger node_count
             if extra.is_dir():
                 shutil.rmtree(extra, ignore_errors=True)
-        for name in (STATE_FILE, PASSWORDS_FILE, BOOTSTRAP_FILE):
+        for name in (STATE_FILE, BOOTSTRAP_FILE, *((PASSWORDS_FILE,) if purge else ())):
             (self.workdir / name).unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            self.workdir.rmdir()  # only if nothing of anyone else's is left in it
+            self.workdir.rmdir()  # only if nothing is left in it (no passwords, nothing of anyone else's)
         return result
 
     def wait_converged(self, timeout: float | None = None, replicas: bool = True) -> None:
         """Every node up; in a cluster every node sees all slots served; with `replicas`, also
-        every replica linked to its master (the first full sync waits repl-diskless-sync-delay)."""
+        every master holding its linked replicas (the first full sync included)."""
         deadline = time.monotonic() + (timeout or self.wait_seconds)
-        last = ""
+        problems: list[str] = []
         while time.monotonic() < deadline:
-            status = self.status()
-            if status.healthy(replicas) and self._roles_settled(status, replicas):
+            problems = self.status().problems(replicas)
+            if not problems:
                 return
-            last = ", ".join(
-                f"{n.name}: {'down' if not n.up else n.cluster_state + '/' + n.role + '/' + n.master_link}"
-                for n in status.nodes
-            )
             time.sleep(0.2)
-        raise SandboxError(f"the sandbox did not converge within {timeout or self.wait_seconds} s ({last})")
-
-    def _roles_settled(self, status: SandboxStatus, replicas: bool = True) -> bool:
-        masters = sum(1 for n in status.nodes if n.role == "master")
-        if self.topology.kind == "cluster":
-            # Slot-less masters are nodes still joining; they do not count as shards.
-            masters = sum(1 for n in status.nodes if n.role == "master" and n.slots)
-        return masters == len(self.topology.masters) and (
-            not replicas or all(n.role == "master" or n.master_link == "up" for n in status.nodes)
+        raise SandboxError(
+            f"the sandbox did not converge within {timeout or self.wait_seconds} s:\n  " + "\n  ".join(problems)
         )
 
     # ----------------------------------------------------------------- clients
@@ -648,7 +700,9 @@ class LocalSandbox:
         records = self.running()
         nodes = tuple(self._node_status(node, records.get(node.name)) for node in self.topology.nodes)
         sentinels = tuple(self._sentinel_status(s, records.get(s.name)) for s in self.topology.sentinels)
-        return SandboxStatus(self.topology.kind, nodes, sentinels)
+        return SandboxStatus(
+            self.topology.kind, nodes, sentinels, len(self.topology.masters), self.settings.redis.replicas_per_master
+        )
 
     def _node_status(self, node: Node, record: ProcessRecord | None) -> NodeStatus:
         pid = record.pid if record else None
@@ -659,6 +713,7 @@ class LocalSandbox:
                 keys = int(client.dbsize())
                 role = "master" if replication.get("role") == "master" else "replica"
                 link = str(replication.get("master_link_status", "-"))
+                master = f"{replication['master_host']}:{replication['master_port']}" if role == "replica" else "-"
                 slots: int | None = None
                 state = "-"
                 if self.topology.kind == "cluster":
@@ -667,7 +722,7 @@ class LocalSandbox:
                     slots = _own_slots(client.execute_command("CLUSTER NODES"))
                 return NodeStatus(
                     node.name, node.endpoint, True, pid, role, slots, keys, str(memory.get("used_memory_human", "?")),
-                    state, link,
+                    state, link, master,
                 )
         except redis.RedisError as error:
             return NodeStatus(node.name, node.endpoint, False, pid, error=str(error))
@@ -683,6 +738,10 @@ class LocalSandbox:
                 return SentinelStatus(sentinel.name, sentinel.endpoint, True, pid, masters)
         except redis.RedisError as error:
             return SentinelStatus(sentinel.name, sentinel.endpoint, False, pid, error=str(error))
+
+
+def _text(output: str | bytes | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
 
 
 def _cluster_info(info: Any) -> dict[str, Any]:
