@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from cachelayer.acl_policy import (
     SCRIPTING_COMMANDS,
     app_policy,
     app_rules,
+    markdown_table,
     verdicts,
 )
 
@@ -95,3 +97,11 @@ def test_rules_start_from_nothing_and_end_with_the_operators_denials() -> None:
     assert rules[-2:] == ("-keys", "-scan")
     assert "+eval" not in rules
     assert "+eval" in app_rules(True)
+
+
+def test_docs_security_shows_exactly_the_table(repo_root: Path) -> None:
+    text = (repo_root / "docs" / "security.md").read_text()
+    assert markdown_table() in text, "regenerate docs/security.md's table from acl_policy.markdown_table()"
+    # and the rendered line it quotes is the one the code builds
+    quoted = text.split("```\n", 2)[1].split("```")[0].split()
+    assert quoted == list(app_rules())

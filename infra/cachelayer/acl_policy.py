@@ -289,3 +289,13 @@ def app_rules(scripting: bool = False, extra_denied: tuple[str, ...] = ()) -> tu
         *(f"-{c}" for g in groups if g.explicit and not g.allowed for c in g.commands),
         *(f"-{c.lower()}" for c in extra_denied),
     )
+
+
+def markdown_table(scripting: bool = False) -> str:
+    """The table as docs/security.md shows it (a test keeps the two equal)."""
+    lines = ["| verdict | commands | why |", "| --- | --- | --- |"]
+    for group in app_policy(scripting):
+        verdict = "allowed" if group.allowed else "refused"
+        commands = ", ".join(f"`{c.upper().replace('|', ' ')}`" for c in group.commands)
+        lines.append(f"| {verdict} | {commands} | {group.reason} |")
+    return "\n".join(lines) + "\n"
