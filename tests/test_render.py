@@ -27,8 +27,8 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from cachelayer import render
+from cachelayer.acl_policy import ALLOWED_CATEGORIES, DENIED_CATEGORIES
 from cachelayer.render import (
-    CLUSTER_CLIENT_COMMANDS,
     USERS,
     Passwords,
     Paths,
@@ -117,6 +117,7 @@ def test_cluster_node_directives(port: int) -> None:
     assert conf["slowlog-log-slower-than"] == ["10000"]
     assert conf["slowlog-max-len"] == ["128"]
     assert conf["latency-monitor-threshold"] == ["100"]
+    assert conf["busy-reply-threshold"] == ["5000"]
     assert conf["tcp-keepalive"] == ["300"]
     assert conf["aclfile"] == [paths.acl_file] == [f"/usr/local/etc/redis/redis-{port}.acl"]
     assert conf["include"] == [paths.auth_file] == [f"/usr/local/etc/redis/redis-{port}-auth.conf"]
@@ -140,6 +141,7 @@ def test_configured_values_reach_redis_conf() -> None:
         latency_monitor_threshold=0,
         cluster_node_timeout=15000,
         tcp_keepalive=60,
+        busy_reply_threshold=250,
     )
     _, conf = conf_for(settings, 7401)
     assert conf["port"] == ["7401"]
@@ -154,6 +156,7 @@ def test_configured_values_reach_redis_conf() -> None:
     assert conf["latency-monitor-threshold"] == ["0"]
     assert conf["cluster-node-timeout"] == ["15000"]
     assert conf["tcp-keepalive"] == ["60"]
+    assert conf["busy-reply-threshold"] == ["250"]
 
 
 def test_host_paths_reach_redis_conf() -> None:
@@ -277,19 +280,31 @@ def test_acl_file_holds_only_hashes() -> None:
     assert "nopass" not in text
 
 
-def test_app_user_cannot_run_disabled_commands_but_can_discover_the_cluster() -> None:
-    settings = settings_for()
-    rules = acl_users(render_users_acl(settings, PASSWORDS))["app"]
-    for command in settings.redis.disabled_commands:
-        assert f"-{command.lower()}" in rules, command
-    assert "+@all" in rules and rules.index("+@all") < rules.index("-flushall")
-    for command in ("-flushall", "-flushdb", "-config", "-keys", "-debug", "-shutdown", "-cluster"):
-        assert command in rules, command
-    # ACL rules apply in order: the subcommands must come after `-cluster`
-    for command in CLUSTER_CLIENT_COMMANDS:
-        assert f"+{command}" in rules, command
-        assert rules.index(f"+{command}") > rules.index("-cluster"), command
-    assert {"+cluster|slots", "+cluster|shards", "+cluster|nodes", "+readonly"} <= set(rules)
+def test_app_user_is_an_allowlist_that_keeps_cluster_discovery() -> None:
+    rules = acl_users(render_users_acl(settings_for(), PASSWORDS))["app"]
+    # keys and channels as before, then everything refused before anything is allowed
+    assert rules[2:5] == ["~*", "&*", "-@all"]
+    assert "+@all" not in rules
+    for category in ALLOWED_CATEGORIES:
+        assert f"+@{category}" in rules, category
+    # ACL rules apply in order: the denied categories come after the allowed ones, and the
+    # explicit re-allows (cluster discovery, INFO) after the denied categories
+    last_allowed = max(rules.index(f"+@{c}") for c in ALLOWED_CATEGORIES)
+    first_denied = min(rules.index(f"-@{c}") for c in DENIED_CATEGORIES)
+    assert last_allowed < first_denied, rules
+    for command in ("+cluster|slots", "+cluster|shards", "+cluster|nodes", "+cluster|info", "+info"):
+        assert rules.index(command) > first_denied, command
+    assert "+eval" not in rules and "-@scripting" in rules  # scripting is off by default
+    # nothing in the line is a plain +command of the old denylist
+    assert not {"+flushall", "+config", "+keys", "+cluster", "+migrate", "+sync"} & set(rules)
+
+
+def test_app_scripting_allows_eval_but_never_script_flush_or_kill() -> None:
+    rules = acl_users(render_users_acl(settings_for(app_scripting=True), PASSWORDS))["app"]
+    for command in ("+eval", "+evalsha", "+eval_ro", "+evalsha_ro", "+script|load", "+script|exists"):
+        assert rules.index(command) > rules.index("-@scripting"), command
+    assert "+script|flush" not in rules and "+script|kill" not in rules
+    assert "+script" not in rules and "+function" not in rules and "+fcall" not in rules
 
 
 def test_admin_and_replication_rights() -> None:
@@ -302,19 +317,20 @@ def test_admin_and_replication_rights() -> None:
 def test_sentinel_topology_acl() -> None:
     settings = settings_for(topology="sentinel")
     users = acl_users(render_users_acl(settings, PASSWORDS))
-    assert not [r for r in users["app"] if r.startswith("+cluster|")]  # no cluster to discover
-    assert "-cluster" in users["app"]
+    # one policy for both topologies: CLUSTER discovery just errs on non-cluster nodes
+    assert users["app"] == acl_users(render_users_acl(settings_for(), PASSWORDS))["app"]
     sentinel_rules = users["sentinel"]
     assert "#" + password_hash(PASSWORDS.sentinel) in sentinel_rules
     for command in ("+replicaof", "+slaveof", "+config|rewrite", "+info", "+role", "+publish", "+subscribe"):
         assert command in sentinel_rules, command
 
 
-def test_custom_disabled_commands_reach_the_acl() -> None:
-    settings = settings_for(disabled_commands=["FLUSHALL", "keys"])
+def test_custom_disabled_commands_are_denied_after_the_allowlist() -> None:
+    assert settings_for().redis.disabled_commands == ()
+    settings = settings_for(disabled_commands=["FLUSHALL", "scan"])
     rules = acl_users(render_users_acl(settings, PASSWORDS))["app"]
-    assert [r for r in rules if r.startswith("-")] == ["-flushall", "-keys"]
-    assert not [r for r in rules if r.startswith("+cluster|")]  # CLUSTER itself is allowed
+    # last, so they win over the categories (SCAN is in @keyspace)
+    assert rules[-2:] == ["-flushall", "-scan"]
 
 
 def test_auth_conf_holds_the_quoted_replication_password() -> None:
@@ -587,6 +603,7 @@ def assert_running_values(deployment: LocalSandbox, node: Node) -> None:
         "slowlog-log-slower-than": str(redis_settings.slowlog_log_slower_than),
         "slowlog-max-len": str(redis_settings.slowlog_max_len),
         "latency-monitor-threshold": str(redis_settings.latency_monitor_threshold),
+        "busy-reply-threshold": str(redis_settings.busy_reply_threshold),
         "tcp-keepalive": str(redis_settings.tcp_keepalive),
         "masteruser": USERS.replication,
         "masterauth": PASSWORDS.replication,  # the include was read and unquoted

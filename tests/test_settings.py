@@ -60,13 +60,24 @@ def test_empty_stack_gets_the_seed_values() -> None:
     assert settings.cdn is None
 
 
-def test_default_disabled_commands_cover_the_dangerous_ones() -> None:
-    disabled = set(load_settings({}, "dev").redis.disabled_commands)
-    assert disabled == set(DEFAULT_DISABLED_COMMANDS)
-    must = {"FLUSHALL", "FLUSHDB", "CONFIG", "DEBUG", "SHUTDOWN", "KEYS", "MONITOR", "REPLICAOF", "SLAVEOF", "CLUSTER"}
-    assert must <= disabled, f"missing: {sorted(must - disabled)}"
-    # commands the application needs stay allowed
-    assert not {"GET", "SET", "DEL", "EXPIRE", "PING"} & disabled
+def test_disabled_commands_are_extra_denials_and_empty_by_default() -> None:
+    # The allowlist (acl_policy.py) refuses the dangerous commands; this key only adds to it.
+    assert load_settings({}, "dev").redis.disabled_commands == DEFAULT_DISABLED_COMMANDS == ()
+    custom = load_settings({"redis": {"disabled_commands": ["SCAN"]}}, "dev")
+    assert custom.redis.disabled_commands == ("SCAN",)
+
+
+def test_scripting_is_off_and_the_busy_threshold_is_redis_default() -> None:
+    redis = load_settings({}, "dev").redis
+    assert redis.app_scripting is False
+    assert redis.busy_reply_threshold == 5000
+    assert load_settings({"redis": {"app_scripting": True}}, "dev").redis.app_scripting is True
+
+
+@pytest.mark.parametrize("value", [0, -5])
+def test_busy_reply_threshold_must_be_positive(value: int) -> None:
+    with pytest.raises(SettingsError, match="busy_reply_threshold"):
+        load_settings({"redis": {"busy_reply_threshold": value}}, "dev")
 
 
 def test_the_dataclass_defaults_are_what_an_empty_stack_gets() -> None:

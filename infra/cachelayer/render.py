@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from .acl_policy import app_rules
 from .settings import Settings
 from .topology import Node, SentinelNode, Topology
 
@@ -42,19 +43,6 @@ class Users:
 
 
 USERS = Users()
-
-# Read-only CLUSTER subcommands a cluster-aware client needs even though CLUSTER is disabled.
-CLUSTER_CLIENT_COMMANDS = (
-    "cluster|slots",
-    "cluster|shards",
-    "cluster|nodes",
-    "cluster|info",
-    "cluster|keyslot",
-    "cluster|myid",
-    "readonly",
-    "readwrite",
-)
-
 
 @dataclass(frozen=True)
 class Passwords:
@@ -149,14 +137,13 @@ def render_redis_conf(settings: Settings, topology: Topology, node: Node, paths:
 
 
 def render_users_acl(settings: Settings, passwords: Passwords) -> str:
-    disabled = sorted({c.lower() for c in settings.redis.disabled_commands})
+    redis = settings.redis
     return render_template(
         "users.acl.j2",
         users=USERS,
         hashes=_hashes(passwords),
-        disabled_commands=disabled,
-        cluster_client_commands=CLUSTER_CLIENT_COMMANDS if "cluster" in disabled and settings.redis.is_cluster else (),
-        sentinel=settings.redis.topology == "sentinel",
+        app_rules=app_rules(redis.app_scripting, redis.disabled_commands),
+        sentinel=redis.topology == "sentinel",
     )
 
 

@@ -29,6 +29,7 @@ LIVE_DIRECTIVES = frozenset(
         "slowlog-log-slower-than",
         "slowlog-max-len",
         "latency-monitor-threshold",
+        "busy-reply-threshold",
         "cluster-node-timeout",
         "cluster-replica-validity-factor",
         "cluster-require-full-coverage",

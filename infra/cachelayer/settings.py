@@ -36,27 +36,9 @@ MIN_PASSWORD_LENGTH = 16
 PASSWORD_KEYS = ("app_password", "admin_password", "replication_password", "sentinel_password")
 SECRET_KEYS = (*PASSWORD_KEYS, "ssh_private_key", "cloudflare_api_token")
 
-# Commands the application user may never run: they wipe, reconfigure or stall the node.
-DEFAULT_DISABLED_COMMANDS = (
-    "FLUSHALL",
-    "FLUSHDB",
-    "CONFIG",
-    "DEBUG",
-    "SHUTDOWN",
-    "KEYS",
-    "MONITOR",
-    "SAVE",
-    "BGSAVE",
-    "BGREWRITEAOF",
-    "REPLICAOF",
-    "SLAVEOF",
-    "CLUSTER",
-    "FAILOVER",
-    "MODULE",
-    "ACL",
-    "SCRIPT",
-    "FUNCTION",
-)
+# Extra commands to refuse the application user, after the allowlist of acl_policy.py (which
+# already refuses FLUSHALL, CONFIG, KEYS, ...): empty unless an operator wants to take more away.
+DEFAULT_DISABLED_COMMANDS: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +66,9 @@ class RedisSettings:
     tcp_keepalive: int = 300
     disabled_commands: tuple[str, ...] = DEFAULT_DISABLED_COMMANDS
     tls: bool = False
+    # Lua scripting (EVAL, EVALSHA, SCRIPT LOAD/EXISTS) for the app user; see docs/security.md.
+    app_scripting: bool = False
+    busy_reply_threshold: int = 5000  # ms before a busy script makes the node answer BUSY
 
     @property
     def maxmemory_bytes(self) -> int:
@@ -231,6 +216,8 @@ def validate_redis(redis: RedisSettings) -> None:
     for command in redis.disabled_commands:
         if not command.replace("|", "").replace("-", "").isalpha():
             raise SettingsError("redis.disabled_commands", f"'{command}' is not a command name", "list plain command names like FLUSHALL")
+    if redis.busy_reply_threshold < 1:
+        raise SettingsError("redis.busy_reply_threshold", "must be a positive number of milliseconds", "use 5000 (Redis's default)")
 
 
 def validate_sentinel(redis: RedisSettings, sentinel: SentinelSettings) -> None:
