@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from cachelayer.render import docker_paths, render_bootstrap_script, render_redis_conf
+from cachelayer.render import docker_paths, render_bootstrap_script, render_node_start_script, render_redis_conf
 from cachelayer.settings import load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import build_topology
@@ -172,7 +172,21 @@ def test_sentinel_topology_adds_three_sentinels_whose_config_is_written_once(pro
         for group, port in (("redis-master-1", 7000), ("redis-master-2", 7001), ("redis-master-3", 7002)):
             assert f"sentinel monitor {group} 172.30.70.{10 + port - 7000} {port} 2\n" in text
     replica_conf = upload(by_name["redis-7003"], "redis-7003.conf")["content"]
-    assert "replicaof 172.30.70.10 7000\n" in replica_conf and "cluster-enabled" not in replica_conf
+    assert "cluster-enabled" not in replica_conf
+    # The role is not in the config: each node's start script asks the sentinels for it.
+    assert not any(line.startswith("replicaof") for line in replica_conf.splitlines())
+    settings = load_settings(read_stack_config("dev") | {"redis": {**read_stack_config("dev")["redis"], "topology": "sentinel"}}, "dev")
+    topology = build_topology(settings)
+    for node in topology.nodes:
+        paths = docker_paths(node.name)
+        container = by_name[node.name]
+        assert container.inputs["command"] == ["sh", paths.start_script], node.name
+        start = upload(container, f"{node.name}-start.sh")
+        assert start["content"] == render_node_start_script(
+            settings, topology, node, paths, ["docker-entrypoint.sh", "redis-server"]
+        ), node.name
+        assert f"exec docker-entrypoint.sh redis-server {paths.conf_file} --replicaof no one" in start["content"]
+        assert "ask 172.30.70.16 26379 &" in start["content"]
     (bootstrap,) = run.of_type(COMMAND)
     assert {s.name for s in sentinels} <= set(run.depends_on[bootstrap.name])
     assert "until sentinel_ready 172.30.70.16 26379 redis-master-1; do" in bootstrap.inputs["stdin"]

@@ -79,7 +79,9 @@ def test_shipped_scripts_pass_bash_n_and_shellcheck(label: str, text: str, tmp_p
     assert syntax.returncode == 0, f"{label}: {syntax.stderr}"
     lint = subprocess.run(["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True)
     assert lint.returncode == 0, f"{label}:\n{lint.stdout}"
-    assert "admin-password" not in text and "REDISCLI_AUTH=" not in text.replace('REDISCLI_AUTH="$(cat', "")
+    # A password only ever reaches REDISCLI_AUTH from a file read at run time.
+    from_file = text.replace('REDISCLI_AUTH="$(cat', "").replace('REDISCLI_AUTH="$(sed', "")
+    assert "admin-password" not in text and "repl-password" not in text and "REDISCLI_AUTH=" not in from_file
 
 
 def test_bootstrap_variants_cover_both_topologies() -> None:
@@ -262,6 +264,10 @@ def units(tmp_path: Path) -> dict[str, Path]:
     texts = {
         "redis-7000.service": render_node_unit(settings, topology, topology.nodes[0]),
         "redis-sentinel-26379.service": render_sentinel_unit(sentinel_settings, sentinel),
+        # A node in sentinel topology: started through its role-picking start script.
+        "redis-7003.service": render_node_unit(
+            sentinel_settings, build_topology(sentinel_settings), build_topology(sentinel_settings).nodes[3]
+        ),
         "redis-backup.service": render_backup_service(settings),
         "redis-backup.timer": render_backup_timer(settings),
         "cachelayer-firewall.service": render_firewall_unit(settings),
@@ -309,6 +315,22 @@ def test_node_unit_is_hardened_and_runs_the_rendered_config(tmp_path: Path) -> N
     sentinel.read(units(tmp_path)["redis-sentinel-26379.service"])
     assert sentinel["Service"]["ExecStart"] == "/usr/bin/redis-server /etc/redis/redis-sentinel-26379.conf --sentinel"
     assert "/etc/redis" in sentinel["Service"]["ReadWritePaths"].split()
+
+
+def test_sentinel_topology_node_unit_runs_the_start_script_with_the_same_hardening(tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(units(tmp_path)["redis-7003.service"])
+    service = parser["Service"]
+    # sh execs redis-server: the main pid stays the one systemd waits on for READY=1.
+    assert service["Type"] == "notify"
+    assert service["ExecStart"] == "/bin/sh /etc/redis/redis-7003-start.sh"
+    assert service["User"] == "redis" and service["ProtectSystem"] == "strict"
+    # The start script writes its marker into the data dir, the only place it may write.
+    assert service["ReadWritePaths"] == "/var/lib/redis/7003 /var/log/redis"
+    assert service["Restart"] == "on-failure"
+    # It may wait up to 60 s for the sentinels before redis-server even loads its data.
+    assert int(service["TimeoutStartSec"]) > 60
 
 
 def test_backup_timer_runs_daily_at_two(tmp_path: Path) -> None:

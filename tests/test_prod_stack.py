@@ -9,7 +9,7 @@ import pytest
 from cachelayer.errors import SettingsError
 from cachelayer.hosts_settings import load_hosts_settings
 from cachelayer.render import render_redis_conf
-from cachelayer.render_hosts import host_plans, node_paths, render_node_unit
+from cachelayer.render_hosts import host_plans, node_paths, render_node_start, render_node_unit
 from cachelayer.rollout import rolling_plan
 from cachelayer.settings import PASSWORD_KEYS, RedisSettings, load_settings
 from cachelayer.stack_file import read_stack_config
@@ -276,6 +276,23 @@ def test_sentinel_topology_writes_sentinel_conf_once_and_applies_changes_with_se
         "[ -e /etc/redis/redis-sentinel-26379.conf ]" in inputs(changed, "redis-redis-sentinel-26379-service")["create"]
     )
     assert "26379" in inputs(run, "redis-cache-1-firewall-rules")["stdin"]
+
+
+def test_sentinel_topology_nodes_start_through_their_uploaded_start_script() -> None:
+    run = run_program("prod", config_overrides=with_redis(topology="sentinel"))
+    settings = load_settings({**prod_config(), **with_redis(topology="sentinel")}, "prod")
+    topology = build_topology(settings)
+    for node in topology.nodes:
+        host = host_of(node.port)
+        start = inputs(run, f"redis-{host}-{node.name}-start")
+        # Root's file (the redis user runs it but cannot change it); no secret in it.
+        assert "chmod 0755" in start["create"] and "chown root:root" in start["create"]
+        assert start["create"].rstrip("'").endswith(f'mv -f "$tmp" /etc/redis/{node.name}-start.sh')
+        assert start["stdin"] == render_node_start(settings, topology, node)
+        assert not any(contains_plain(run.named(f"redis-{host}-{node.name}-start").inputs, p) for p in GENERATED)
+        unit = inputs(run, f"redis-{host}-{node.name}-unit")["stdin"]
+        assert f"ExecStart=/bin/sh /etc/redis/{node.name}-start.sh" in unit
+        assert f"redis-{host}-{node.name}-start" in run.depends_on[f"redis-{node.name}-service"]
 
 
 def test_without_kernel_tuning_no_kernel_resources_and_root_needs_no_sudo() -> None:

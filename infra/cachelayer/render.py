@@ -8,7 +8,9 @@ rendered from a `Passwords` value, which the Pulumi layer only ever holds inside
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,9 @@ from .settings import Settings
 from .topology import Node, SentinelNode, Topology
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent.parent / "templates"
+# Written to a node's data dir by its start script once it has chosen a role: from then on the
+# node never falls back to its planned role (see render_node_start_script).
+STARTED_MARKER = ".cachelayer-started"
 
 _environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -77,6 +82,14 @@ class Paths:
     @property
     def auth_file(self) -> str:
         return f"{self.conf_dir}/{self.name}-auth.conf"
+
+    @property
+    def start_script(self) -> str:
+        return f"{self.conf_dir}/{self.name}-start.sh"
+
+    @property
+    def started_marker(self) -> str:
+        return f"{self.data_dir}/{STARTED_MARKER}"
 
     @property
     def tls_cert_file(self) -> str:
@@ -165,6 +178,37 @@ def render_sentinel_conf(
         users=USERS,
         hashes=_hashes(passwords),
         sentinel_password=_quoted(passwords.sentinel),
+    )
+
+
+def render_node_start_script(
+    settings: Settings,
+    topology: Topology,
+    node: Node,
+    paths: Paths,
+    server_command: Sequence[str],
+    wait_seconds: int = 60,
+) -> str:
+    """Sentinel topology: the script that starts a node in the role the sentinels give it.
+
+    `server_command` is what it execs with the config file and `--replicaof` appended: the
+    redis-server binary, or the image's entrypoint in a container. `wait_seconds` bounds how long
+    a node that has run before waits for the sentinels before it gives up (exit 1)."""
+    assert topology.kind == "sentinel", "only sentinel topology has sentinels to ask"
+    master = topology.master_of(node)
+    return render_template(
+        "redis-node-start.sh.j2",
+        stack=settings.stack,
+        node=node,
+        planned="" if master is node else f"{master.address} {master.port}",
+        paths=paths,
+        marker=paths.started_marker,
+        wait_seconds=wait_seconds,
+        majority=len(topology.sentinels) // 2 + 1,
+        sentinels=topology.sentinels,
+        user=USERS.replication,
+        tls_flags=cli_tls_flags(settings, posixpath.dirname(paths.tls_ca_file)),
+        server_command=shlex.join(server_command),
     )
 
 

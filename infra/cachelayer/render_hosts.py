@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .hosts_settings import Machine
-from .render import USERS, Paths, cli_tls_flags, host_paths, render_template
+from .render import USERS, Paths, cli_tls_flags, host_paths, render_node_start_script, render_template
 from .rollout import live_values
 from .settings import Settings
 from .topology import Node, SentinelNode, Topology
@@ -37,6 +37,7 @@ HEALTH_CHECK_SCRIPT = f"{SCRIPTS_DIR}/health-check.sh"
 ROLLING_RESTART_SCRIPT = f"{SCRIPTS_DIR}/rolling-restart.sh"
 SOMAXCONN = 1024  # above redis.conf's tcp-backlog 511
 WAIT_SECONDS = 120
+REDIS_SERVER = "/usr/bin/redis-server"
 
 def _render(template: str, settings: Settings, **context: Any) -> str:
     return render_template(template, stack=settings.stack, **context)
@@ -159,9 +160,15 @@ def render_node_unit(settings: Settings, topology: Topology, node: Node) -> str:
         node=node,
         topology=topology.kind,
         paths=node_paths(node),
+        redis_server=REDIS_SERVER,
         log_dir=LOG_DIR,
         kernel_tuning=settings.hosts.kernel_tuning,
     )
+
+
+def render_node_start(settings: Settings, topology: Topology, node: Node) -> str:
+    """Sentinel topology: the unit's ExecStart, which picks the role before it execs redis-server."""
+    return render_node_start_script(settings, topology, node, node_paths(node), [REDIS_SERVER])
 
 
 def render_sentinel_unit(settings: Settings, sentinel: SentinelNode) -> str:
@@ -308,4 +315,7 @@ def shipped_scripts(settings: Settings, topology: Topology, host: HostPlan, conf
     }
     if host.sentinels:
         scripts["sentinel-set.sh"] = render_sentinel_set(settings, topology, host)
+    if topology.kind == "sentinel":
+        for node in host.nodes:
+            scripts[f"{node.name}-start.sh"] = render_node_start(settings, topology, node)
     return scripts

@@ -35,6 +35,7 @@ from .render import (
     Paths,
     render_auth_conf,
     render_bootstrap_script,
+    render_node_start_script,
     render_redis_conf,
     render_sentinel_conf,
     render_users_acl,
@@ -488,7 +489,16 @@ class LocalSandbox:
         is_sentinel = isinstance(process, SentinelNode)
         paths = self._write_sentinel_files(process) if is_sentinel else self._write_node_files(process)  # type: ignore[arg-type]
         # The argv the containers run (`redis-server <conf> [--sentinel]`): no secret on it.
-        argv = [*self.host_prefix(process.host), server, paths.conf_file, *(["--sentinel"] if is_sentinel else [])]
+        argv = [server, paths.conf_file, *(["--sentinel"] if is_sentinel else [])]
+        if isinstance(process, Node) and self.topology.kind == "sentinel":
+            # As on the hosts: the start script asks the sentinels for the role, then execs
+            # redis-server, so the pid we record ends up being redis-server's.
+            script = render_node_start_script(
+                self.settings, self.topology, process, paths, [server], wait_seconds=max(1, self.wait_seconds // 2)
+            )
+            Path(paths.start_script).write_text(script)
+            argv = ["sh", paths.start_script]
+        argv = [*self.host_prefix(process.host), *argv]
         console_log = Path(paths.conf_dir) / "console.log"
         with console_log.open("ab") as log:
             child = subprocess.Popen(
@@ -545,7 +555,8 @@ class LocalSandbox:
         stopped: list[str] = []
         not_ours: list[str] = []
         for name, record in chosen.items():
-            if not self._alive(record):
+            # A start script still waiting for the sentinels is ours too (it would exec later).
+            if not self._alive(record) and not self._exec_pending(record):
                 if process_start_time(record.pid) is not None and not is_our_process(record):
                     not_ours.append(name)
                 continue

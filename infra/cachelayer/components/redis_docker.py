@@ -25,12 +25,16 @@ from ..render import (
     docker_sentinel_paths,
     render_auth_conf,
     render_bootstrap_script,
+    render_node_start_script,
     render_redis_conf,
     render_sentinel_conf,
     render_users_acl,
 )
 from ..settings import Settings
 from ..topology import Topology
+
+# The official image's entrypoint (on PATH): it runs `redis-server ...` as the redis user.
+DOCKER_ENTRYPOINT = "docker-entrypoint.sh"
 
 
 def secret_upload(file: str, content: pulumi.Input[str]) -> ContainerUploadArgsDict:
@@ -84,8 +88,18 @@ class RedisDockerDeployment(pulumi.ComponentResource):
             ports: list[ContainerPortArgsDict] = [
                 {"internal": node.port, "external": node.port, "ip": settings.docker.publish_address}
             ]
+            command_line = ["redis-server", paths.conf_file]
+            if topology.kind == "sentinel":
+                # The start script asks the sentinels for the node's role, then execs the image's
+                # entrypoint, which drops to the redis user as it does for `redis-server ...`.
+                start = render_node_start_script(settings, topology, node, paths, [DOCKER_ENTRYPOINT, "redis-server"])
+                uploads.append({"file": paths.start_script, "content": start})
+                command_line = ["sh", paths.start_script]
             containers.append(
-                self._container(name, node.name, paths, image, network, node.address, ports, uploads, tls_flags, node.port, volume)
+                self._container(
+                    name, node.name, paths, image, network, node.address, ports, uploads, tls_flags, node.port, volume,
+                    command_line,
+                )
             )
         for sentinel in topology.sentinels:
             paths = docker_sentinel_paths(sentinel.name)
@@ -103,6 +117,7 @@ class RedisDockerDeployment(pulumi.ComponentResource):
                     tls_flags,
                     sentinel.port,
                     volume=None,
+                    command_line=["redis-server", paths.conf_file, "--sentinel"],
                     sentinel=True,
                 )
             )
@@ -137,6 +152,7 @@ class RedisDockerDeployment(pulumi.ComponentResource):
         tls_flags: tuple[str, ...],
         port: int,
         volume: docker.Volume | None,
+        command_line: list[str],
         sentinel: bool = False,
     ) -> docker.Container:
         networks: list[ContainerNetworksAdvancedArgsDict] = [{"name": network.name, "ipv4_address": address}]
@@ -150,7 +166,6 @@ class RedisDockerDeployment(pulumi.ComponentResource):
         volumes: list[ContainerVolumeArgsDict] = (
             [{"volume_name": volume.name, "container_path": paths.data_dir}] if volume is not None else []
         )
-        command_line = ["redis-server", paths.conf_file] + (["--sentinel"] if sentinel else [])
         return docker.Container(
             f"{name}-{process}",
             name=process,

@@ -53,6 +53,7 @@ from ..render_hosts import (
     render_health_check,
     render_install_script,
     render_nftables,
+    render_node_start,
     render_node_unit,
     render_rolling_restart,
     render_sentinel_set,
@@ -141,6 +142,10 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                         secret=True,
                     ),
                 ]
+                if topology.kind == "sentinel":
+                    # Root's file, run by the unit as redis: the node cannot rewrite its own start.
+                    start = render_node_start(settings, topology, node)
+                    files.append(self._file(host, f"{node.name}-start", paths.start_script, start, "0755", "root"))
                 unit = render_node_unit(settings, topology, node)
                 unit_file = self._file(
                     host, f"{node.name}-unit", f"{UNIT_DIR}/{node.name}.service", unit, "0644", "root"
