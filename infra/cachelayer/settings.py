@@ -364,14 +364,17 @@ _PERCENT = re.compile(r"^(\d+)%$")
 
 def validate_memory(redis: RedisSettings) -> None:
     """Memory sizes: parseable, in the range redis-server accepts, and sized against maxmemory."""
+    for name in ("maxmemory", "repl_backlog_size", "proto_max_bulk_len", "client_query_buffer_limit", "maxmemory_clients"):
+        text = getattr(redis, name)
+        example = {"maxmemory": "2gb", "maxmemory_clients": "5%"}.get(name, "64mb")
+        if text is not None and len(text.split()) != 1:
+            raise SettingsError(
+                f"redis.{name}",
+                f"'{text}' has a space, and redis.conf would read it as two arguments",
+                f"write the number and the unit together, e.g. {example}",
+                example,
+            )
     maxmemory = redis.maxmemory_bytes
-    if len(redis.maxmemory.split()) != 1:
-        raise SettingsError(
-            "redis.maxmemory",
-            f"'{redis.maxmemory}' has a space, and redis.conf would read it as two arguments",
-            "write the number and the unit together, e.g. 2gb",
-            "2gb",
-        )
     low, high = MAXMEMORY_RANGE
     if not low <= maxmemory <= high:
         # 0 means "no limit" to Redis: the node would grow until the kernel kills it.
@@ -460,7 +463,10 @@ def validate_docker(redis: RedisSettings, docker: DockerSettings) -> None:
     highest = network.num_addresses - 2 - containers
     if highest < 2:
         raise SettingsError(
-            "docker.subnet", f"{docker.subnet} is too small for {containers} containers", "use a /24", "172.30.70.0/24"
+            "docker.subnet",
+            f"{docker.subnet} is too small for {containers} containers",
+            "use a /24 such as 172.30.70.0/24",
+            "172.30.70.0/24",
         )
     if not 2 <= docker.first_host_address <= highest:
         raise SettingsError(
