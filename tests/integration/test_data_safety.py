@@ -38,7 +38,7 @@ def test_small_node_runs_each_directive_at_the_stacks_value_and_refuses_an_overs
         wanted = conf_directives(Path(sandbox.paths(node).conf_file).read_text())
         with sandbox.admin_client(node) as admin:
             for directive in SIZE_DIRECTIVES:
-                (value,) = admin.config_get(directive).values()
+                value = str(admin.config_get(directive)[directive])
                 assert int(value) == parse_memory(directive, wanted[directive]), (node.name, directive)
             for directive in VALUE_DIRECTIVES:
                 assert admin.config_get(directive) == {directive: wanted[directive]}, (node.name, directive)
