@@ -4,12 +4,15 @@ Ports 7610-7615 and 7650-7655 (bus 17610-17615 and 8650-8655)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
+from cachelayer.checks import INT_RANGES
 from cachelayer.fields import parse_memory
 from cachelayer.rollout import conf_directives
 from cachelayer.sandbox import LocalSandbox
@@ -67,3 +70,30 @@ def test_a_cluster_with_bus_port_offset_1000_forms(sandbox_factory: Callable[...
             # every peer is reached on its announced bus port, which the node really listens on
             nodes = admin.execute_command("CLUSTER NODES")
             assert all(peer["connected"] for peer in nodes.values()), nodes
+
+
+def redis_accepts(directive: str, value: int) -> bool:
+    """Whether redis-server starts with `directive value` (on a unix socket, no TCP port)."""
+    socket = f"/tmp/cachelayer-bounds-{os.getpid()}.sock"
+    process = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", socket, "--save", "", f"--{directive}", str(value)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        return process.wait(1.0) == 0
+    except subprocess.TimeoutExpired:
+        return True  # still running: the config loaded
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+
+@pytest.mark.parametrize("key", [k for k, r in INT_RANGES.items() if r.daemon_bound and k.startswith("redis.")])
+def test_redis_server_enforces_the_same_bounds(key: str) -> None:
+    bound = INT_RANGES[key]
+    directive = key.split(".")[1].replace("_", "-")
+    assert redis_accepts(directive, bound.low) and redis_accepts(directive, bound.high)
+    assert not redis_accepts(directive, bound.low - 1)
+    assert not redis_accepts(directive, bound.high + 1)
