@@ -2,6 +2,7 @@
 
 import pulumi
 
+from cachelayer.advice import settings_warnings
 from cachelayer.components.cdn import CloudflareCdn, CloudflareCdnArgs
 from cachelayer.components.credentials import RedisCredentials, RedisCredentialsArgs
 from cachelayer.components.program_config import project_config, secret_settings
@@ -9,37 +10,31 @@ from cachelayer.components.redis_docker import RedisDockerArgs, RedisDockerDeplo
 from cachelayer.components.redis_hosts import RedisHostsArgs, RedisHostsDeployment
 from cachelayer.errors import SettingsError
 from cachelayer.render import USERS
-from cachelayer.settings import load_settings
+from cachelayer.settings import load_settings, validate_deployment
 from cachelayer.topology import build_topology
 
+secrets = secret_settings()
 try:
     settings = load_settings(project_config(), pulumi.get_stack())
+    validate_deployment(settings, {key for key, value in secrets.items() if value is not None})
 except SettingsError as error:
     # One clear line naming the key, before any resource exists.
     raise SystemExit(f"cachelayer: {error}") from None
+for warning in settings_warnings(settings):
+    pulumi.log.warn(f"cachelayer: {warning}")
 
 topology = build_topology(settings)
-secrets = secret_settings()
 credentials = RedisCredentials("redis-credentials", RedisCredentialsArgs(given=secrets))
 
 if settings.redis.target == "docker":
     RedisDockerDeployment("redis", RedisDockerArgs(settings, topology, credentials.passwords))
 else:
     ssh_key = secrets["ssh_private_key"]
-    if ssh_key is None:
-        raise SystemExit(
-            "cachelayer: stack setting 'ssh_private_key' is missing. Fix: "
-            f"pulumi config set --secret cachelayer:ssh_private_key --stack {settings.stack} < <private key file>"
-        )
+    assert ssh_key is not None, "validate_deployment checked it"
     RedisHostsDeployment("redis", RedisHostsArgs(settings, topology, credentials.passwords, ssh_key))
 
 if settings.cdn is not None:
-    token = secrets["cloudflare_api_token"]
-    if token is None and settings.redis.target == "hosts":
-        raise SystemExit(
-            "cachelayer: stack setting 'cloudflare_api_token' is missing. Fix: "
-            f"pulumi config set --secret cachelayer:cloudflare_api_token --stack {settings.stack}"
-        )
+    token = secrets["cloudflare_api_token"]  # validate_deployment required it on the hosts target
     cdn = CloudflareCdn("cdn", CloudflareCdnArgs(settings=settings.cdn, api_token=token))
     pulumi.export("cdn_zone_id", cdn.zone_id)
     pulumi.export("cdn_ruleset_id", cdn.ruleset_id)

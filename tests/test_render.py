@@ -51,8 +51,8 @@ from tls_certificates import make_test_certificates
 PASSWORDS = Passwords(
     app="app-Pw-3k9Xq2LmZ7vR",
     admin="admin-Pw-8Jd4Tn6YbW1s",
-    replication='repl-Pw-"quoted"-back\\slash-5Hc',
-    sentinel='sent-Pw-Q0r"7Uv\\Ez2',
+    replication="repl-Pw-$dollar#hash!-5Hc",
+    sentinel="sent-Pw-Q0r&7Uv|Ez2;`x",
 )
 ALL_PASSWORDS = (PASSWORDS.app, PASSWORDS.admin, PASSWORDS.replication, PASSWORDS.sentinel)
 INSTALL_HINT = "run scripts/test.sh (the README's test command), which installs it"

@@ -59,8 +59,38 @@ def test_memory_and_persistence_tuning_apply_live() -> None:
         "maxmemory-policy": "allkeys-lfu",
         "save": "900 1",
         "appendfsync": "always",
+        # derived from maxmemory (1/64 and twice that): they follow it, live too
+        "proto-max-bulk-len": str(64 * 1024**2),
+        "client-query-buffer-limit": str(128 * 1024**2),
     }
     assert diff.restart_needed == []
+
+
+def test_data_safety_directives_apply_live_and_the_bus_port_needs_a_restart() -> None:
+    changed = prod(
+        min_replicas_to_write=1,
+        min_replicas_max_lag=5,
+        repl_backlog_size="128mb",
+        repl_diskless_sync_delay=2,
+        proto_max_bulk_len="8mb",
+        client_query_buffer_limit="16mb",
+        maxmemory_clients="10%",
+        sanitize_dump_payload="yes",
+    )
+    diff = diff_settings(prod(), changed)
+    assert diff.live_changes == {
+        "min-replicas-to-write": "1",
+        "min-replicas-max-lag": "5",
+        "repl-backlog-size": "128mb",
+        "repl-diskless-sync-delay": "2",
+        "proto-max-bulk-len": str(8 * 1024**2),
+        "client-query-buffer-limit": str(16 * 1024**2),
+        "maxmemory-clients": "10%",
+        "sanitize-dump-payload": "yes",
+    }
+    assert diff.restart_needed == []
+    moved = diff_settings(prod(), prod(bus_port_offset=1000))
+    assert "cluster-port" in moved.restart_needed and "cluster-port" not in moved.live_changes
 
 
 def test_tls_and_ports_need_a_restart() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from cachelayer.errors import SettingsError
+from cachelayer.fields import parse_memory
 from cachelayer.settings import (
     DEFAULT_DISABLED_COMMANDS,
     DockerSettings,
@@ -107,23 +108,23 @@ BAD_INPUTS: list[Any] = [
     ),
     pytest.param({"redis": {"node_count": 4}}, "redis.node_count", "at least 6 nodes", id="cluster-4-nodes"),
     pytest.param(
-        {"redis": {"bus_port_offset": 3}}, "redis.bus_port_offset", "do not overlap", id="bus-overlaps-client"
+        {"redis": {"bus_port_offset": 3}}, "redis.bus_port_offset", "at least 6", id="bus-overlaps-client"
     ),
     pytest.param(
         {"redis": {"topology": "sentinel"}, "sentinel": {"ports": [7002, 26380, 26381]}},
         "sentinel.ports",
-        "do not overlap",
+        "no node uses",
         id="sentinel-overlaps-client",
     ),
     pytest.param(
         {"redis": {"topology": "sentinel"}, "sentinel": {"ports": [26379, 26379, 26380]}},
         "sentinel.ports",
-        "do not overlap",
+        "no node uses",
         id="sentinel-duplicate",
     ),
     pytest.param({"redis": {"base_port": 65533}}, "redis.base_port", "between 1024 and 65535", id="client-above-65535"),
     pytest.param(
-        {"redis": {"base_port": 60000}}, "redis.bus_port_offset", "between 1024 and 65535", id="bus-above-65535"
+        {"redis": {"base_port": 60000}}, "redis.bus_port_offset", "between 6 and 5530", id="bus-above-65535"
     ),
     pytest.param(
         {"redis": {"topology": "sentinel"}, "sentinel": {"ports": [0, 26380, 26381]}},
@@ -296,7 +297,7 @@ def test_a_16_character_password_is_accepted(key: str) -> None:
     [("2gb", 2 * 1024**3), ("2GB", 2 * 1024**3), ("512mb", 512 * 1024**2), ("100k", 100_000), ("1g", 10**9), ("0", 0)],
 )
 def test_memory_sizes_use_the_redis_units(text: str, expected: int) -> None:
-    assert load_settings({"redis": {"maxmemory": text}}, "dev").redis.maxmemory_bytes == expected
+    assert parse_memory("redis.maxmemory", text) == expected
 
 
 @pytest.mark.parametrize("policy", ["noeviction", "allkeys-lfu", "volatile-ttl"])

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .checks import INT_RANGES, MACHINE_NAME, USER_NAME, calendar_ok
 from .errors import SettingsError
 from .fields import from_mapping
 
@@ -41,6 +42,16 @@ class HostsSettings:
     backup_on_calendar: str = "*-*-* 02:00:00"
 
 
+def check_user_name(key: str, name: str) -> None:
+    if not USER_NAME.match(name):
+        raise SettingsError(
+            key,
+            f"'{name}' is not a Linux user name",
+            "use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 (e.g. deploy)",
+            "deploy",
+        )
+
+
 def default_placement(machines: tuple[Machine, ...], node_count: int, replicas_per_master: int) -> tuple[str, ...]:
     """One node per machine when there are enough machines. Otherwise master m on machine m and
     its r-th replica r machines further on, so a master and its replicas never share a machine
@@ -59,13 +70,32 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> 
     names = [m.name for m in hosts.machines]
     if len(set(names)) != len(names):
         raise SettingsError("hosts.machines", "two machines share a name", "give every machine its own name")
+    check_user_name("hosts.ssh_user", hosts.ssh_user)
+    addresses: dict[str, int] = {}
     for index, machine in enumerate(hosts.machines):
+        if not MACHINE_NAME.match(machine.name):
+            raise SettingsError(
+                f"hosts.machines[{index}].name",
+                f"'{machine.name}' cannot name resources, certificates and files",
+                "use lower-case letters, digits and inner hyphens, at most 63 (e.g. cache-1)",
+                f"cache-{index + 1}",
+            )
+        if machine.ssh_user is not None:
+            check_user_name(f"hosts.machines[{index}].ssh_user", machine.ssh_user)
         try:
             ipaddress.ip_address(machine.address)
         except ValueError:
             raise SettingsError(
                 f"hosts.machines[{index}].address", f"'{machine.address}' is not an IP address", "write the server's IP"
             ) from None
+        if machine.address in addresses:
+            # Two names for one server: placement would put a master and its replica together.
+            raise SettingsError(
+                f"hosts.machines[{index}].address",
+                f"{machine.address} is also the address of hosts.machines[{addresses[machine.address]}]",
+                "give each machine its own server's address, or list the server once",
+            )
+        addresses[machine.address] = index
         if not 1 <= machine.ssh_port <= 65535:
             raise SettingsError(f"hosts.machines[{index}].ssh_port", "is not a TCP port", "use 22 or your SSH port")
         if machine.ssh_host_key is not None and len(machine.ssh_host_key.split()) < 2:
@@ -79,15 +109,19 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> 
             ipaddress.ip_network(network)
         except ValueError:
             raise SettingsError(f"hosts.app_networks[{index}]", f"'{network}' is not a network", "write CIDR") from None
-    if hosts.backup_retention_days < 1:
-        raise SettingsError("hosts.backup_retention_days", "must keep at least one day", "use 7")
+    retention = INT_RANGES["hosts.backup_retention_days"]
+    if not retention.low <= hosts.backup_retention_days <= retention.high:
+        raise SettingsError(
+            "hosts.backup_retention_days", f"must be between {retention.low} and {retention.high} days", "use 7", 7
+        )
     calendar = hosts.backup_on_calendar
-    # It lands in a systemd unit line: a line break would inject directives.
-    if not calendar.strip() or any(c in calendar for c in "\r\n"):
+    # It lands in OnCalendar= of a systemd timer, which refuses to load on a bad expression.
+    if not calendar_ok(calendar):
         raise SettingsError(
             "hosts.backup_on_calendar",
-            f"{calendar!r} is not a systemd calendar expression",
-            "write one line such as '*-*-* 02:00:00' (check it with `systemd-analyze calendar`)",
+            f"{calendar!r} is not a calendar expression of the supported systemd.time(7) forms",
+            "write e.g. 'daily', '*-*-* 02:00:00' or 'Mon..Fri 02:30' (check with `systemd-analyze calendar`)",
+            "*-*-* 02:00:00",
         )
 
     placement = hosts.placement or default_placement(hosts.machines, redis.node_count, redis.replicas_per_master)

@@ -51,6 +51,15 @@ LIVE_DIRECTIVES = frozenset(
         "replica-announce-ip",
         "replica-announce-port",
         "tls-auth-clients",
+        # data-safety directives (CONFIG SET checked on redis-server 7.0)
+        "sanitize-dump-payload",
+        "repl-diskless-sync-delay",
+        "repl-backlog-size",
+        "min-replicas-to-write",
+        "min-replicas-max-lag",
+        "client-query-buffer-limit",
+        "maxmemory-clients",
+        "proto-max-bulk-len",
     }
 )
 # Directives that only take effect when the process starts (or that Redis 7.0 refuses to
@@ -71,6 +80,7 @@ RESTART_DIRECTIVES = frozenset(
         "rdbchecksum",  # immutable in 7.0
         "cluster-enabled",
         "cluster-config-file",
+        "cluster-port",  # immutable: "can't set immutable config"
         "include",
         "aclfile",
         "supervised",
