@@ -40,6 +40,8 @@ INT_RANGES: dict[str, IntRange] = {
     "redis.min_replicas_to_write": IntRange(0, INT_MAX, "config.c: 0..INT_MAX"),
     "redis.min_replicas_max_lag": IntRange(0, INT_MAX, "config.c: 0..INT_MAX"),
     "redis.repl_diskless_sync_delay": IntRange(0, INT_MAX, "config.c: 0..INT_MAX"),
+    # config.c: busy-reply-threshold 0..LONG_MAX; 0 would answer BUSY as soon as any script runs.
+    "redis.busy_reply_threshold": IntRange(1, LLONG_MAX, "policy (config.c allows 0..LONG_MAX)", daemon_bound=False),
     # sentinel.c reads these with atoi and refuses <= 0 ("negative or zero time parameter").
     "sentinel.down_after_milliseconds": IntRange(1, INT_MAX, "sentinel.c: atoi, > 0"),
     "sentinel.failover_timeout": IntRange(1, INT_MAX, "sentinel.c: atoi, > 0"),

@@ -342,8 +342,6 @@ def validate_redis(redis: RedisSettings) -> None:
     for command in redis.disabled_commands:
         if not command.replace("|", "").replace("-", "").isalpha():
             raise SettingsError("redis.disabled_commands", f"'{command}' is not a command name", "list plain command names like FLUSHALL")
-    if redis.busy_reply_threshold < 1:
-        raise SettingsError("redis.busy_reply_threshold", "must be a positive number of milliseconds", "use 5000 (Redis's default)")
 
 
 _PERCENT = re.compile(r"^(\d+)%$")
