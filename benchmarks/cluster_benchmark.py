@@ -205,12 +205,14 @@ def run(stack: str, rounds: int) -> list[Row]:
     require_binaries("redis-server", "redis-cli", "redis-benchmark")
     rows: list[Row] = []
     bring_up: list[float] = []
+    ready: list[float] = []
     with tempfile.TemporaryDirectory(prefix="cachelayer-bench-") as tmp:
         work = Path(tmp)
         ours = new_sandbox(stack, work / "ours", base_port=OURS_PORT)
         try:
             result = ours.up()
             bring_up.append(result.slots_ok_seconds)
+            ready.append(result.seconds)
             print(f"our cluster up: all slots served in {result.slots_ok_seconds:.2f} s", file=sys.stderr)
             with stock_cluster(work, STOCK_PORT) as stock, stock_cluster(work, STOCK_AOF_PORT, appendonly=True) as aof:
                 rows += throughput_rows(ours, {"stock": stock[0], "stock + AOF": aof[0]}, rounds)
@@ -225,6 +227,7 @@ def run(stack: str, rounds: int) -> list[Row]:
             try:
                 result = sandbox.up()
                 bring_up.append(result.slots_ok_seconds)
+                ready.append(result.seconds)
                 measured[node_timeout] = failover_timeline(sandbox)
                 print(f"failover with cluster-node-timeout {node_timeout}: {measured[node_timeout]}", file=sys.stderr)
             finally:
@@ -243,6 +246,9 @@ def run(stack: str, rounds: int) -> list[Row]:
                         f"{mine:.2f}", f"{theirs:.2f}", f"{mine / theirs:.2f}", target))
     rows.append(Row("sandbox bring-up s (start -> all slots ok; median of 3)", f"{statistics.median(bring_up):.2f}",
                     "-", "-", "<= 4 s"))
+    # What `sandbox up` prints as "ready": also every master with its replicas linked.
+    rows.append(Row("sandbox ready s (start -> every replica linked, `up`'s \"ready\"; median of 3)",
+                    f"{statistics.median(ready):.2f}", "-", "-", "<= 4 s"))
     return rows
 
 
