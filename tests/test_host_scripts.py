@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import random
 import shutil
 import subprocess
 import time
@@ -33,12 +34,26 @@ from cachelayer.render_hosts import (
     render_thp_unit,
     shipped_scripts,
 )
+from cachelayer.sandbox import port_is_free
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import Topology, build_topology
 from tls_certificates import make_test_certificates
 
-PORT = 7200
+
+def free_port_block(first: int, last: int, size: int = 6) -> int:
+    """A port p in [first, last) with p..p+size-1 free, picked at random so that two test runs
+    on one machine (several checkouts) rarely reach for the same one."""
+    bases = list(range(first, last, size))
+    random.shuffle(bases)
+    for base in bases:
+        if all(port_is_free("127.0.0.1", base + i) for i in range(size)):
+            return base
+    raise RuntimeError(f"no {size} free ports in {first}-{last}")
+
+
+# The scripts' node (PORT), a restore target (PORT + 1) and a port nobody listens on (PORT + 5).
+PORT = free_port_block(7200, 7300)
 PASSWORDS = Passwords(
     "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789"
 )
@@ -177,8 +192,8 @@ def test_backup_script_saves_a_valid_dated_rdb_and_prunes_old_ones(server: Serve
     backups = tmp_path / "backups"
     backups.mkdir()
     day = 24 * 3600
-    old = backups / "redis-7200-20200101T020000Z.rdb"
-    recent = backups / "redis-7200-20200108T020000Z.rdb"
+    old = backups / f"redis-{PORT}-20200101T020000Z.rdb"
+    recent = backups / f"redis-{PORT}-20200108T020000Z.rdb"
     foreign = backups / "notes.txt"
     for path, age in ((old, 8 * day), (recent, 6 * day), (foreign, 30 * day)):
         path.write_bytes(b"x")
@@ -194,9 +209,9 @@ def test_backup_script_saves_a_valid_dated_rdb_and_prunes_old_ones(server: Serve
         timeout=60,
     )
     assert result.returncode == 0, result.stderr + result.stdout
-    new = sorted(p for p in backups.glob("redis-7200-*.rdb") if p not in (old, recent))
+    new = sorted(p for p in backups.glob(f"redis-{PORT}-*.rdb") if p not in (old, recent))
     assert len(new) == 1, f"expected one new backup, found {[p.name for p in backups.iterdir()]}"
-    assert new[0].name.startswith("redis-7200-2") and new[0].name.endswith("Z.rdb")
+    assert new[0].name.startswith(f"redis-{PORT}-2") and new[0].name.endswith("Z.rdb")
     check = subprocess.run(["redis-check-rdb", str(new[0])], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
     assert not old.exists(), "a backup older than the 7-day retention was kept"
