@@ -77,7 +77,7 @@ def all_scripts() -> list[tuple[str, str]]:
         settings = prod_settings(topology=topology_kind)
         topology, plans, confs = rendered(settings)
         for plan in plans:
-            for name, text in shipped_scripts(settings, topology, plan, confs).items():
+            for name, text in shipped_scripts(settings, topology, plan, confs, PASSWORDS).items():
                 scripts.append((f"{topology_kind}/{plan.name}/{name}", text))
     return scripts
 

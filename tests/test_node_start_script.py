@@ -78,8 +78,11 @@ def test_is_posix_sh_and_passes_shellcheck(tmp_path: Path) -> None:
 # --- the decision, run for real -----------------------------------------------------------------
 
 
-def rig(tmp_path: Path, node_index: int, answers: dict[int, str], started_before: bool) -> tuple[Path, Topology]:
-    """Render node `node_index`'s script (dev stack, 1 s wait) into tmp_path with the fakes."""
+def rig(
+    tmp_path: Path, node_index: int, answers: dict[int, str], started_before: bool, data: str = ""
+) -> tuple[Path, Topology]:
+    """Render node `node_index`'s script (dev stack, 1 s wait) into tmp_path with the fakes;
+    `data` names a file or directory of Redis's to put in the data dir."""
     settings = stack_settings("dev")
     topology = build_topology(settings)
     node = topology.nodes[node_index]
@@ -88,6 +91,10 @@ def rig(tmp_path: Path, node_index: int, answers: dict[int, str], started_before
     Path(paths.auth_file).write_text(render_auth_conf(node.name, PASSWORDS))
     if started_before:
         Path(paths.started_marker).touch()
+    if data == "dump.rdb":
+        (Path(paths.data_dir) / data).write_bytes(b"REDIS0010")
+    elif data:
+        (Path(paths.data_dir) / data).mkdir()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("redis-cli", FAKE_CLI), ("fake-server", FAKE_SERVER)):
@@ -153,3 +160,14 @@ def test_a_node_that_ran_before_never_guesses(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert "not starting" in result.stderr and "redis-master-1" in result.stderr
         assert not (workdir / "exec").exists(), "the server was started on a guess"
+
+
+@pytest.mark.parametrize("data", ["dump.rdb", "appendonlydir"])
+def test_a_node_with_data_but_no_marker_ran_before_and_never_guesses(tmp_path: Path, data: str) -> None:
+    """A node deployed before the start script existed has data and no marker: after a
+    failover its planned role may be wrong, so it waits for the sentinels like any other."""
+    script, _ = rig(tmp_path, 0, {}, started_before=False, data=data)
+    result = run(tmp_path, script)
+    assert result.returncode == 1, result.stderr
+    assert "not starting" in result.stderr
+    assert not (tmp_path / "exec").exists(), "the server was started on a guess"

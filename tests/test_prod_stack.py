@@ -264,13 +264,23 @@ def test_sentinel_topology_writes_sentinel_conf_once_and_applies_changes_with_se
         unit = inputs(run, f"redis-{host}-redis-sentinel-{port}-unit")["stdin"]
         assert f"ExecStart=/usr/bin/redis-server /etc/redis/redis-sentinel-{port}.conf --sentinel" in unit
         sentinel_set = inputs(run, f"redis-{host}-sentinel-set")
-        assert sentinel_set["triggers"] == [2, 5000, 60000, 1]
+        assert sentinel_set["triggers"][:4] == [2, 5000, 60000, 1]
         assert "sentinel set redis-master-1 down-after-milliseconds 5000" in sentinel_set["stdin"]
+        # Users too (Sentinel keeps those of its first start otherwise); hashes only, as a secret.
+        assert is_secret_value(run.named(f"redis-{host}-sentinel-set").inputs["stdin"])
+        assert "acl setuser replication reset on '#" in sentinel_set["stdin"], sentinel_set["stdin"]
+        assert all(password not in sentinel_set["stdin"] for password in GENERATED)
         assert f"redis-redis-sentinel-{port}-service" in run.depends_on["redis-bootstrap"]
     changed = run_program(
         "prod", config_overrides={**with_redis(topology="sentinel"), "sentinel": {"down_after_milliseconds": 8000}}
     )
-    assert inputs(changed, "redis-cache-1-sentinel-set")["triggers"] == [2, 8000, 60000, 1]
+    assert inputs(changed, "redis-cache-1-sentinel-set")["triggers"][:4] == [2, 8000, 60000, 1]
+    # Before any node restarts: a restarted node asks the sentinels with the replication user.
+    for node_port in PORTS:
+        assert {f"redis-{m}-sentinel-set" for m in MACHINES[:3]} <= set(run.depends_on[f"redis-redis-{node_port}-restart"])
+    # New passwords reach the sentinels: the users' hashes are part of the trigger.
+    rotated = run_program("prod", config_overrides={**with_redis(topology="sentinel"), "app_password": "a-new-app-password-0123"})
+    assert inputs(rotated, "redis-cache-1-sentinel-set")["triggers"][4] != inputs(run, "redis-cache-1-sentinel-set")["triggers"][4]
     # The conf template changes too, but only the .dist copy: the live file is Sentinel's own.
     assert (
         "[ -e /etc/redis/redis-sentinel-26379.conf ]" in inputs(changed, "redis-redis-sentinel-26379-service")["create"]

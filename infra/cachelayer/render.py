@@ -176,7 +176,7 @@ def render_sentinel_conf(
         masters=topology.masters,
         paths=paths,
         users=USERS,
-        hashes=_hashes(passwords),
+        sentinel_users=sentinel_users(passwords),
         sentinel_password=_quoted(passwords.sentinel),
     )
 
@@ -209,6 +209,29 @@ def render_node_start_script(
         user=USERS.replication,
         tls_flags=cli_tls_flags(settings, posixpath.dirname(paths.tls_ca_file)),
         server_command=shlex.join(server_command),
+    )
+
+
+def sentinel_users(passwords: Passwords) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The users of the sentinel processes, each as (name, ACL rules), password hashes included.
+
+    sentinel.conf gets them on the first start; because Sentinel then owns that file, later
+    deploys reconcile them live with ACL SETUSER (render_hosts.render_sentinel_set)."""
+    hashes = _hashes(passwords)
+    everything = ("~*", "&*", "+@all")
+    return (
+        # Operators, and the other sentinels (sentinel-user).
+        (USERS.admin, ("on", f"#{hashes['admin']}", *everything)),
+        (USERS.sentinel, ("on", f"#{hashes['sentinel']}", *everything)),
+        # The application's Sentinel client: discovery only (redis-py's discover_slaves sends SENTINEL SLAVES).
+        (
+            USERS.app,
+            ("on", f"#{hashes['app']}", "&*", "+ping", "+hello", "+auth", "+client|setname", "+subscribe",
+             "+sentinel|get-master-addr-by-name", "+sentinel|master", "+sentinel|masters", "+sentinel|replicas",
+             "+sentinel|slaves", "+sentinel|sentinels"),
+        ),
+        # The nodes' start script asks, with the replication password, who its group's master is now.
+        (USERS.replication, ("on", f"#{hashes['replication']}", "+ping", "+auth", "+hello", "+sentinel|get-master-addr-by-name")),
     )
 
 

@@ -14,7 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .hosts_settings import Machine
-from .render import USERS, Paths, cli_tls_flags, host_paths, render_node_start_script, render_template
+from .render import (
+    USERS,
+    Passwords,
+    Paths,
+    cli_tls_flags,
+    host_paths,
+    render_node_start_script,
+    render_template,
+    sentinel_users,
+)
 from .rollout import live_values
 from .settings import Settings
 from .topology import Node, SentinelNode, Topology
@@ -291,19 +300,24 @@ def render_apply_config(settings: Settings, host: HostPlan, confs: dict[int, str
     return _render("apply-config.sh.j2", settings, host=host.name, nodes=nodes, **_cli_context(settings))
 
 
-def render_sentinel_set(settings: Settings, topology: Topology, host: HostPlan) -> str:
+def render_sentinel_set(settings: Settings, topology: Topology, host: HostPlan, passwords: Passwords) -> str:
+    """The script that brings the host's sentinels to this deploy's users and settings. Holds
+    password hashes: the component passes it as a secret."""
     return _render(
         "sentinel-set.sh.j2",
         settings,
         host=host.name,
         sentinels=host.sentinels,
+        sentinel_users=sentinel_users(passwords),
         groups=[m.group for m in topology.masters],
         sentinel_settings=settings.sentinel,
         **_cli_context(settings),
     )
 
 
-def shipped_scripts(settings: Settings, topology: Topology, host: HostPlan, confs: dict[int, str]) -> dict[str, str]:
+def shipped_scripts(
+    settings: Settings, topology: Topology, host: HostPlan, confs: dict[int, str], passwords: Passwords
+) -> dict[str, str]:
     """Every shell script the component runs or installs on `host`, by name (for checks)."""
     scripts = {
         "host-install.sh": render_install_script(settings, host),
@@ -314,7 +328,7 @@ def shipped_scripts(settings: Settings, topology: Topology, host: HostPlan, conf
         "apply-config.sh": render_apply_config(settings, host, confs),
     }
     if host.sentinels:
-        scripts["sentinel-set.sh"] = render_sentinel_set(settings, topology, host)
+        scripts["sentinel-set.sh"] = render_sentinel_set(settings, topology, host, passwords)
     if topology.kind == "sentinel":
         for node in host.nodes:
             scripts[f"{node.name}-start.sh"] = render_node_start(settings, topology, node)

@@ -215,6 +215,38 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     opts=self._opts([bootstrap, *node_files], secret_outputs=["environment"]),
                 )
             )
+        # Sentinel owns its config after the first start: users and settings of later deploys go
+        # through ACL SETUSER and SENTINEL SET. Before any node restarts, so a restarted node's
+        # start script finds the replication user it asks with.
+        sentinel_steps: list[pulumi.Resource] = []
+        for plan in plans:
+            if not plan.sentinels:
+                continue
+            host = hosts[plan.name]
+            watch = settings.sentinel
+            script = pulumi.Output.secret(
+                passwords.apply(lambda p, plan=plan: render_sentinel_set(settings, topology, plan, p))
+            )
+            sentinel_steps.append(
+                command.remote.Command(
+                    f"{name}-{plan.name}-sentinel-set",
+                    connection=host.connection,
+                    create=run_script_command(host.user),
+                    update=run_script_command(host.user),
+                    stdin=script,
+                    environment=self._auth_env,
+                    triggers=[
+                        watch.quorum,
+                        watch.down_after_milliseconds,
+                        watch.failover_timeout,
+                        watch.parallel_syncs,
+                        script.apply(content_hash),
+                    ],
+                    logging=LOGGING,
+                    opts=self._opts([bootstrap], secret_outputs=["environment", "stdin"]),
+                )
+            )
+
         previous: list[pulumi.Resource] = []
         for step in rolling_plan(topology):
             host = hosts[step.host]
@@ -232,32 +264,9 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 update=f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}",
                 triggers=triggers,
                 logging=LOGGING,
-                opts=self._opts([*apply_steps, *previous, *host.ready]),
+                opts=self._opts([*apply_steps, *sentinel_steps, *previous, *host.ready]),
             )
             previous = [restart]
-
-        if settings.redis.topology == "sentinel":
-            for plan in plans:
-                if not plan.sentinels:
-                    continue
-                host = hosts[plan.name]
-                watch = settings.sentinel
-                command.remote.Command(
-                    f"{name}-{plan.name}-sentinel-set",
-                    connection=host.connection,
-                    create=run_script_command(host.user),
-                    update=run_script_command(host.user),
-                    stdin=render_sentinel_set(settings, topology, plan),
-                    environment=self._auth_env,
-                    triggers=[
-                        watch.quorum,
-                        watch.down_after_milliseconds,
-                        watch.failover_timeout,
-                        watch.parallel_syncs,
-                    ],
-                    logging=LOGGING,
-                    opts=self._opts([bootstrap], secret_outputs=["environment"]),
-                )
 
         self.hosts = pulumi.Output.from_input([p.name for p in plans])
         self.services = pulumi.Output.from_input(
