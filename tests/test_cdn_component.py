@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 import pulumi
 import pytest
 from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
+from pulumi.runtime.mocks import MockMonitor
 
 from cachelayer.cdn_rules import build_cache_rules
 from cachelayer.cdn_settings import CdnSettings, load_cdn_settings
@@ -42,9 +43,27 @@ def pulumi_test(fn: F) -> F:
     return cast(F, runtime_test(fn))
 
 
+class OptionsMonitor(MockMonitor):
+    """Also records the resource options the engine receives, by resource name."""
+
+    def __init__(self, mocks: Mocks) -> None:
+        super().__init__(mocks)
+        self.options: dict[str, dict[str, Any]] = {}
+
+    def RegisterResource(self, request: Any) -> Any:
+        self.options[request.name] = {
+            "retain_on_delete": request.retainOnDelete,
+            "import_id": request.importId,
+            "delete_before_replace": request.deleteBeforeReplace,
+            "depends_on": sorted(u.rsplit("::", 1)[-1] for u in request.dependencies),
+        }
+        return super().RegisterResource(request)
+
+
 # Mocks must be in place before any resource is declared, or nothing resolves.
 MOCKS = RecordingMocks()
-pulumi.runtime.set_mocks(MOCKS, preview=False)
+MONITOR = OptionsMonitor(MOCKS)
+pulumi.runtime.set_mocks(MOCKS, preview=False, monitor=MONITOR)
 
 from cachelayer.components.cdn import CloudflareCdn, CloudflareCdnArgs  # noqa: E402
 
@@ -58,6 +77,7 @@ def cdn_settings(**overrides: Any) -> CdnSettings:
 def declare(settings: CdnSettings, api_token: pulumi.Input[str] | None = None) -> dict[str, MockResourceArgs]:
     """Declare the component; return what the mocks received, by resource name."""
     MOCKS.resources.clear()
+    MONITOR.options.clear()
 
     @pulumi_test
     def run() -> pulumi.Output[Any]:
@@ -118,11 +138,18 @@ def test_rule_ttl_values_on_the_wire() -> None:
         {"statusCode": 404.0, "value": 60.0},
         {"statusCodeRange": {"from": 500.0, "to": 599.0}, "value": -1.0},
     ]
-    assert rules["private_bypass"] == {"cache": False}
+    assert rules["private_bypass"] == {
+        "cache": False,
+        "edgeTtl": {"mode": "respect_origin"},
+        "browserTtl": {"mode": "respect_origin"},
+        "cacheKey": {"cacheByDeviceType": False},
+        "originRangeRequests": {"mode": "default"},
+        "serveStale": {"disableStaleWhileUpdating": False},
+    }
 
 
 def test_page_rules_are_active_with_explicit_priorities() -> None:
-    resources = declare(cdn_settings(static_host="static.learn.example.com"))
+    resources = declare(cdn_settings(static_host="static.learn.example.com", page_rules_enabled=True))
     pages = {r.name: r.inputs for r in resources.values() if r.typ == "cloudflare:index/pageRule:PageRule"}
     assert pages == {
         "cdn-page-session-cookie-bypass": {
@@ -139,16 +166,66 @@ def test_page_rules_are_active_with_explicit_priorities() -> None:
             "status": "active",
             "actions": {
                 "cacheLevel": "cache_everything",
-                "edgeCacheTtl": 31_536_000.0,
+                "edgeCacheTtl": 2_419_200.0,  # the provider's page-rule maximum
                 "browserCacheTtl": 31_536_000.0,
             },
         },
     }
 
 
-def test_no_page_rules_when_switched_off() -> None:
-    resources = declare(cdn_settings(page_rules_enabled=False))
+def test_no_page_rules_by_default() -> None:
+    resources = declare(cdn_settings())
     assert not [r for r in resources.values() if r.typ == "cloudflare:index/pageRule:PageRule"]
+
+
+def test_page_rules_are_created_in_a_chain_so_cloudflare_keeps_their_priorities() -> None:
+    declare(cdn_settings(page_rules_enabled=True))
+    deps = {name: o["depends_on"] for name, o in MONITOR.options.items() if name.startswith("cdn-page-")}
+    assert deps == {
+        "cdn-page-session-cookie-bypass": [],
+        "cdn-page-static-cache-everything-0": ["cdn-page-session-cookie-bypass"],
+        "cdn-page-static-cache-everything-1": ["cdn-page-static-cache-everything-0"],
+    }
+
+
+def test_page_rule_edge_ttl_never_exceeds_the_providers_maximum() -> None:
+    resources = declare(cdn_settings(page_rules_enabled=True))
+    ttls = [
+        r.inputs["actions"]["edgeCacheTtl"]
+        for r in resources.values()
+        if r.typ == "cloudflare:index/pageRule:PageRule" and "edgeCacheTtl" in r.inputs["actions"]
+    ]
+    assert ttls and max(ttls) <= 2_419_200
+
+
+def test_zone_settings_and_tiered_caching_are_retained_on_delete() -> None:
+    # The provider's delete is empty for these: preview must not promise a reset it cannot do.
+    resources = declare(cdn_settings())
+    kept = {
+        name
+        for name, options in MONITOR.options.items()
+        if options["retain_on_delete"] and resources[name].typ.startswith("cloudflare:")
+    }
+    zone_settings = {r.name for r in resources.values() if r.typ == "cloudflare:index/zoneSetting:ZoneSetting"}
+    assert kept == {*zone_settings, "cdn-tiered-caching"}
+    assert len(zone_settings) == 6
+
+
+def test_ruleset_is_replaced_delete_first_and_created_when_no_id_is_given() -> None:
+    declare(cdn_settings())
+    assert MONITOR.options["cdn-cache-rules"]["delete_before_replace"] is True
+    assert MONITOR.options["cdn-cache-rules"]["import_id"] == ""
+
+
+def test_an_existing_entry_point_is_adopted_by_its_id() -> None:
+    ruleset_id = "fedcba9876543210fedcba9876543210"
+    declare(cdn_settings(cache_ruleset_id=ruleset_id))
+    assert MONITOR.options["cdn-cache-rules"]["import_id"] == f"zones/{ZONE}/{ruleset_id}"
+
+
+def test_url_normalization_is_pinned_to_what_evaluate_models() -> None:
+    resources = declare(cdn_settings())
+    assert resources["cdn-url-normalization"].inputs == {"zoneId": ZONE, "type": "cloudflare", "scope": "incoming"}
 
 
 def test_zone_settings_and_smart_tiered_cache() -> None:
@@ -160,11 +237,11 @@ def test_zone_settings_and_smart_tiered_cache() -> None:
     }
     assert zone_settings == {
         "browser_cache_ttl": 7200.0,
-        "brotli": "on",
         "http3": "off",
         "early_hints": "on",
         "polish": "lossy",
         "webp": "on",
+        "cache_deception_armor": "on",
     }
     assert resources["cdn-tiered-caching"].inputs == {"zoneId": ZONE, "value": "on"}
     assert resources["cdn-smart-tiered-cache"].inputs == {"zoneId": ZONE, "value": "on"}
@@ -187,9 +264,9 @@ def test_api_token_reaches_only_the_provider_and_only_wrapped_as_secret(token: p
 
 
 def test_every_child_uses_the_explicit_provider_when_a_token_is_given() -> None:
-    resources = declare(cdn_settings(), api_token=pulumi.Output.secret(TOKEN))
+    resources = declare(cdn_settings(page_rules_enabled=True), api_token=pulumi.Output.secret(TOKEN))
     children = [r for r in resources.values() if r.typ.startswith("cloudflare:index/")]
-    assert len(children) == 12  # ruleset, 3 page rules, 6 zone settings, 2 tiered cache
+    assert len(children) == 13  # ruleset, URL normalization, 3 page rules, 6 zone settings, 2 tiered cache
     for child in children:
         assert child.provider is not None and "::cdn-provider::cdn-provider-id" in child.provider, child.name
 
@@ -201,7 +278,7 @@ def test_without_a_token_no_provider_is_declared() -> None:
 
 @pulumi_test
 def test_component_outputs() -> pulumi.Output[None]:
-    cdn = CloudflareCdn("out", CloudflareCdnArgs(settings=cdn_settings()))
+    cdn = CloudflareCdn("out", CloudflareCdnArgs(settings=cdn_settings(page_rules_enabled=True)))
 
     def check(values: list[Any]) -> None:
         ruleset_id, page_rule_ids, zone_id = values

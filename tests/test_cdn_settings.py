@@ -34,16 +34,11 @@ def test_minimal_prod_block_loads_with_the_table_defaults() -> None:
     settings = load()
     assert settings.zone_id == ZONE
     assert settings.ttls == CacheTtls()
-    assert (settings.brotli, settings.http3, settings.early_hints, settings.webp, settings.tiered_cache) == (
-        True,
-        True,
-        True,
-        True,
-        True,
-    )
+    assert (settings.http3, settings.early_hints, settings.webp, settings.tiered_cache) == (True, True, True, True)
+    assert settings.page_rules_enabled is False  # deprecated, and overridden by cache rules anyway
 
 
-@pytest.mark.parametrize("raw", [None, {}, {"brotli": False}])
+@pytest.mark.parametrize("raw", [None, {}, {"http3": False}])
 def test_dev_without_a_zone_declares_no_cdn(raw: dict[str, Any] | None) -> None:
     assert load_cdn_settings(raw, required=False) is None
 
@@ -60,6 +55,26 @@ def test_a_misspelt_key_is_refused_even_in_dev() -> None:
     with pytest.raises(SettingsError, match="did you mean 'zone_id'") as err:
         load_cdn_settings({"zoneid": ZONE}, required=False)
     assert err.value.key == "cdn.zoneid"
+
+
+@pytest.mark.parametrize("required", [True, False])
+@pytest.mark.parametrize("value", [True, False])
+def test_brotli_is_refused_as_no_longer_a_setting(value: bool, required: bool) -> None:
+    raw = {**BASE, "brotli": value} if required else {"brotli": value}
+    with pytest.raises(SettingsError) as err:
+        load_cdn_settings(raw, required=required)
+    assert err.value.key == "cdn.brotli"
+    assert "remove it, Brotli is always on" in str(err.value)
+
+
+def test_page_rule_edge_ttl_defaults_to_the_providers_maximum() -> None:
+    assert load(page_rules_enabled=True).ttls.page_rule_edge == 2_419_200
+
+
+def test_adopting_an_existing_ruleset_takes_its_id() -> None:
+    assert load(cache_ruleset_id="fedcba9876543210fedcba9876543210").cache_ruleset_id == (
+        "fedcba9876543210fedcba9876543210"
+    )
 
 
 def test_ttl_overrides_replace_single_rows() -> None:
@@ -117,8 +132,25 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
         "cdn.polish",
         "Pro plan",
     ),
-    ("page rules need a zone name", {"zone_name": ""}, "cdn.zone_name", "page rule"),
-    ("cookie page rule on pro", {"plan": "pro", "ttls": {"content_api_edge": 3600}}, "cdn.page_rules_enabled", "pro"),
+    ("page rules need a zone name", {"zone_name": "", "page_rules_enabled": True}, "cdn.zone_name", "page rule"),
+    (
+        "cookie page rule on pro",
+        {"plan": "pro", "ttls": {"content_api_edge": 3600}, "page_rules_enabled": True},
+        "cdn.page_rules_enabled",
+        "pro",
+    ),
+    (
+        "page rule edge TTL over the provider's cap",
+        {"ttls": {"page_rule_edge": 31_536_000}},
+        "cdn.ttls.page_rule_edge",
+        "2419200 s (28 days)",
+    ),
+    ("bad ruleset id", {"cache_ruleset_id": "abc"}, "cdn.cache_ruleset_id", "not a ruleset id"),
+    ("video tag without id", {"video_cache_tag": "video"}, "cdn.video_cache_tag", "placeholder"),
+    ("uppercase prefix", {"static_path_prefixes": ["/Static/"]}, "cdn.static_path_prefixes", "is not valid"),
+    ("static prefix inside the API", {"static_path_prefixes": ["/api/files/"]}, "cdn.static_path_prefixes", "never"),
+    ("video prefix inside the API", {"video_path_prefixes": ["/api/v1/video/"]}, "cdn.video_path_prefixes", "never"),
+    ("bad api prefix", {"api_prefixes": ["api"]}, "cdn.api_prefixes", "is not valid"),
     ("unknown plan", {"plan": "gold"}, "cdn.plan", "not one of the choices"),
     ("unknown ttl row", {"ttls": {"static": 5}}, "cdn.ttls.static", "not a known setting"),
 ]
@@ -136,13 +168,13 @@ def test_refusals_name_the_stack_key(raw: dict[str, Any], key: str, fragment: st
 
 def test_expression_over_4096_characters_is_refused_naming_the_biggest_list() -> None:
     # The private bypass rule repeats the static and video lists, so it crosses the limit first.
-    prefixes = [f"/course-{i:04d}/" for i in range(64)]
+    prefixes = [f"/course-{i:04d}/" for i in range(40)]
     with pytest.raises(SettingsError) as err:
         load(static_path_prefixes=prefixes)
     assert err.value.key == "cdn.static_path_prefixes"
-    assert "private_bypass rule expression 4135 characters long, over Cloudflare's 4096" in str(err.value)
+    assert "private_bypass rule expression 4145 characters long, over Cloudflare's 4096" in str(err.value)
 
 
 def test_expression_just_under_the_limit_is_accepted() -> None:
-    settings = load(static_path_prefixes=[f"/course-{i:04d}/" for i in range(63)])
-    assert max(len(rule.expression) for rule in build_cache_rules(settings)) == 4078
+    settings = load(static_path_prefixes=[f"/course-{i:04d}/" for i in range(39)])
+    assert max(len(rule.expression) for rule in build_cache_rules(settings)) == 4081

@@ -6,12 +6,17 @@ into resources, so everything that decides CDN behaviour is checked here without
 Cache rules live in one entry-point ruleset in the `http_request_cache_settings` phase. In that
 phase every matching rule applies, in order, and when two matching rules set the same setting the
 LAST one wins (Cloudflare docs, "Cache Rules > Order and priority"). So the bypass rule for
-sessions and user data is placed last: it must beat every cacheable rule that also matches.
+sessions and user data is placed last, and it sets every setting an earlier rule may have set.
 
 Expressions are never taken from config as text: each rule is a small condition tree built from
 typed lists (extensions, path prefixes, hosts, a cookie name). The same tree renders the Rules
 language string that Cloudflare gets and evaluates a sample request in `evaluate`, so the tests of
 precedence check the very conditions that are deployed.
+
+Web cache deception: the static and video rules override the origin's TTL, so they must never
+match a path the application API serves, whatever the extension an attacker appends. Paths are
+compared lowercased (`lower(http.request.uri.path)`), API roots are matched anywhere in the path,
+and paths with `;` (path parameters) or an encoded slash or backslash are never cached by them.
 """
 
 from __future__ import annotations
@@ -40,12 +45,19 @@ CACHE_TTLS: Final[Mapping[str, int]] = MappingProxyType(
         "content_api_browser": 0,  # 0 = not cached in browsers (browser TTL mode "bypass")
         "not_found_edge": MINUTE,  # 404: short, so content published later shows up soon
         "server_error_edge": -1,  # 5xx: never stored (-1 = no-store)
+        # Legacy page rules only (off by default): the provider's page-rule maximum, 28 days.
+        "page_rule_edge": 28 * DAY,
     }
 )
 
 RULESET_PHASE: Final = "http_request_cache_settings"
 EXPRESSION_MAX_CHARS: Final = 4096  # Cloudflare's limit for one rule expression
 SERVER_ERRORS: Final = (500, 599)
+PATH: Final = "lower(http.request.uri.path)"  # every path test is case-insensitive
+# Never cached by the static/video rules: path parameters (`/api;/me`, `..;/`) and encoded
+# slashes or backslashes, which some origin frameworks resolve after Cloudflare has matched.
+SUSPICIOUS_PATH_PARTS: Final = (";", "%2f", "%5c")
+_UNRESERVED: Final = re.compile(r"%(4[1-9a-fA-F]|5[0-9aA]|6[1-9a-fA-F]|7[0-9aA]|3[0-9]|2[dDeE]|5[fF]|7[eE])")
 
 # -- Rules-language conditions ------------------------------------------------------------------
 
@@ -55,18 +67,51 @@ def quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def normalize_path(raw: str) -> str:
+    """The path as rules see it after Cloudflare URL normalization of incoming URLs (type
+    "cloudflare", which the component pins): unreserved characters percent-decoded, back
+    slashes turned into slashes, repeated slashes merged, dot segments removed."""
+    path = _UNRESERVED.sub(lambda m: chr(int(m.group(1), 16)), raw).replace("\\", "/")
+    path = re.sub(r"/{2,}", "/", path)
+    segments: list[str] = []
+    parts = path.split("/")
+    for index, segment in enumerate(parts):
+        last = index == len(parts) - 1
+        if segment == ".":
+            if last:
+                segments.append("")
+        elif segment == "..":
+            if len(segments) > 1:
+                segments.pop()
+            if last:
+                segments.append("")
+        else:
+            segments.append(segment)
+    joined = "/".join(segments)
+    return joined if joined.startswith("/") else "/" + joined
+
+
 @dataclass(frozen=True)
 class Request:
     """The parts of an HTTP request that the generated expressions look at."""
 
-    path: str
+    path: str  # as sent; normalized the way Cloudflare does before rules see it
     host: str = "example.com"
     cookie: str = ""  # the raw Cookie header, as `http.cookie` sees it
 
     @property
+    def normalized_path(self) -> str:
+        return normalize_path(self.path)
+
+    @property
+    def lower_path(self) -> str:
+        """`lower(http.request.uri.path)`."""
+        return self.normalized_path.lower()
+
+    @property
     def extension(self) -> str:
         """Like `http.request.uri.path.extension`: lowercased, no dot, from the last segment."""
-        basename = self.path.rsplit("/", 1)[-1]
+        basename = self.normalized_path.rsplit("/", 1)[-1]
         return basename.rsplit(".", 1)[1].lower() if "." in basename else ""
 
 
@@ -88,13 +133,28 @@ class ExtensionIn:
 
 @dataclass(frozen=True)
 class PathStartsWith:
+    """Lowercased path starts with `prefix` (settings keep prefixes lowercase)."""
+
     prefix: str
 
     def render(self) -> str:
-        return f"starts_with(http.request.uri.path, {quote(self.prefix)})"
+        return f"starts_with({PATH}, {quote(self.prefix)})"
 
     def matches(self, request: Request) -> bool:
-        return request.path.startswith(self.prefix)
+        return request.lower_path.startswith(self.prefix)
+
+
+@dataclass(frozen=True)
+class PathContains:
+    """Lowercased path contains `text` anywhere."""
+
+    text: str
+
+    def render(self) -> str:
+        return f"{PATH} contains {quote(self.text)}"
+
+    def matches(self, request: Request) -> bool:
+        return self.text in request.lower_path
 
 
 @dataclass(frozen=True)
@@ -105,7 +165,7 @@ class HostIs:
         return f"http.host eq {quote(self.host)}"
 
     def matches(self, request: Request) -> bool:
-        return request.host == self.host
+        return request.host.lower() == self.host
 
 
 @dataclass(frozen=True)
@@ -191,9 +251,9 @@ class CacheAction:
 
     def parameters(self) -> dict[str, Any]:
         """The action parameters in the Cloudflare API's own (snake_case) shape, as plain data."""
-        params: dict[str, Any] = {"cache": self.cache}
         if not self.cache:
-            return params
+            return dict(BYPASS_PARAMETERS)
+        params: dict[str, Any] = {"cache": True}
         if self.edge_ttl is not None:
             edge: dict[str, Any] = {"mode": "override_origin", "default": self.edge_ttl}
             if self.status_ttls:
@@ -212,6 +272,21 @@ class CacheAction:
         if self.serve_stale:
             params["serve_stale"] = {"disable_stale_while_updating": False}
         return params
+
+
+# A bypass rule is last and must undo every setting an earlier matching rule made: in this phase
+# the last match wins per setting, so `cache: false` alone would leave, say, a 1-year browser TTL
+# from the static rule on a private response. Each value is Cloudflare's behaviour without a rule.
+BYPASS_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType(
+    {
+        "cache": False,
+        "edge_ttl": {"mode": "respect_origin"},
+        "browser_ttl": {"mode": "respect_origin"},
+        "cache_key": {"cache_by_device_type": False},
+        "origin_range_requests": {"mode": "default"},
+        "serve_stale": {"disable_stale_while_updating": False},
+    }
+)
 
 
 def _status_ttl(s: StatusTtl) -> dict[str, Any]:
@@ -253,8 +328,26 @@ def _prefixes(prefixes: Sequence[str]) -> Condition | None:
     return AnyOf(tuple(PathStartsWith(p) for p in prefixes)) if prefixes else None
 
 
+def _anywhere(prefixes: Sequence[str]) -> Condition | None:
+    """The prefixes without their trailing slash, matched anywhere in the path: `/api` also
+    catches `/api;x/...` and `/static/..;/api/...`, which some origins route into the API."""
+    return AnyOf(tuple(PathContains(p.rstrip("/") or p) for p in prefixes)) if prefixes else None
+
+
+def _roots_anywhere(prefixes: Sequence[str]) -> tuple[Condition, ...]:
+    """Like _anywhere, without roots that contain a shorter one (`/api/v1/me` when `/api` is there)."""
+    roots = [p.rstrip("/") or p for p in prefixes]
+    kept = [r for r in roots if not any(o != r and o in r for o in roots)]
+    return tuple(PathContains(r) for r in dict.fromkeys(kept))
+
+
 def _extensions(extensions: Sequence[str]) -> Condition | None:
     return ExtensionIn(tuple(extensions)) if extensions else None
+
+
+def _all(*parts: Condition | None) -> Condition:
+    present = tuple(p for p in parts if p is not None)
+    return present[0] if len(present) == 1 else AllOf(present)
 
 
 def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
@@ -278,18 +371,30 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
         ]
     )
     content_keyed = _keyed([("cdn.content_api_prefixes", _prefixes(settings.content_api_prefixes))])
-    session_keyed = _keyed([("cdn.session_api_prefixes", _prefixes(settings.session_api_prefixes))])
-    static = _rule_parts(static_keyed)
-    video = _rule_parts(video_keyed)
+    session_keyed = _keyed([("cdn.session_api_prefixes", _anywhere(settings.session_api_prefixes))])
+    api_keyed = _keyed([("cdn.api_prefixes", _anywhere(settings.api_prefixes))])
+    suspicious = AnyOf(tuple(PathContains(part) for part in SUSPICIOUS_PATH_PARTS))
+    # Static and video rules override the origin's TTL, so they never match an API or session
+    # path, whatever its extension or letter case (web cache deception).
+    never_static = AnyOf((*_roots_anywhere([*settings.api_prefixes, *settings.session_api_prefixes]), suspicious))
+    static = _all(_rule_parts(static_keyed), Not(never_static))
+    video = _all(_rule_parts(video_keyed), Not(never_static))
+    content = _all(_rule_parts(content_keyed), Not(AnyOf((*(c for _, c in session_keyed), suspicious))))
     # A browser sends the session cookie with every same-site request, assets included; the
     # cookie bypass leaves static and video alone so logged-in users still get cached assets.
-    # Session/user paths bypass unconditionally, whatever their extension.
+    # Session paths, and API paths outside the public content prefixes, bypass unconditionally.
     cookie = CookieContains(settings.session_cookie)
-    cookie_bypass = AllOf((cookie, Not(AnyOf((static, video)))))
+    api_not_content = _all(*(c for _, c in api_keyed), Not(content)) if api_keyed else None
+    bypass_parts = [c for _, c in session_keyed]
+    if api_not_content is not None:
+        bypass_parts.append(api_not_content)
+    bypass_parts.append(suspicious)  # else Cloudflare's default caching by extension would apply
+    bypass_parts.append(AllOf((cookie, Not(AnyOf((static, video))))))
+    exclusion_keys: Keyed = [*api_keyed, *session_keyed]
     return (
         CacheRule(
             ref="static_assets",
-            description="Static assets (CSS, JS, images, fonts): 1 year at the edge and in browsers",
+            description="Static assets (CSS, JS, images, fonts): 1 year at the edge and in browsers; never API paths",
             condition=static,
             action=CacheAction(
                 cache=True,
@@ -298,7 +403,7 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
                 status_ttls=status_ttls,
                 serve_stale=True,  # fingerprinted files: a stale copy is the same bytes
             ),
-            source_keys=_source_keys(static_keyed),
+            source_keys=_source_keys([*static_keyed, *exclusion_keys]),
         ),
         CacheRule(
             ref="video",
@@ -313,12 +418,12 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
                 origin_range_requests=True,  # cold misses fetch cache-aligned ranges, not whole files
                 serve_stale=True,  # published videos do not change in place
             ),
-            source_keys=_source_keys(video_keyed),
+            source_keys=_source_keys([*video_keyed, *exclusion_keys]),
         ),
         CacheRule(
             ref="content_api",
             description="Public content APIs: 5 minutes at the edge, not cached in browsers",
-            condition=_rule_parts(content_keyed),
+            condition=content,
             action=CacheAction(
                 cache=True,
                 edge_ttl=ttl.content_api_edge,
@@ -326,14 +431,16 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
                 status_ttls=status_ttls,
                 serve_stale=True,  # public data, already allowed to be minutes old
             ),
-            source_keys=_source_keys(content_keyed),
+            source_keys=_source_keys([*content_keyed, *session_keyed]),
         ),
         CacheRule(
             ref="private_bypass",
-            description="Session and user APIs, and requests with the session cookie: bypass cache (last: wins)",
-            condition=AnyOf((*(cond for _, cond in session_keyed), cookie_bypass)),
+            description="Session and non-public API paths, and the session cookie: bypass, reset every setting (last)",
+            condition=AnyOf(tuple(bypass_parts)),
             action=CacheAction(cache=False),
-            source_keys=_source_keys([*session_keyed, ("cdn.session_cookie", cookie), *static_keyed, *video_keyed]),
+            source_keys=_source_keys(
+                [*session_keyed, *api_keyed, ("cdn.session_cookie", cookie), *static_keyed, *video_keyed, *content_keyed]
+            ),
         ),
     )
 
@@ -376,7 +483,8 @@ CacheLevel = Literal["bypass", "basic", "simplified", "aggressive", "cache_every
 @dataclass(frozen=True)
 class PageRulePlan:
     """One page rule. Only the highest-priority matching page rule applies to a URL, and a
-    higher number is a higher priority. Cache rules take precedence over page rules."""
+    higher number is a higher priority. Cache rules take precedence over page rules, and
+    Cloudflare renumbers priorities 1..n in creation order (the component chains them)."""
 
     ref: str
     target: str  # URL pattern, `*` is the wildcard
@@ -429,7 +537,7 @@ def build_page_rules(settings: CdnSettings) -> tuple[PageRulePlan, ...]:
                 target=target,
                 priority=2 + index,
                 cache_level="cache_everything",
-                edge_cache_ttl=ttl.static_edge,
+                edge_cache_ttl=ttl.page_rule_edge,  # the provider caps page rules lower than cache rules
                 browser_cache_ttl=ttl.static_browser,
             )
         )
@@ -446,16 +554,20 @@ def page_rule_for(rules: Sequence[PageRulePlan], url: str) -> PageRulePlan | Non
 
 
 def zone_setting_values(settings: CdnSettings) -> dict[str, str | int]:
-    """`ZoneSetting` id -> value, for the switches in stack config."""
+    """`ZoneSetting` id -> value, for the switches in stack config. Brotli is not here: it is
+    no longer a zone setting (always on since 2024-06-14, Cloudflare API deprecations)."""
 
     def on(flag: bool) -> str:
         return "on" if flag else "off"
 
     return {
         "browser_cache_ttl": settings.browser_cache_ttl,
-        "brotli": on(settings.brotli),
         "http3": on(settings.http3),
         "early_hints": on(settings.early_hints),
         "polish": settings.polish,
         "webp": on(settings.webp),
+        # Refuses to cache a response whose Content-Type does not match its URL's extension.
+        # Defence in depth: a cache rule with an Edge TTL overrides it (docs "Cache Deception
+        # Armor"), which is why the rules themselves never match API paths.
+        "cache_deception_armor": "on",
     }

@@ -5,9 +5,14 @@ refusal is a SettingsError naming the stack key. Limits checked here are Cloudfl
 
 - edge and browser TTL minimums per plan for cache rules (Free 2 h, Pro 1 h, Business and
   Enterprise 1 s; docs "Edge and Browser Cache TTL"), at most 1 year (31,536,000 s);
+- a page rule's `edge_cache_ttl` is at most 2,419,200 s (28 days): pulumi-cloudflare v6 is
+  generated from terraform-provider-cloudflare v5, whose page-rule schema
+  (internal/services/page_rule/schema.go) caps it there, and the bridge checks that before any API
+  call (cloudflare/terraform-provider-cloudflare#6779), so preview and up would stop;
 - the zone `browser_cache_ttl` setting accepts only the values in ZONE_BROWSER_TTLS (API schema);
 - a rule expression is at most 4,096 characters (docs "Rules language > Expressions");
-- status-code TTLs take -1 (no-store), 0 (no-cache) or a number of seconds.
+- status-code TTLs take -1 (no-store), 0 (no-cache) or a number of seconds;
+- a ruleset id (to adopt an existing cache-rules entry point) is 32 lowercase hex characters.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ Plan = Literal["free", "pro", "business", "enterprise"]
 Polish = Literal["off", "lossless", "lossy"]
 
 YEAR: Final = CACHE_TTLS["static_edge"]  # also Cloudflare's longest TTL
+# terraform-provider-cloudflare v5, internal/services/page_rule/schema.go (issue #6779).
+PAGE_RULE_EDGE_TTL_MAX: Final = 2_419_200
+# Keys that Cloudflare no longer has: a stack file that still sets one is refused with the reason.
+REMOVED_KEYS: Final[Mapping[str, str]] = {
+    "brotli": "remove it, Brotli is always on (Cloudflare API deprecations: the setting's end of life was 2024-06-14)",
+}
 # Lowest edge/browser TTL a cache rule may set, per plan.
 RULE_TTL_MINIMUM: Final[Mapping[str, int]] = {"free": 7200, "pro": 3600, "business": 1, "enterprise": 1}
 # The zone-wide Browser Cache TTL is a fixed list of choices (0 = respect origin headers).
@@ -37,7 +48,8 @@ ZONE_BROWSER_TTLS: Final = (
 _ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
-_PATH_PREFIX = re.compile(r"^/[A-Za-z0-9._~/-]*$")
+# Lowercase only: rules compare the lowercased path (`lower(http.request.uri.path)`).
+_PATH_PREFIX = re.compile(r"^/[a-z0-9._~/-]*$")
 _COOKIE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -53,6 +65,7 @@ class CacheTtls:
     content_api_browser: int = CACHE_TTLS["content_api_browser"]
     not_found_edge: int = CACHE_TTLS["not_found_edge"]
     server_error_edge: int = CACHE_TTLS["server_error_edge"]
+    page_rule_edge: int = CACHE_TTLS["page_rule_edge"]
 
 
 @dataclass(frozen=True)
@@ -70,18 +83,24 @@ class CdnSettings:
     )  # fmt: skip
     video_path_prefixes: tuple[str, ...] = ("/video/",)
     video_extensions: tuple[str, ...] = ("mp4", "webm", "m3u8", "ts")
+    # Everything the application API serves: static and video rules never match inside it, and
+    # only content_api_prefixes are cached there (web cache deception).
+    api_prefixes: tuple[str, ...] = ("/api/",)
     content_api_prefixes: tuple[str, ...] = ("/api/v1/courses/", "/api/v1/catalog/")
     session_api_prefixes: tuple[str, ...] = ("/api/v1/session/", "/api/v1/users/", "/api/v1/me/")
     session_cookie: str = "lp_session"
+    video_cache_tag: str = ""  # Cache-Tag the origin sets on a video's files, e.g. "video-{id}" (for purge)
     ttls: CacheTtls = field(default_factory=CacheTtls)
     browser_cache_ttl: int = 14400  # zone default when no rule sets one (Cloudflare's default)
-    brotli: bool = True
     http3: bool = True
     early_hints: bool = True
     polish: Polish = "lossless"
     webp: bool = True
     tiered_cache: bool = True  # Smart Tiered Cache
-    page_rules_enabled: bool = True
+    # Page rules are deprecated and cache rules override them: only for zones that still need them.
+    page_rules_enabled: bool = False
+    # Adopt the zone's existing cache-rules entry point (created in the dashboard) by its id.
+    cache_ruleset_id: str = ""
 
 
 def load_cdn_settings(raw: Mapping[str, Any] | None, *, required: bool) -> CdnSettings | None:
@@ -90,6 +109,9 @@ def load_cdn_settings(raw: Mapping[str, Any] | None, *, required: bool) -> CdnSe
         raise SettingsError(
             "cdn", f"expected a mapping of settings, got {type(raw).__name__}", "write cdn: as key: value pairs"
         )
+    for key, fix in REMOVED_KEYS.items():
+        if raw and key in raw:
+            raise SettingsError(f"cdn.{key}", "is no longer a Cloudflare setting", fix)
     # Parse even without a zone, so a misspelt key (say `zoneid`) is refused, not silently ignored.
     settings = from_mapping(CdnSettings, raw or {}, "cdn")
     if not settings.zone_id:
@@ -121,6 +143,19 @@ def _check_zone(s: CdnSettings) -> None:
             "cdn.zone_id",
             f"{s.zone_id!r} is not a zone id",
             "copy the 32 lowercase hex characters from the zone's Overview page",
+        )
+    if s.cache_ruleset_id and not _ZONE_ID.match(s.cache_ruleset_id):
+        raise SettingsError(
+            "cdn.cache_ruleset_id",
+            f"{s.cache_ruleset_id!r} is not a ruleset id",
+            "copy the 32 hex `id` of GET /zones/{zone_id}/rulesets/phases/http_request_cache_settings/entrypoint, "
+            "or leave it empty",
+        )
+    if s.video_cache_tag and "{id}" not in s.video_cache_tag:
+        raise SettingsError(
+            "cdn.video_cache_tag",
+            f"{s.video_cache_tag!r} has no {{id}} placeholder",
+            "write the tag with {id} where the video id goes, e.g. video-{id}",
         )
     for key, host in (("cdn.zone_name", s.zone_name), ("cdn.static_host", s.static_host)):
         if host and not _HOSTNAME.match(host):
@@ -155,28 +190,34 @@ def _check_lists(s: CdnSettings) -> None:
             "write extensions lowercase, without the dot (mp4, m3u8)",
         ),
         (
+            "cdn.api_prefixes",
+            s.api_prefixes,
+            _PATH_PREFIX,
+            "start with / and use only lowercase letters, digits and - . _ ~ /",
+        ),
+        (
             "cdn.static_path_prefixes",
             s.static_path_prefixes,
             _PATH_PREFIX,
-            "start with / and use only letters, digits and - . _ ~ /",
+            "start with / and use only lowercase letters, digits and - . _ ~ /",
         ),
         (
             "cdn.video_path_prefixes",
             s.video_path_prefixes,
             _PATH_PREFIX,
-            "start with / and use only letters, digits and - . _ ~ /",
+            "start with / and use only lowercase letters, digits and - . _ ~ /",
         ),
         (
             "cdn.content_api_prefixes",
             s.content_api_prefixes,
             _PATH_PREFIX,
-            "start with / and use only letters, digits and - . _ ~ /",
+            "start with / and use only lowercase letters, digits and - . _ ~ /",
         ),
         (
             "cdn.session_api_prefixes",
             s.session_api_prefixes,
             _PATH_PREFIX,
-            "start with / and use only letters, digits and - . _ ~ /",
+            "start with / and use only lowercase letters, digits and - . _ ~ /",
         ),
     ]
     for key, items, pattern, fix in lists:
@@ -213,6 +254,13 @@ def _check_ttls(s: CdnSettings) -> None:
         _check_rule_ttl(f"cdn.ttls.{name}", getattr(t, name), minimum, s.plan, zero_means="")
     for name in ("static_browser", "video_browser", "content_api_browser"):
         _check_rule_ttl(f"cdn.ttls.{name}", getattr(t, name), minimum, s.plan, zero_means="not cached in browsers")
+    if not 0 <= t.page_rule_edge <= PAGE_RULE_EDGE_TTL_MAX:
+        raise SettingsError(
+            "cdn.ttls.page_rule_edge",
+            f"{t.page_rule_edge} s is over the {PAGE_RULE_EDGE_TTL_MAX} s (28 days) the Cloudflare provider "
+            "accepts for a page rule's edge_cache_ttl, so preview and up would stop",
+            f"use 0..{PAGE_RULE_EDGE_TTL_MAX} (the static cache rule, which wins anyway, keeps its own TTL)",
+        )
     for name in ("not_found_edge", "server_error_edge"):
         value = getattr(t, name)
         if not -1 <= value <= YEAR:
@@ -266,15 +314,18 @@ def _check_overlaps(s: CdnSettings) -> None:
                     + (" in the same list" if same else f" from {key_a}: which TTL applies would depend on rule order"),
                     "drop the redundant prefix" if same else "keep each path in one list",
                 )
+    # Session and API prefixes are matched anywhere in the path, without their trailing slash.
+    never = [("cdn.session_api_prefixes", session) for session in s.session_api_prefixes]
     for key, prefixes in cacheable:
+        excluded = never if key == "cdn.content_api_prefixes" else [*never, *(("cdn.api_prefixes", a) for a in s.api_prefixes)]
         for prefix in prefixes:
-            for session in s.session_api_prefixes:
-                if _nested(prefix, session):
+            for other_key, other in excluded:
+                if other.rstrip("/") in prefix:
                     raise SettingsError(
                         key,
-                        f"{prefix!r} lies inside session prefix {session!r}: "
-                        "the bypass rule always wins there, so it never applies",
-                        "remove it, or narrow the session prefix",
+                        f"{prefix!r} contains {other!r} from {other_key}: "
+                        "those paths are never cached by this rule, so it never applies",
+                        f"remove it, or narrow {other_key}",
                     )
     _check_nested_within("cdn.session_api_prefixes", s.session_api_prefixes)
 

@@ -51,9 +51,17 @@ def _status_ttl(s: StatusTtl) -> RulesetRuleActionParametersEdgeTtlStatusCodeTtl
 
 def action_parameters(action: CacheAction) -> RulesetRuleActionParametersArgsDict:
     """The typed twin of CacheAction.parameters(); a test checks the two agree on the wire."""
-    params: RulesetRuleActionParametersArgsDict = {"cache": action.cache}
     if not action.cache:
-        return params
+        # The bypass rule resets every setting an earlier rule may have made (see BYPASS_PARAMETERS).
+        return {
+            "cache": False,
+            "edge_ttl": {"mode": "respect_origin"},
+            "browser_ttl": {"mode": "respect_origin"},
+            "cache_key": {"cache_by_device_type": False},
+            "origin_range_requests": {"mode": "default"},
+            "serve_stale": {"disable_stale_while_updating": False},
+        }
+    params: RulesetRuleActionParametersArgsDict = {"cache": True}
     if action.edge_ttl is not None:
         edge: RulesetRuleActionParametersEdgeTtlArgsDict = {"mode": "override_origin", "default": action.edge_ttl}
         if action.status_ttls:
@@ -122,7 +130,10 @@ class CloudflareCdn(pulumi.ComponentResource):
             )
             child = pulumi.ResourceOptions(parent=self, provider=provider)
 
-        # One entry-point ruleset per zone and phase: this resource owns every cache rule.
+        # One entry-point ruleset per zone and phase: this resource owns every cache rule. A zone
+        # whose entry point already exists (dashboard edits leave one) adopts it by id: creating a
+        # second fails with API error 20217. delete_before_replace: a replacement never needs two.
+        adopt = f"zones/{settings.zone_id}/{settings.cache_ruleset_id}" if settings.cache_ruleset_id else None
         ruleset = cloudflare.Ruleset(
             f"{name}-cache-rules",
             zone_id=settings.zone_id,
@@ -131,35 +142,50 @@ class CloudflareCdn(pulumi.ComponentResource):
             name="cachelayer cache rules",
             description="Managed by Pulumi (cachelayer): static, video, content API, private bypass",
             rules=[ruleset_rule(rule) for rule in build_cache_rules(settings)],
-            opts=child,
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(import_=adopt, delete_before_replace=True)
+            ),
         )
 
-        page_rules = [
-            cloudflare.PageRule(
-                f"{name}-page-{plan.ref.replace('_', '-')}",
-                zone_id=settings.zone_id,
-                target=plan.target,
-                priority=plan.priority,
-                status="active",  # the provider's default is "disabled"
-                actions=page_rule_actions(plan),
-                opts=child,
-            )
-            for plan in build_page_rules(settings)
-        ]
+        # The rules' paths are matched after Cloudflare URL normalization (cdn_rules.normalize_path
+        # models it): pin it, so a dashboard change cannot reopen `//api/...` style bypasses.
+        cloudflare.UrlNormalizationSettings(
+            f"{name}-url-normalization", zone_id=settings.zone_id, type="cloudflare", scope="incoming", opts=child
+        )
 
+        # Cloudflare renumbers page rule priorities 1..n in creation order; creating them one
+        # after another (each depends on the previous) keeps our numbers the ones it stores.
+        page_rules: list[cloudflare.PageRule] = []
+        for plan in build_page_rules(settings):
+            after = pulumi.ResourceOptions(depends_on=page_rules[-1:]) if page_rules else None
+            page_rules.append(
+                cloudflare.PageRule(
+                    f"{name}-page-{plan.ref.replace('_', '-')}",
+                    zone_id=settings.zone_id,
+                    target=plan.target,
+                    priority=plan.priority,
+                    status="active",  # the provider's default is "disabled"
+                    actions=page_rule_actions(plan),
+                    opts=pulumi.ResourceOptions.merge(child, after),
+                )
+            )
+
+        # The provider's delete for ZoneSetting and ArgoTieredCaching does nothing: removing one
+        # from code leaves the zone as it is. retain_on_delete makes preview say exactly that.
+        kept = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(retain_on_delete=True))
         for setting_id, value in zone_setting_values(settings).items():
             cloudflare.ZoneSetting(
                 f"{name}-{setting_id.replace('_', '-')}",
                 zone_id=settings.zone_id,
                 setting_id=setting_id,
                 value=value,
-                opts=child,
+                opts=kept,
             )
 
         # Smart Tiered Cache sits on top of Tiered Caching, so that is switched first.
         tiered = "on" if settings.tiered_cache else "off"
         tiered_caching = cloudflare.ArgoTieredCaching(
-            f"{name}-tiered-caching", zone_id=settings.zone_id, value=tiered, opts=child
+            f"{name}-tiered-caching", zone_id=settings.zone_id, value=tiered, opts=kept
         )
         cloudflare.TieredCache(
             f"{name}-smart-tiered-cache",
