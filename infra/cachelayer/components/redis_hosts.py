@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import pulumi
 import pulumi_command as command
@@ -224,8 +225,8 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 continue
             host = hosts[plan.name]
             watch = settings.sentinel
-            script = pulumi.Output.secret(
-                passwords.apply(lambda p, plan=plan: render_sentinel_set(settings, topology, plan, p))
+            sentinel_script: pulumi.Output[str] = pulumi.Output.secret(
+                passwords.apply(partial(render_sentinel_set, settings, topology, plan))
             )
             sentinel_steps.append(
                 command.remote.Command(
@@ -233,14 +234,14 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     connection=host.connection,
                     create=run_script_command(host.user),
                     update=run_script_command(host.user),
-                    stdin=script,
+                    stdin=sentinel_script,
                     environment=self._auth_env,
                     triggers=[
                         watch.quorum,
                         watch.down_after_milliseconds,
                         watch.failover_timeout,
                         watch.parallel_syncs,
-                        script.apply(content_hash),
+                        sentinel_script.apply(content_hash),
                     ],
                     logging=LOGGING,
                     opts=self._opts([bootstrap], secret_outputs=["environment", "stdin"]),
