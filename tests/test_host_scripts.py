@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import os
-import random
 import shutil
 import subprocess
 import time
@@ -34,23 +33,11 @@ from cachelayer.render_hosts import (
     render_thp_unit,
     shipped_scripts,
 )
-from cachelayer.sandbox import port_is_free
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import Topology, build_topology
+from free_ports import free_port_block
 from tls_certificates import make_test_certificates
-
-
-def free_port_block(first: int, last: int, size: int = 6) -> int:
-    """A port p in [first, last) with p..p+size-1 free, picked at random so that two test runs
-    on one machine (several checkouts) rarely reach for the same one."""
-    bases = list(range(first, last, size))
-    random.shuffle(bases)
-    for base in bases:
-        if all(port_is_free("127.0.0.1", base + i) for i in range(size)):
-            return base
-    raise RuntimeError(f"no {size} free ports in {first}-{last}")
-
 
 # The scripts' node (PORT), a restore target (PORT + 1) and a port nobody listens on (PORT + 5).
 PORT = free_port_block(7200, 7300)

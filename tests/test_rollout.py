@@ -26,6 +26,7 @@ from cachelayer.rollout import (
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import build_topology, local_placement
+from free_ports import free_port_block
 
 PASSWORDS = Passwords(
     "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789"
@@ -142,7 +143,7 @@ def test_conf_directives_reads_a_rendered_config() -> None:
 @pytest.fixture
 def node_conf(tmp_path: Path) -> Iterator[tuple[str, int]]:
     """A real cluster-mode node (no TLS) started from the rendered config on a loopback port."""
-    settings = prod(tls=False, base_port=7210)
+    settings = prod(tls=False, base_port=free_port_block(7210, 7290, offsets=(10000,)))
     topology = build_topology(settings, local_placement(settings))
     node = topology.nodes[0]
     paths = sandbox_paths(tmp_path, node.name)

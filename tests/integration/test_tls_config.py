@@ -23,9 +23,10 @@ from cachelayer.rollout import live_values
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import build_topology, local_placement
+from free_ports import free_port_block
 from tls_certificates import make_test_certificates
 
-BASE_PORT = 7300
+BASE_PORT = free_port_block(7300, 7390, offsets=(10000,))
 PASSWORDS = Passwords(
     "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789"
 )
