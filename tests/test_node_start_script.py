@@ -20,7 +20,7 @@ from cachelayer.topology import Topology, build_topology
 
 PASSWORDS = Passwords("app-pw-0123456789", "admin-pw-0123456789", "repl-pw-0123456789", "sentinel-pw-0123456789")
 FAKE_CLI = """#!/bin/sh
-# Answers `sentinel get-master-addr-by-name` from $FAKE_DIR/answer-<port>; no file: refused.
+# Answers `sentinel master <group>` from $FAKE_DIR/answer-<port>; no file: refused.
 while [ $# -gt 0 ]; do
     [ "$1" = "-p" ] && port="$2"
     shift
@@ -54,7 +54,7 @@ def test_rendered_for_a_planned_master_and_a_planned_replica() -> None:
     for text, node in ((master_text, master), (replica_text, replica)):
         for sentinel in topology.sentinels:
             assert f"ask {sentinel.address} {sentinel.port} &" in text
-        assert f"get-master-addr-by-name {node.group}" in text
+        assert f"sentinel master {node.group}" in text
         assert "redis-cli --user replication --tls --cacert /etc/redis/tls/ca.crt" in text
         assert f"AUTH_FILE=/etc/redis/{node.name}-auth.conf" in text
         assert f"MARKER=/var/lib/redis/{node.port}/.cachelayer-started" in text
@@ -113,8 +113,17 @@ def run(tmp_path: Path, script: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=30)
 
 
-NEW_MASTER = "172.30.70.13\n7003\n"  # node 3, the planned replica of node 0
-NODE_0 = "172.30.70.10\n7000\n"
+def view(address: str, port: int, epoch: int) -> str:
+    """What `redis-cli sentinel master redis-master-1` prints (field/value lines, abridged)."""
+    fields = {"name": "redis-master-1", "ip": address, "port": port, "runid": "abc", "flags": "master",
+              "num-slaves": 1, "config-epoch": epoch, "quorum": 2}
+    return "".join(f"{key}\n{value}\n" for key, value in fields.items())
+
+
+# Node 3, the planned replica of node 0, promoted in epoch 1; node 0 as master, in epochs 0 and 2.
+NEW_MASTER = view("172.30.70.13", 7003, 1)
+NODE_0 = view("172.30.70.10", 7000, 0)
+NODE_0_LATER = view("172.30.70.10", 7000, 2)
 
 
 @pytest.mark.parametrize(
@@ -123,13 +132,18 @@ NODE_0 = "172.30.70.10\n7000\n"
         # (a) the old master after a failover: a replica of the new one, marker or not.
         (0, {0: NEW_MASTER, 1: NEW_MASTER, 2: NEW_MASTER}, True, "--replicaof 172.30.70.13 7003"),
         (0, {0: NEW_MASTER}, True, "--replicaof 172.30.70.13 7003"),
+        # ... even while the other two have not heard of the failover yet: the newest epoch wins,
+        # not the majority of answers.
+        (0, {0: NEW_MASTER, 1: NODE_0, 2: NODE_0}, True, "--replicaof 172.30.70.13 7003"),
         # (b) the promoted master restarted within down-after: still the master.
         (3, {0: NEW_MASTER, 1: NEW_MASTER, 2: NEW_MASTER}, True, "--replicaof no one"),
         (3, {0: NEW_MASTER, 1: NEW_MASTER}, True, "--replicaof no one"),
-        # A tie goes to the other node: a replica can be reconfigured, a second master loses writes.
-        (3, {0: NEW_MASTER, 1: NODE_0}, True, "--replicaof 172.30.70.10 7000"),
-        # Majority against a stale minority.
-        (0, {0: NODE_0, 1: NODE_0, 2: NEW_MASTER}, True, "--replicaof no one"),
+        # A tie (one epoch, two masters) goes to the other node: a replica can be reconfigured,
+        # a second master loses writes.
+        (3, {0: NEW_MASTER, 1: view("172.30.70.10", 7000, 1)}, True, "--replicaof 172.30.70.10 7000"),
+        # The newest configuration against a stale one.
+        (0, {0: NODE_0_LATER, 1: NODE_0_LATER, 2: NEW_MASTER}, True, "--replicaof no one"),
+        (3, {0: NODE_0_LATER, 1: NEW_MASTER, 2: NEW_MASTER}, True, "--replicaof 172.30.70.10 7000"),
         # First start, no sentinel: the planned role.
         (3, {}, False, "--replicaof 172.30.70.10 7000"),
         (0, {}, False, "--replicaof no one"),

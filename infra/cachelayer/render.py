@@ -230,8 +230,13 @@ def sentinel_users(passwords: Passwords) -> tuple[tuple[str, tuple[str, ...]], .
              "+sentinel|get-master-addr-by-name", "+sentinel|master", "+sentinel|masters", "+sentinel|replicas",
              "+sentinel|slaves", "+sentinel|sentinels"),
         ),
-        # The nodes' start script asks, with the replication password, who its group's master is now.
-        (USERS.replication, ("on", f"#{hashes['replication']}", "+ping", "+auth", "+hello", "+sentinel|get-master-addr-by-name")),
+        # The nodes' start script asks, with the replication password, who its group's master is
+        # now and in which configuration epoch (SENTINEL MASTER).
+        (
+            USERS.replication,
+            ("on", f"#{hashes['replication']}", "+ping", "+auth", "+hello", "+sentinel|get-master-addr-by-name",
+             "+sentinel|master"),
+        ),
     )
 
 

@@ -208,7 +208,7 @@ def test_a_restarted_old_master_comes_back_as_a_replica_of_the_new_one(
         sandbox.client(old, USERS.app, sandbox.passwords.app).set("direct:after", 1)
 
     # The start script asked the sentinels, the password in its environment only.
-    asks = [line for line in watch.seen if "get-master-addr-by-name" in line]
+    asks = [line for line in watch.seen if "sentinel master" in line]
     assert asks, "the /proc watch saw no start-script redis-cli: it proves nothing"
     secrets = [sandbox.passwords.replication, sandbox.passwords.admin, sandbox.passwords.app]
     assert not [line for line in watch.seen if any(s in line for s in secrets)]
