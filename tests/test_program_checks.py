@@ -67,6 +67,7 @@ def test_the_stack_files_have_no_warning() -> None:
         ({}, {"maxmemory_clients": "0"}, "redis.maxmemory_clients"),
         ({}, {"sanitize_dump_payload": "no"}, "redis.sanitize_dump_payload"),
         ({}, {"min_replicas_to_write": 1}, "redis.min_replicas_to_write"),
+        ({}, {"topology": "sentinel", "appendonly": False}, "redis.appendonly"),
     ],
 )  # fmt: skip
 def test_risky_choices_are_warned_about(hosts: dict[str, Any], redis: dict[str, Any], key: str) -> None:

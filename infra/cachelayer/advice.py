@@ -29,6 +29,11 @@ def settings_warnings(settings: Settings) -> list[str]:
                 warnings.append(
                     "sentinels share a machine (sentinel j runs on hosts.machines[j]): losing it can take the quorum"
                 )
+    if redis.topology == "sentinel" and not redis.appendonly:
+        warnings.append(
+            "redis.appendonly is false in sentinel topology: a master restarted within down-after comes back "
+            "as the master with only its last RDB snapshot, and its replicas copy that"
+        )
     if redis.maxmemory_clients in ("0", "0%"):
         warnings.append("redis.maxmemory_clients is 0: client buffers may grow until the shard's data is evicted")
     if redis.sanitize_dump_payload == "no":
