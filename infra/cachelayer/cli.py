@@ -1,4 +1,4 @@
-"""`python -m cachelayer`: operator commands. `sandbox` runs the stack locally; more sub-apps
+"""`cachelayer` (venv/bin/cachelayer, or `python -m cachelayer`): operator commands. `sandbox` runs the stack locally; more sub-apps
 (e.g. `ops`) are added with `app.add_typer(...)`."""
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def down(
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it with an argv)."""
     try:
-        app(args=argv, prog_name="python -m cachelayer")
+        app(args=argv, prog_name="cachelayer")
     except SystemExit as exit_:  # typer's standalone mode reports usage errors and exits
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0
