@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import ops_cli
 from .errors import SettingsError
 from .sandbox import (
     LocalSandbox,
@@ -28,6 +29,7 @@ sandbox_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sandbox_app, name="sandbox")
+ops_cli.register(app)  # health, drift, report, failover, rebalance, drain
 
 console = Console()
 errors = Console(stderr=True)

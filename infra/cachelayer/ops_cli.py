@@ -1,0 +1,190 @@
+"""Operator commands on a live deployment: health, drift, report, failover, rebalance, drain.
+
+Every command takes --stack (and --seed/--workdir/--outputs to say where the deployment is, see
+target.py), prints rich tables, or one JSON document with --json, and exits 0 when all is well,
+1 when it found a problem, 2 when it could not check. cli.py registers them on the main app.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .health import Check, Limits, NodeFacts, SentinelFacts, facts_json, node_facts, run_checks, sentinel_facts
+from .target import Target, TargetError, resolve
+
+OK, PROBLEM, CANNOT_CHECK = 0, 1, 2
+
+console = Console()
+errors = Console(stderr=True)
+
+StackOption = Annotated[str, typer.Option("--stack", "-s", help="The deployment's stack.")]
+SeedOption = Annotated[
+    str | None,
+    typer.Option(help="host:port of a node: use the environment's REDIS_PASSWORD instead of the sandbox or Pulumi.",
+                 show_default=False),
+]
+WorkdirOption = Annotated[
+    Path | None, typer.Option(help="A sandbox's workdir (default: .sandbox/STACK).", show_default=False)
+]
+OutputsOption = Annotated[
+    Path | None,
+    typer.Option(help="A saved `pulumi stack output --json --show-secrets` instead of running it.", show_default=False),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="One JSON document on stdout (shape: docs/operations.md).")]
+
+
+def _emit_json(document: dict[str, Any]) -> None:
+    # Plain print: rich would wrap long lines and read brackets as markup.
+    print(json.dumps(document, indent=2, default=str))
+
+
+def fail(message: str, as_json: bool = False, code: int = CANNOT_CHECK) -> typer.Exit:
+    if as_json:
+        _emit_json({"ok": False, "error": message})
+    else:
+        errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
+
+
+def target_of(stack: str, seed: str | None, workdir: Path | None, outputs: Path | None, as_json: bool) -> Target:
+    try:
+        target = resolve(stack, seed=seed, workdir=workdir, outputs_file=outputs)
+    except (TargetError, OSError, ValueError) as error:
+        raise fail(str(error), as_json) from None
+    if not as_json:
+        errors.print(f"[dim]{target.kind} deployment of stack {target.stack}, from {escape(target.source)}[/]", highlight=False)
+    return target
+
+
+@contextmanager
+def progress(message: str, as_json: bool) -> Iterator[None]:
+    """A spinner on stderr (stdout stays clean for --json and pipes)."""
+    if as_json:
+        yield
+        return
+    with errors.status(message):
+        yield
+
+
+def name_column(table: Table, title: str, names: Sequence[str]) -> None:
+    """A column that never shrinks or wraps: full names at 80 columns."""
+    table.add_column(title, no_wrap=True, min_width=max(map(len, names), default=len(title)))
+
+
+# --------------------------------------------------------------------------- gathering
+def planned_shape(target: Target, facts: Sequence[NodeFacts]) -> tuple[int, int]:
+    """(masters, replicas per master) the stack plans; inferred from the live nodes when the
+    stack file is not at hand."""
+    if target.settings is not None:
+        return target.settings.redis.masters, target.settings.redis.replicas_per_master
+    masters = sum(1 for f in facts if f.status.role == "master" and (target.kind != "cluster" or f.status.slots))
+    return masters, (len(target.nodes) - masters) // max(masters, 1)
+
+
+def gather(target: Target, detail: bool = True) -> tuple[list[NodeFacts], list[SentinelFacts]]:
+    nodes = []
+    for endpoint in target.nodes:
+        with target.client(endpoint) as client:
+            nodes.append(node_facts(endpoint.name, endpoint.address, client, target.kind == "cluster"))
+    sentinels = []
+    for endpoint in target.sentinels:
+        with target.client(endpoint) as client:
+            sentinels.append(sentinel_facts(endpoint.name, endpoint.address, client, target.groups, detail=detail))
+    return nodes, sentinels
+
+
+def health_checks(
+    target: Target, limits: Limits | None = None
+) -> tuple[list[Check], list[NodeFacts], list[SentinelFacts]]:
+    nodes, sentinels = gather(target)
+    masters, replicas = planned_shape(target, nodes)
+    return run_checks(target.kind, nodes, sentinels, masters, replicas, limits), nodes, sentinels
+
+
+# ------------------------------------------------------------------------------ health
+def health(
+    stack: StackOption = "dev",
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+    max_lag: Annotated[int, typer.Option(help="Seconds a replica may go without acknowledging its master.")] = 10,
+    max_memory: Annotated[float, typer.Option(help="Share of maxmemory above which a node is a problem.")] = 0.9,
+    max_save_age: Annotated[int, typer.Option(help="Seconds changes may stay unsaved to RDB.")] = 7200,
+) -> None:
+    """Is the deployment healthy? Slots, replicas and lag, flags, open slots, placement, memory,
+    persistence; in Sentinel topology also CKQUORUM, agreement and replicas per group."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    begin = time.monotonic()
+    with progress(f"Checking {len(target.nodes)} nodes and {len(target.sentinels)} sentinels…", as_json):
+        checks, nodes, sentinels = health_checks(target, Limits(max_lag, max_memory, max_save_age))
+    seconds = time.monotonic() - begin
+    reachable = any(f.status.up for f in nodes)
+    ok = reachable and all(c.ok for c in checks)
+    code = OK if ok else (PROBLEM if reachable else CANNOT_CHECK)
+    if as_json:
+        _emit_json({
+            "command": "health",
+            "target": target.describe(),
+            "ok": ok,
+            "seconds": round(seconds, 3),
+            "checks": [{"name": c.name, "description": c.description, "ok": c.ok, "problems": list(c.problems)} for c in checks],
+            **facts_json(nodes, sentinels),
+        })
+        raise typer.Exit(code=code)
+    console.print(nodes_table(target, nodes, sentinels))
+    table = Table(title=f"health of {target.stack}: {'[green]ok' if ok else '[red]problems found'}")
+    name_column(table, "check", [c.name for c in checks])
+    table.add_column("result", no_wrap=True)
+    table.add_column("what it checks / what is wrong", overflow="fold")
+    for check in checks:
+        detail = escape(check.description) if check.ok else "\n".join(escape(p) for p in check.problems)
+        table.add_row(check.name, "[green]ok" if check.ok else "[red]problem", detail)
+    console.print(table)
+    console.print(f"checked in {seconds:.2f} s", highlight=False)
+    if not reachable:
+        raise fail("no node answered: check the endpoints and the password", code=CANNOT_CHECK)
+    raise typer.Exit(code=code)
+
+
+def nodes_table(target: Target, nodes: Sequence[NodeFacts], sentinels: Sequence[SentinelFacts]) -> Table:
+    cluster = target.kind == "cluster"
+    table = Table(title=f"{target.kind} nodes")
+    name_column(table, "process", [f.status.name for f in nodes] + [s.status.name for s in sentinels])
+    columns = ["endpoint", "role", "master / link", "slots", "keys", "memory"] if cluster else [
+        "endpoint", "role", "master / link", "keys", "memory"]
+    for column in columns:
+        table.add_column(column, no_wrap=column == "endpoint", overflow="fold")
+    for fact in nodes:
+        status = fact.status
+        if not status.up:
+            table.add_row(status.name, status.endpoint, "[red]down", escape(status.error), *([""] * (len(columns) - 3)))
+            continue
+        link = f"{status.master} {status.master_link}" if status.role == "replica" else "-"
+        row = [status.name, status.endpoint, status.role, link]
+        if cluster:
+            row.append(str(status.slots))
+        row += [str(status.keys), status.memory]
+        table.add_row(*row)
+    for sentinel in sentinels:
+        state = sentinel.status
+        watched = ", ".join(f"{g}→{a}" for g, a in state.masters.items()) if state.up else f"[red]down[/] {escape(state.error)}"
+        table.add_row(state.name, state.endpoint, "sentinel", watched, *([""] * (len(columns) - 3)))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Adds the operator commands to the main app."""
+    commands: list[Callable[..., None]] = [health]
+    for command in commands:
+        app.command()(command)
