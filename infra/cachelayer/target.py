@@ -180,10 +180,8 @@ def from_pulumi_outputs(stack: str, outputs: Mapping[str, Any], source: str, tls
         raise TargetError(f"the stack outputs lack {error}: run `pulumi up --stack {stack}` first") from None
     kind: Kind = "sentinel" if sentinels else "cluster"
     tls = bool(connection.get("tls"))
-    if tls and tls_ca is None:
-        tls_ca = os.environ.get("REDIS_TLS_CA")
-        if not tls_ca:
-            raise TargetError("the stack runs TLS: give the CA file with --tls-ca or REDIS_TLS_CA")
+    if tls and not tls_ca:
+        raise TargetError("the stack runs TLS: name the CA certificate file in REDIS_TLS_CA")
     passwords = {USERS.admin: admin_password}
     if connection.get("password"):
         passwords[str(connection.get("user", USERS.app))] = str(connection["password"])
@@ -204,9 +202,12 @@ def from_pulumi_outputs(stack: str, outputs: Mapping[str, Any], source: str, tls
     )
 
 
-def from_pulumi(stack: str, runner: Runner | None = None, outputs_file: Path | None = None) -> Target | None:
+def from_pulumi(
+    stack: str, runner: Runner | None = None, outputs_file: Path | None = None, tls_ca: str | None = None
+) -> Target | None:
     if outputs_file is not None:
-        return from_pulumi_outputs(stack, json.loads(outputs_file.read_text()), f"stack outputs file {outputs_file}")
+        outputs = json.loads(outputs_file.read_text())
+        return from_pulumi_outputs(stack, outputs, f"stack outputs file {outputs_file}", tls_ca)
     if runner is None:
         if shutil.which("pulumi") is None:
             return None
@@ -214,7 +215,7 @@ def from_pulumi(stack: str, runner: Runner | None = None, outputs_file: Path | N
     code, out, err = runner(["pulumi", "stack", "output", "--json", "--show-secrets", "--stack", stack])
     if code != 0:
         raise TargetError(f"`pulumi stack output --stack {stack}` failed: {err.strip()[-500:]}")
-    return from_pulumi_outputs(stack, json.loads(out), f"pulumi stack output --stack {stack}")
+    return from_pulumi_outputs(stack, json.loads(out), f"pulumi stack output --stack {stack}", tls_ca)
 
 
 # ------------------------------------------------------------------------ environment
@@ -321,7 +322,7 @@ def resolve(
         if workdir is not None:
             raise TargetError(f"no running sandbox in {workdir}: start it with `cachelayer sandbox up`")
     if seed is None:
-        target = from_pulumi(stack, runner, outputs_file)
+        target = from_pulumi(stack, runner, outputs_file, env.get("REDIS_TLS_CA") or None)
         if target is not None:
             return target
     target = from_environment(stack, env, seed)

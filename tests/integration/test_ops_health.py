@@ -70,7 +70,7 @@ def test_an_open_slot_is_a_problem(cluster: LocalSandbox, capsys: pytest.Capture
 def test_memory_near_maxmemory_is_a_problem(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
     with cluster.admin_client(7710) as admin:
         used = int(admin.info("memory")["used_memory"])
-        original = admin.config_get("maxmemory")["maxmemory"]
+        original = str(admin.config_get("maxmemory")["maxmemory"])
         admin.config_set("maxmemory", str(int(used * 1.05)))
     try:
         code, document = health(cluster, capsys)
