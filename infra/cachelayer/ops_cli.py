@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .drift import drift_json, find_drift
 from .health import Check, Limits, NodeFacts, SentinelFacts, facts_json, node_facts, run_checks, sentinel_facts
 from .target import Target, TargetError, resolve
 
@@ -183,8 +184,47 @@ def nodes_table(target: Target, nodes: Sequence[NodeFacts], sentinels: Sequence[
     return table
 
 
+# ------------------------------------------------------------------------------- drift
+def drift(
+    stack: StackOption = "dev",
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The live deployment against what the stack renders now: every redis.conf directive
+    (CONFIG GET), ACL users and password hashes, cluster shape, sentinel groups. Exit 1 on drift."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    if target.settings is None:
+        raise fail(f"no Pulumi.{stack}.yaml to render the expected files from", as_json)
+    begin = time.monotonic()
+    with progress("Comparing every node with the rendered files…", as_json):
+        drifts, unreadable = find_drift(target, target.settings)
+    seconds = time.monotonic() - begin
+    code = CANNOT_CHECK if len(unreadable) == len(target.nodes) + len(target.sentinels) else (
+        PROBLEM if drifts or unreadable else OK)
+    if as_json:
+        _emit_json({"command": "drift", "target": target.describe(), "ok": code == OK, "seconds": round(seconds, 3),
+                    "drift": drift_json(drifts), "unreadable": unreadable})
+        raise typer.Exit(code=code)
+    if drifts:
+        table = Table(title=f"drift in {target.stack}: {len(drifts)} difference(s)")
+        name_column(table, "where", [d.where for d in drifts])
+        for column in ("kind", "item", "expected", "live", "fix"):
+            table.add_column(column, overflow="fold")
+        for d in drifts:
+            table.add_row(d.where, d.kind, escape(d.item), escape(d.expected), escape(d.actual), escape(d.fix))
+        console.print(table)
+    for line in unreadable:
+        console.print(f"[red]could not read[/] {escape(line)}", soft_wrap=True)
+    if not drifts and not unreadable:
+        console.print(f"[green]no drift[/]: {len(target.nodes)} nodes and {len(target.sentinels)} sentinels match "
+                      f"what stack {target.stack} renders ({seconds:.2f} s)", highlight=False)
+    raise typer.Exit(code=code)
+
+
 def register(app: typer.Typer) -> None:
     """Adds the operator commands to the main app."""
-    commands: list[Callable[..., None]] = [health]
+    commands: list[Callable[..., None]] = [health, drift]
     for command in commands:
         app.command()(command)
