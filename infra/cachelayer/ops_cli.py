@@ -20,7 +20,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from .drift import drift_json, find_drift
+from .failover import FailoverError, cluster_failover, default_replica, sentinel_failover
 from .health import Check, Limits, NodeFacts, SentinelFacts, facts_json, node_facts, run_checks, sentinel_facts
+from .report import node_report
 from .target import Target, TargetError, resolve
 
 OK, PROBLEM, CANNOT_CHECK = 0, 1, 2
@@ -223,8 +225,131 @@ def drift(
     raise typer.Exit(code=code)
 
 
+# ------------------------------------------------------------------------------ report
+def report(
+    stack: StackOption = "dev",
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+    slowlog: Annotated[int, typer.Option(help="SLOWLOG GET N per node.")] = 10,
+    sample: Annotated[int, typer.Option(help="Keys sampled per master (SCAN) for the biggest keys.")] = 1000,
+    top: Annotated[int, typer.Option(help="Biggest keys shown per master.")] = 10,
+) -> None:
+    """Memory and fragmentation, MEMORY/LATENCY DOCTOR, slow log, hit ratio, evictions, clients,
+    biggest keys. A one-screen summary first; exit 2 only when no node answers."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    reports = []
+    with progress("Reading every node (SCAN + MEMORY USAGE for the biggest keys)…", as_json):
+        for endpoint in target.nodes:
+            with target.client(endpoint, timeout=10) as client:
+                reports.append(node_report(endpoint.name, endpoint.address, client, slowlog, sample, top))
+    code = OK if any(r.up for r in reports) else CANNOT_CHECK
+    if as_json:
+        _emit_json({"command": "report", "target": target.describe(), "ok": code == OK,
+                    "nodes": [r.as_json() for r in reports]})
+        raise typer.Exit(code=code)
+    # A light box so the ten columns fit 80 terminal columns.
+    summary = Table(title=f"report of {target.stack}", box=None, padding=(0, 1), pad_edge=False)
+    name_column(summary, "process", [r.name for r in reports])
+    for column in ("role", "memory", "max", "frag", "hits", "evict", "conn", "rej", "slow", "lat"):
+        summary.add_column(column, no_wrap=True)
+    for r in reports:
+        if not r.up:
+            summary.add_row(r.name, "[red]down", escape(r.error))
+            continue
+        ratio = "-" if r.hit_ratio is None else f"{r.hit_ratio:.1%}"
+        share = f"{r.used_memory / r.maxmemory:.0%}" if r.maxmemory else "no max"
+        frag = f"[yellow]{r.fragmentation_ratio:.2f}" if r.fragmentation_ratio > 1.5 else f"{r.fragmentation_ratio:.2f}"
+        summary.add_row(r.name, r.role, r.used_memory_human, share, frag, ratio, str(r.evicted_keys),
+                        str(r.connected_clients), str(r.rejected_connections), str(len(r.slowlog)), str(len(r.latency_latest)))
+    console.print(summary)
+    keys = Table(title="biggest keys (sampled)")
+    name_column(keys, "process", [r.name for r in reports])
+    keys.add_column("key", overflow="fold")
+    keys.add_column("bytes", justify="right", no_wrap=True)
+    for r in reports:
+        for entry in r.biggest_keys:
+            keys.add_row(r.name, escape(entry["key"]), str(entry["bytes"]))
+    console.print(keys)
+    for r in reports:
+        if r.up:
+            console.rule(f"{r.name} ({r.role})")
+            for entry in r.slowlog:
+                console.print(f"slow: {entry['duration_us']} µs {escape(entry['command'])}", highlight=False, soft_wrap=True)
+            for event in r.latency_latest:
+                console.print(f"latency: {event['event']} latest {event['latest_ms']} ms, max {event['max_ms']} ms", highlight=False)
+            console.print(f"MEMORY DOCTOR: {escape(r.memory_doctor.strip())}", highlight=False)
+            console.print(f"LATENCY DOCTOR: {escape(r.latency_doctor.strip())}", highlight=False)
+    raise typer.Exit(code=code)
+
+
+# ---------------------------------------------------------------------------- failover
+def failover(
+    node: Annotated[
+        str | None,
+        typer.Argument(help="Cluster: the replica to promote (name, host:port or port). Sentinel: the group.",
+                       show_default=False),
+    ] = None,
+    stack: StackOption = "dev",
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+    force: Annotated[bool, typer.Option(help="CLUSTER FAILOVER FORCE: without the master's agreement (it is down).")] = False,
+    takeover: Annotated[bool, typer.Option(help="CLUSTER FAILOVER TAKEOVER: without any vote; can lose writes.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --takeover without a prompt.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Run the checks and say what would happen; change nothing.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the new roles.")] = 60,
+    max_lag: Annotated[int, typer.Option(help="Seconds of replica lag a graceful failover accepts.")] = 5,
+) -> None:
+    """Planned failover while a probe client writes and reads: reports the switch time and the
+    errors the probe saw. Cluster: graceful CLUSTER FAILOVER on a replica; Sentinel: SENTINEL FAILOVER."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    if force and takeover:
+        raise fail("--force and --takeover exclude each other", as_json)
+    try:
+        if target.kind == "sentinel":
+            group = node or (target.groups[0] if target.groups else "redis-master-1")
+            with progress(f"SENTINEL FAILOVER {group}, probing…", as_json):
+                result = sentinel_failover(target, group, timeout, dry_run)
+        else:
+            mode = "force" if force else "takeover" if takeover else "graceful"
+            if takeover and not dry_run and not yes and not typer.confirm(
+                "TAKEOVER promotes the replica without any vote and can lose writes. Go ahead?", err=True
+            ):
+                raise fail("not confirmed", as_json, code=PROBLEM)
+            replica = target.node(node) if node else default_replica(target)
+            with progress(f"CLUSTER FAILOVER {mode.upper()} on {replica.name}, probing…", as_json):
+                result = cluster_failover(target, replica, mode, timeout, max_lag, dry_run)
+    except (FailoverError, TargetError) as error:
+        raise fail(str(error), as_json, code=PROBLEM) from None
+    if as_json:
+        _emit_json({"command": "failover", "target": target.describe(), "ok": True, **result.as_json()})
+        raise typer.Exit(code=OK)
+    if result.dry_run:
+        console.print(f"dry run: would promote {result.subject} (now replica of {result.old_master}) "
+                      f"({result.mode}); checks: {escape('; '.join(result.checks))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=OK)
+    table = Table(title=f"{result.mode} failover of {result.subject}")
+    table.add_column("", no_wrap=True)
+    table.add_column("", overflow="fold")
+    kinds = ", ".join(f"{k}×{v}" for k, v in result.probe["error_kinds"].items())
+    for label, value in (
+        ("old master", result.old_master),
+        ("new master", result.new_master),
+        ("switch time", f"{result.switch_seconds:.3f} s (command to all slots served)"),
+        ("probe ops", str(result.probe["ops"])),
+        ("probe errors", f"{result.probe['errors']} {kinds}".strip()),
+        ("longest probe gap", f"{result.probe['longest_gap_seconds']:.3f} s"),
+    ):
+        table.add_row(label, escape(value))
+    console.print(table)
+    raise typer.Exit(code=OK)
+
+
 def register(app: typer.Typer) -> None:
     """Adds the operator commands to the main app."""
-    commands: list[Callable[..., None]] = [health, drift]
+    commands: list[Callable[..., None]] = [health, drift, report, failover]
     for command in commands:
         app.command()(command)
