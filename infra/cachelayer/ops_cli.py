@@ -22,6 +22,9 @@ from rich.table import Table
 from .drift import drift_json, find_drift
 from .failover import FailoverError, cluster_failover, default_replica, sentinel_failover
 from .health import Check, Limits, NodeFacts, SentinelFacts, facts_json, node_facts, run_checks, sentinel_facts
+from .rebalance import RebalanceError
+from .rebalance import drain as run_drain
+from .rebalance import rebalance as run_rebalance
 from .report import node_report
 from .target import Target, TargetError, resolve
 
@@ -348,8 +351,57 @@ def failover(
     raise typer.Exit(code=OK)
 
 
+# --------------------------------------------------------------------- rebalance, drain
+def _moved(name: str, target: Target, as_json: bool, work: Callable[[], str]) -> None:
+    begin = time.monotonic()
+    try:
+        with progress(f"{name}: redis-cli --cluster is moving slots…", as_json):
+            output = work()
+    except RebalanceError as error:
+        raise fail(str(error), as_json, code=PROBLEM) from None
+    seconds = time.monotonic() - begin
+    if as_json:
+        _emit_json({"command": name, "target": target.describe(), "ok": True, "seconds": round(seconds, 3),
+                    "output": output})
+    else:
+        console.print(escape(output.strip()[-2000:]), highlight=False, soft_wrap=True)
+        console.print(f"[green]{name} done[/] in {seconds:.1f} s: all slots served, none open", highlight=False)
+    raise typer.Exit(code=OK)
+
+
+def rebalance(
+    stack: StackOption = "dev",
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Even out slots across masters (empty masters included) with `redis-cli --cluster rebalance`,
+    refusing when a slot is open or uncovered, and checking after."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    _moved("rebalance", target, as_json, lambda: run_rebalance(target))
+
+
+def drain(
+    node: Annotated[str, typer.Argument(help="The node to empty and forget (name, host:port or port).")],
+    stack: StackOption = "dev",
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Move a master's slots (and keys) to the other masters, then make the cluster forget the
+    node (`redis-cli --cluster del-node`, which also stops it)."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    try:
+        endpoint = target.node(node)
+    except TargetError as error:
+        raise fail(str(error), as_json) from None
+    _moved("drain", target, as_json, lambda: run_drain(target, endpoint))
+
+
 def register(app: typer.Typer) -> None:
     """Adds the operator commands to the main app."""
-    commands: list[Callable[..., None]] = [health, drift, report, failover]
+    commands: list[Callable[..., None]] = [health, drift, report, failover, rebalance, drain]
     for command in commands:
         app.command()(command)
