@@ -1,6 +1,6 @@
 """Benchmark the rendered cluster against stock Redis on the same machine, in the same run.
 
-    PYTHONPATH=infra venv/bin/python benchmarks/cluster_benchmark.py [--write-readme]
+    venv/bin/python benchmarks/cluster_benchmark.py [--write-readme]
 
 Prints a table of ratios (ours / stock), failover times (ours vs Redis's default
 cluster-node-timeout 15000) and the sandbox bring-up time. `--write-readme` puts the table into
@@ -262,7 +262,7 @@ def markdown(rows: list[Row]) -> str:
               "with the AOF our nodes write (`--appendonly yes`, everysec); same machine, same run, medians of "
               "interleaved rounds. "
               f"Measured {time.strftime('%Y-%m-%d')} on {machine} with "
-              "`PYTHONPATH=infra venv/bin/python benchmarks/cluster_benchmark.py --write-readme`."]
+              "`venv/bin/python benchmarks/cluster_benchmark.py --write-readme`."]
     return "\n".join(lines)
 
 

@@ -15,4 +15,4 @@ if [ "$stack" != dev ]; then
     exit 1
 fi
 echo "no Pulumi CLI or Docker engine here: starting the dev stack as a local sandbox"
-PYTHONPATH=infra exec venv/bin/python -m cachelayer sandbox up --stack dev
+exec venv/bin/cachelayer sandbox up --stack dev

@@ -1,4 +1,5 @@
-"""`python -m cachelayer ...` (with infra/ on PYTHONPATH): the operator CLI.
+"""`python -m cachelayer ...`: the operator CLI, as the `cachelayer` command (venv/bin/cachelayer)
+that `pip install -e .` (scripts/setup.sh) installs.
 
 Not the Pulumi program: that is infra/__main__.py, which the Pulumi language host runs."""
 

@@ -1,4 +1,4 @@
-"""`python -m cachelayer`: operator commands. `sandbox` runs the stack locally; more sub-apps
+"""`cachelayer` (venv/bin/cachelayer, or `python -m cachelayer`): operator commands. `sandbox` runs the stack locally; more sub-apps
 (e.g. `ops`) are added with `app.add_typer(...)`."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from . import ops_cli
 from .cdn_cli import cdn_app
 from .errors import SettingsError
 from .sandbox import (
@@ -30,6 +31,7 @@ sandbox_app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(cdn_app, name="cdn")
+ops_cli.register(app)  # health, drift, report, failover, rebalance, drain
 
 console = Console()
 errors = Console(stderr=True)
@@ -199,7 +201,7 @@ def down(
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (tests call it with an argv)."""
     try:
-        app(args=argv, prog_name="python -m cachelayer")
+        app(args=argv, prog_name="cachelayer")
     except SystemExit as exit_:  # typer's standalone mode reports usage errors and exits
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     return 0

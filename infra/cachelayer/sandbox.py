@@ -22,13 +22,22 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from .errors import SettingsError
+from .health import TOTAL_SLOTS as TOTAL_SLOTS  # re-exported: the tests and the benchmark use it
+from .health import (
+    NodeFacts,
+    NodeStatus,
+    SentinelStatus,
+    basic_problems,
+    node_facts,
+    sentinel_facts,
+)
 from .render import (
     USERS,
     Passwords,
@@ -48,7 +57,6 @@ from .topology import Node, Placement, SentinelNode, Topology, build_topology, l
 STATE_FILE = "state.json"
 PASSWORDS_FILE = "passwords.json"
 BOOTSTRAP_FILE = "bootstrap.sh"
-TOTAL_SLOTS = 16384
 # What a TLS sandbox needs in its tls_dir: the names the rendered configs expect.
 TLS_FILES = ("ca.crt", "redis.crt", "redis.key")
 INSTALL_HINT = (
@@ -96,32 +104,6 @@ class ProcessRecord:
 
 
 @dataclass(frozen=True)
-class NodeStatus:
-    name: str
-    endpoint: str
-    up: bool
-    pid: int | None
-    role: str = "-"
-    slots: int | None = None
-    keys: int | None = None
-    memory: str = "-"
-    cluster_state: str = "-"
-    master_link: str = "-"
-    master: str = "-"  # a replica's master (address:port), as its INFO replication says
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class SentinelStatus:
-    name: str
-    endpoint: str
-    up: bool
-    pid: int | None
-    masters: dict[str, str] = field(default_factory=dict)  # group -> address:port
-    error: str = ""
-
-
-@dataclass(frozen=True)
 class SandboxStatus:
     topology: str
     nodes: tuple[NodeStatus, ...]
@@ -133,33 +115,11 @@ class SandboxStatus:
         """What keeps the deployment from being what the stack asks for, one line each.
 
         With `replicas`, also every replica linked and every master holding
-        `replicas_per_master` linked replicas: a master short of one is not healthy."""
-        found = [f"{n.name} is down ({n.error})" for n in self.nodes if not n.up]
-        found += [f"{s.name} is down ({s.error})" for s in self.sentinels if not s.up]
-        cluster = self.topology == "cluster"
-        if cluster:
-            found += [f"{n.name} says cluster_state:{n.cluster_state}" for n in self.nodes if n.up and n.cluster_state != "ok"]
-        # In a cluster, slot-less masters are nodes still joining: they do not count as shards.
-        serving = [n for n in self.nodes if n.up and n.role == "master" and (not cluster or n.slots)]
-        if len(serving) != self.planned_masters:
-            found.append(f"{len(serving)} master(s) serve data, the stack plans {self.planned_masters}")
-        views = {tuple(sorted(s.masters.items())) for s in self.sentinels if s.up}
-        if len(views) > 1:
-            found.append("the sentinels disagree on the masters: " + "; ".join(f"{s.name}: {s.masters}" for s in self.sentinels))
-        if replicas:
-            for node in self.nodes:
-                if node.up and node.role == "replica" and node.master_link != "up":
-                    found.append(f"{node.name}'s link to its master {node.master} is {node.master_link}")
-            for master in serving:
-                linked = sum(
-                    1 for n in self.nodes
-                    if n.up and n.role == "replica" and n.master == master.endpoint and n.master_link == "up"
-                )
-                if linked < self.replicas_per_master:
-                    found.append(
-                        f"{master.name} has {linked} linked replica(s), the stack asks for {self.replicas_per_master}"
-                    )
-        return found
+        `replicas_per_master` linked replicas: a master short of one is not healthy.
+        The checks live in health.py, shared with `cachelayer health`."""
+        return basic_problems(
+            self.topology, self.nodes, self.sentinels, self.planned_masters, self.replicas_per_master, replicas
+        )
 
     def healthy(self, replicas: bool = True) -> bool:
         return not self.problems(replicas)
@@ -716,70 +676,18 @@ class LocalSandbox:
         )
 
     def _node_status(self, node: Node, record: ProcessRecord | None) -> NodeStatus:
-        pid = record.pid if record else None
-        try:
-            with self.admin_client(node) as client:
-                replication = client.info("replication")
-                memory = client.info("memory")
-                keys = int(client.dbsize())
-                role = "master" if replication.get("role") == "master" else "replica"
-                link = str(replication.get("master_link_status", "-"))
-                master = f"{replication['master_host']}:{replication['master_port']}" if role == "replica" else "-"
-                slots: int | None = None
-                state = "-"
-                if self.topology.kind == "cluster":
-                    info = client.execute_command("CLUSTER INFO")
-                    state = str(_cluster_info(info).get("cluster_state", "?"))
-                    slots = _own_slots(client.execute_command("CLUSTER NODES"))
-                return NodeStatus(
-                    node.name, node.endpoint, True, pid, role, slots, keys, str(memory.get("used_memory_human", "?")),
-                    state, link, master,
-                )
-        except redis.RedisError as error:
-            return NodeStatus(node.name, node.endpoint, False, pid, error=str(error))
+        return self.node_facts(node, record).status
+
+    def node_facts(self, node: Node, record: ProcessRecord | None = None) -> NodeFacts:
+        with self.admin_client(node) as client:
+            return node_facts(node.name, node.endpoint, client, self.topology.kind == "cluster", record.pid if record else None)
 
     def _sentinel_status(self, sentinel: SentinelNode, record: ProcessRecord | None) -> SentinelStatus:
-        pid = record.pid if record else None
-        try:
-            with self.admin_client(sentinel) as client:
-                masters: dict[str, str] = {}
-                for master in self.topology.masters:
-                    address: Any = client.sentinel_get_master_addr_by_name(master.group)
-                    masters[master.group] = f"{address[0]}:{address[1]}" if address else "?"
-                return SentinelStatus(sentinel.name, sentinel.endpoint, True, pid, masters)
-        except redis.RedisError as error:
-            return SentinelStatus(sentinel.name, sentinel.endpoint, False, pid, error=str(error))
+        groups = [m.group for m in self.topology.masters]
+        with self.admin_client(sentinel) as client:
+            facts = sentinel_facts(sentinel.name, sentinel.endpoint, client, groups, record.pid if record else None, detail=False)
+        return facts.status
 
 
 def _text(output: str | bytes | None) -> str:
     return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
-
-
-def _cluster_info(info: Any) -> dict[str, Any]:
-    """CLUSTER INFO as a dict, whether redis-py parsed it or not."""
-    if isinstance(info, dict):
-        return info
-    text = info.decode() if isinstance(info, bytes) else str(info)
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def _own_slots(nodes: Any) -> int:
-    """Slots served by the node answering CLUSTER NODES (its `myself` line)."""
-    if isinstance(nodes, dict):  # redis-py parses CLUSTER NODES into {endpoint: {...}}
-        for description in nodes.values():
-            if "myself" in description.get("flags", ""):
-                return sum(_slot_range_size(r) for r in description.get("slots", []))
-        return 0
-    text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) > 2 and "myself" in parts[2]:
-            return sum(_slot_range_size(r) for r in parts[8:] if not r.startswith("["))
-    return 0
-
-
-def _slot_range_size(slot_range: Any) -> int:
-    if isinstance(slot_range, (list, tuple)):
-        return int(slot_range[1]) - int(slot_range[0]) + 1 if len(slot_range) == 2 else 1
-    low, _, high = str(slot_range).partition("-")
-    return int(high or low) - int(low) + 1

@@ -1,0 +1,83 @@
+"""`cachelayer failover` moves roles and reports timings; `report --json` has its shape.
+Ports 7750-7755 (cluster), 7760-7765 + 27760-27762 (sentinel)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from cachelayer.cli import main
+from cachelayer.sandbox import LocalSandbox
+
+from .conftest import cluster_client
+
+pytestmark = pytest.mark.integration
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox_factory: Callable[..., LocalSandbox]) -> LocalSandbox:
+    sandbox = sandbox_factory(7750)
+    sandbox.up()
+    return sandbox
+
+
+def test_graceful_cluster_failover_swaps_roles_and_reports_timings(
+    cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replica = next(n for n in cluster.status().nodes if n.role == "replica")
+    workdir = ["--workdir", str(cluster.workdir)]
+    code, plan = run(["failover", replica.name, *workdir, "--dry-run"], capsys)
+    assert code == 0 and plan["dry_run"] is True
+    assert next(n for n in cluster.status().nodes if n.name == replica.name).role == "replica", "dry run changed nothing"
+
+    code, result = run(["failover", replica.name, *workdir], capsys)
+    assert code == 0, result
+    assert result["new_master"] == replica.endpoint and result["old_master"] == replica.master
+    assert 0 < result["switch_seconds"] < 10
+    assert result["probe"]["ops"] > 10 and set(result["probe"]) == {"ops", "errors", "error_kinds", "longest_gap_seconds"}
+    roles = {n.endpoint: n.role for n in cluster.status().nodes}
+    assert roles[replica.endpoint] == "master" and roles[replica.master] == "replica"
+
+    # A master is refused: there is nothing to promote.
+    code, refused = run(["failover", replica.name, *workdir], capsys)
+    assert code == 1 and "is a master" in refused["error"]
+
+
+def test_report_json_shape_and_biggest_keys(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    client = cluster_client(cluster, "admin")
+    client.set("big", "x" * 50_000)
+    for i in range(50):
+        client.set(f"small:{i}", i)
+        client.get(f"small:{i}")
+    client.get("missing")
+    code, document = run(["report", "--workdir", str(cluster.workdir), "--top", "3"], capsys)
+    assert code == 0
+    nodes = document["nodes"]
+    assert len(nodes) == 6 and all(n["up"] for n in nodes)
+    assert {"fragmentation_ratio", "memory_doctor", "latency_doctor", "latency_latest", "slowlog", "hit_ratio",
+            "evicted_keys", "connected_clients", "rejected_connections", "biggest_keys"} <= set(nodes[0])
+    biggest = max((k for n in nodes for k in n["biggest_keys"]), key=lambda k: k["bytes"])
+    assert biggest["key"] == "big" and biggest["bytes"] > 50_000
+    assert all(len(n["biggest_keys"]) <= 3 for n in nodes)
+    assert sum(n["keyspace_misses"] for n in nodes) >= 1
+
+
+def test_sentinel_failover_announces_a_new_master(
+    sandbox_factory: Callable[..., LocalSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox = sandbox_factory(7760, topology="sentinel")
+    sandbox.up()
+    code, result = run(["failover", "redis-master-2", "--workdir", str(sandbox.workdir)], capsys)
+    assert code == 0, result
+    assert result["old_master"] == "127.0.0.1:7761" and result["new_master"] == "127.0.0.1:7764"
+    assert result["switch_seconds"] > 0 and result["probe"]["ops"] > 0
+    with sandbox.admin_client(7764) as admin:
+        assert admin.info("replication")["role"] == "master"
