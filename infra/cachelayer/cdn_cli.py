@@ -1,4 +1,4 @@
-"""`python -m cachelayer cdn ...`: purge, analytics and an offline explain of the cache rules.
+"""`cachelayer cdn ...`: purge, analytics and an offline explain of the cache rules.
 
 The zone comes from the stack file (cdn.zone_id); the token from CLOUDFLARE_API_TOKEN, and it
 is never printed. Exit codes: 0 ok, 1 problem or refused, 2 could not check (API unreachable).
