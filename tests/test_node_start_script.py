@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,7 @@ def test_is_posix_sh_and_passes_shellcheck(tmp_path: Path) -> None:
 
 
 def rig(
-    tmp_path: Path, node_index: int, answers: dict[int, str], started_before: bool, data: str = ""
+    tmp_path: Path, node_index: int, answers: dict[int, str], started_before: bool, data: str = "", wait: int = 1
 ) -> tuple[Path, Topology]:
     """Render node `node_index`'s script (dev stack, 1 s wait) into tmp_path with the fakes;
     `data` names a file or directory of Redis's to put in the data dir."""
@@ -103,7 +104,7 @@ def rig(
     for index, answer in answers.items():
         (tmp_path / f"answer-{topology.sentinels[index].port}").write_text(answer)
     script = Path(paths.start_script)
-    script.write_text(render_node_start_script(settings, topology, node, paths, [str(bin_dir / "fake-server")], 1))
+    script.write_text(render_node_start_script(settings, topology, node, paths, [str(bin_dir / "fake-server")], wait))
     return script, topology
 
 
@@ -113,9 +114,9 @@ def run(tmp_path: Path, script: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["sh", str(script)], capture_output=True, text=True, env=env, timeout=30)
 
 
-def view(address: str, port: int, epoch: int) -> str:
+def view(address: str, port: int, epoch: int, flags: str = "master") -> str:
     """What `redis-cli sentinel master redis-master-1` prints (field/value lines, abridged)."""
-    fields = {"name": "redis-master-1", "ip": address, "port": port, "runid": "abc", "flags": "master",
+    fields = {"name": "redis-master-1", "ip": address, "port": port, "runid": "abc", "flags": flags,
               "num-slaves": 1, "config-epoch": epoch, "quorum": 2}
     return "".join(f"{key}\n{value}\n" for key, value in fields.items())
 
@@ -185,3 +186,16 @@ def test_a_node_with_data_but_no_marker_ran_before_and_never_guesses(tmp_path: P
     assert result.returncode == 1, result.stderr
     assert "not starting" in result.stderr
     assert not (tmp_path / "exec").exists(), "the server was started on a guess"
+
+
+def test_a_master_the_sentinels_see_down_waits_for_news_before_starting_as_master(tmp_path: Path) -> None:
+    """Named master but flagged down: a failover may be under way, or the sentinel that knows of
+    it did not answer. It waits for the news to settle (here 2 s of a 4 s wait), then starts."""
+    down = view("172.30.70.10", 7000, 0, flags="master,s_down,o_down")
+    script, _ = rig(tmp_path, 0, {0: down, 1: down}, started_before=True, wait=4)
+    began = time.monotonic()
+    result = run(tmp_path, script)
+    waited = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "exec").read_text().strip().endswith("--replicaof no one")
+    assert waited >= 1, f"it started as master after {waited:.1f} s without waiting for news"

@@ -15,6 +15,7 @@ from rich.table import Table
 from . import ops_cli
 from .cdn_cli import cdn_app
 from .errors import SettingsError
+from .rebalance import RebalanceError
 from .sandbox import (
     LocalSandbox,
     SandboxError,
@@ -22,6 +23,7 @@ from .sandbox import (
     default_workdir,
     sandbox_settings,
 )
+from .scale_in import retire_sandbox_nodes
 from .stack_file import read_stack_config
 
 app = typer.Typer(help="Caching layer (Redis + Cloudflare) tooling.", no_args_is_help=True, add_completion=False)
@@ -77,9 +79,14 @@ def up(
     try:
         settings, config = sandbox_settings(read_stack_config(stack), stack, topology, base_port, tls_dir)
         sandbox = LocalSandbox(settings, _workdir(stack, workdir), config=config, tls_dir=tls_dir)
+        sandbox.check_same_deployment()
+        with console.status("Draining the nodes the stack no longer plans…"):
+            retired = retire_sandbox_nodes(sandbox, report=lambda line: console.print(f"  {line}", highlight=False))
+        if retired:
+            console.print(f"removed {', '.join(retired)}: every slot stayed served")
         with console.status(f"Starting the {settings.redis.topology} sandbox of stack {stack}…"):
             result = sandbox.up()
-    except (SandboxError, SettingsError) as error:
+    except (SandboxError, SettingsError, RebalanceError) as error:
         raise _fail(str(error)) from None
     console.print(
         f"[green]ready[/] in {result.seconds:.1f} s (all slots served after {result.slots_ok_seconds:.1f} s); "

@@ -138,12 +138,25 @@ def cluster_failover(
     with Probe(_cluster_probe(target)) as probe:
         time.sleep(0.2)  # a baseline before the switch
         begin = time.monotonic()
-        with target.client(replica) as client:
-            client.execute_command("CLUSTER FAILOVER", *([] if mode == "graceful" else [mode.upper()]))
-        _wait_cluster_settled(target, replica, begin + timeout)
+        deadline = begin + timeout
+        while True:
+            with target.client(replica) as client:
+                client.execute_command("CLUSTER FAILOVER", *([] if mode == "graceful" else [mode.upper()]))
+            # Redis aborts a manual failover that does not complete within 5 s (CLUSTER_MF_TIMEOUT,
+            # e.g. a busy master slow to pause): then ask again, until the overall deadline.
+            try:
+                _wait_cluster_settled(target, replica, min(deadline, time.monotonic() + MANUAL_FAILOVER_WAIT))
+                break
+            except FailoverError:
+                if time.monotonic() >= deadline:
+                    raise
         switch = time.monotonic() - begin
         time.sleep(0.2)
     return FailoverResult(mode, replica.name, master, replica.address, switch, probe.as_json(), False, checks)
+
+
+# Redis's manual-failover timeout (5 s) plus the time the cluster takes to agree on the new roles.
+MANUAL_FAILOVER_WAIT = 8.0
 
 
 def _wait_cluster_settled(target: Target, replica: Endpoint, deadline: float) -> None:

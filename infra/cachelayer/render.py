@@ -205,6 +205,8 @@ def render_node_start_script(
         marker=paths.started_marker,
         wait_seconds=wait_seconds,
         majority=len(topology.sentinels) // 2 + 1,
+        # A failover takes about failover start + promotion; bounded by the wait itself.
+        settle_seconds=min(wait_seconds // 2, 6),
         sentinels=topology.sentinels,
         user=USERS.replication,
         tls_flags=cli_tls_flags(settings, posixpath.dirname(paths.tls_ca_file)),

