@@ -52,6 +52,7 @@ from ..render_hosts import (
     render_firewall_unit,
     render_health_check,
     render_install_script,
+    render_kernel_apply,
     render_nftables,
     render_node_start,
     render_node_unit,
@@ -109,7 +110,9 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         assert settings.hosts is not None, "the hosts target needs hosts settings"
         plans = host_plans(settings, topology)
         admin_password: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(lambda p: p.admin))
-        self._auth_env: dict[str, pulumi.Input[str]] = {"REDISCLI_AUTH": admin_password}
+        # No `environment` on any Command: pulumi-command fails the command when sshd refuses an
+        # env request (stock sshd accepts only LANG/LC_*), found by the rehearsal. The scripts
+        # read the root-only admin.pass, uploaded before any of them runs (run_script_command).
 
         tls_material: RedisTlsMaterial | None = None
         if settings.redis.tls:
@@ -181,18 +184,17 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 )
 
         # Form the cluster (or check the sentinel quorum) once every process runs: the dev
-        # stack's script, from the first host, the password in the environment only.
+        # stack's script, from the first host, the password read from the host's admin.pass.
         first = hosts[topology.nodes[0].host]
         bootstrap = command.remote.Command(
             f"{name}-bootstrap",
             connection=first.connection,
             create=run_script_command(first.user),
             stdin=render_bootstrap_script(settings, topology, TLS_DIR),
-            environment=self._auth_env,
             # Re-run when the set of processes changes; the script leaves an existing cluster alone.
             triggers=[n.endpoint for n in topology.nodes] + [s.endpoint for s in topology.sentinels],
             logging=LOGGING,
-            opts=self._opts([*node_services, *sentinel_services], secret_outputs=["environment"]),
+            opts=self._opts([*node_services, *sentinel_services]),
         )
 
         # Later config changes: live settings on every host at once, then restarts one node at a time.
@@ -209,10 +211,9 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     create=run_script_command(host.user),
                     update=run_script_command(host.user),
                     stdin=script,
-                    environment=self._auth_env,
-                    triggers=[content_hash(confs[port]) for port in plan.ports] + [acl.apply(content_hash)],
+                            triggers=[content_hash(confs[port]) for port in plan.ports] + [acl.apply(content_hash)],
                     logging=LOGGING,
-                    opts=self._opts([bootstrap, *node_files], secret_outputs=["environment"]),
+                    opts=self._opts([bootstrap, *node_files]),
                 )
             )
         previous: list[pulumi.Resource] = []
@@ -248,15 +249,14 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     create=run_script_command(host.user),
                     update=run_script_command(host.user),
                     stdin=render_sentinel_set(settings, topology, plan),
-                    environment=self._auth_env,
-                    triggers=[
+                            triggers=[
                         watch.quorum,
                         watch.down_after_milliseconds,
                         watch.failover_timeout,
                         watch.parallel_syncs,
                     ],
                     logging=LOGGING,
-                    opts=self._opts([bootstrap], secret_outputs=["environment"]),
+                    opts=self._opts([bootstrap]),
                 )
 
         self.hosts = pulumi.Output.from_input([p.name for p in plans])
@@ -349,14 +349,18 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 self._file(host, "sysctl", SYSCTL_FILE, sysctl, "0644", "root"),
                 self._file(host, "thp-unit", f"{UNIT_DIR}/{THP_UNIT}", thp, "0644", "root"),
             ]
+            # A script rather than `sysctl -p && ...`: a container cannot write these, and that
+            # must be a clear warning, not a failed deploy (found by the rehearsal on nspawn).
+            kernel_apply = render_kernel_apply(settings, plan)
             host.system.append(
-                self._systemd(
-                    host,
-                    "kernel",
-                    create=f"{sudo}sysctl -p {SYSCTL_FILE} && {sudo}systemctl daemon-reload && "
-                    f"{sudo}systemctl enable {THP_UNIT} && {sudo}systemctl restart {THP_UNIT}",
-                    triggers=[content_hash(sysctl), content_hash(thp)],
-                    depends_on=kernel_files,
+                command.remote.Command(
+                    f"{self._name}-{plan.name}-kernel",
+                    connection=connection,
+                    create=run_script_command(user),
+                    stdin=kernel_apply,
+                    triggers=[content_hash(sysctl), content_hash(thp), content_hash(kernel_apply)],
+                    logging=LOGGING,
+                    opts=self._opts([*host.ready, *kernel_files]),
                 )
             )
 
