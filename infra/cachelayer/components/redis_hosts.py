@@ -219,21 +219,30 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         previous: list[pulumi.Resource] = []
         for step in rolling_plan(topology):
             host = hosts[step.host]
-            triggers: list[pulumi.Input[str]] = [restart_fingerprint(confs[step.port])]
+            # What the node read at start-up: a change must *update* this resource, which runs
+            # `update` (the rolling restart). Not `triggers`: pulumi-command replaces the
+            # resource on a triggers change and runs `create` (the echo), so no node would ever
+            # restart (found by the rehearsal). The fingerprints ride in a shell comment.
+            fingerprints: list[pulumi.Input[str]] = [restart_fingerprint(confs[step.port])[:16]]
             if tls_material is not None:
                 # A renewed certificate is read at start-up only.
-                triggers.append(
-                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or ""))
+                fingerprints.append(
+                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or "")[:16])
                 )
+            restart_run = f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}"
+            restart_command = pulumi.Output.all(*fingerprints).apply(
+                lambda values, run=restart_run: f"{run} # start-up inputs {' '.join(values)}"
+            )
             restart = command.remote.Command(
                 f"{name}-{step.name}-restart",
                 connection=host.connection,
                 # Created together with the service, which started with this very config.
                 create=f"echo '{step.name}: started with the deployed config, no restart needed'",
-                update=f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}",
-                triggers=triggers,
+                update=restart_command,
                 logging=LOGGING,
-                opts=self._opts([*apply_steps, *previous, *host.ready]),
+                # After the new certificate and key are on the host (shared_files), or the node
+                # restarts with the old ones and nothing restarts it again.
+                opts=self._opts([*apply_steps, *previous, *host.ready, *host.shared_files]),
             )
             previous = [restart]
 
@@ -454,9 +463,11 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             f"{self._name}-{process}-service",
             connection=host.connection,
             create=f"{before} && {start}" if before else start,
-            update=f"{sudo}systemctl daemon-reload",
+            # The unit's hash in a comment makes a changed unit an update (daemon-reload only).
+            # As `triggers` it replaced the resource: `delete` then `create`, every node of the
+            # deployment stopped and started at once (found by the rehearsal).
+            update=f"{sudo}systemctl daemon-reload # unit {content_hash(unit)[:16]}",
             delete=f"{sudo}systemctl disable --now {service}",
-            triggers=[content_hash(unit)],
             logging=LOGGING,
             # If this ever gets replaced, stop the old process before starting the new one.
             opts=self._opts([*host.ready, *depends_on], delete_before_replace=True),
