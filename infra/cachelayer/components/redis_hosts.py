@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import pulumi
 import pulumi_command as command
@@ -230,9 +231,7 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or "")[:16])
                 )
             restart_run = f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}"
-            restart_command = pulumi.Output.all(*fingerprints).apply(
-                lambda values, run=restart_run: f"{run} # start-up inputs {' '.join(values)}"
-            )
+            restart_command = pulumi.Output.all(*fingerprints).apply(partial(_with_comment, restart_run))
             restart = command.remote.Command(
                 f"{name}-{step.name}-restart",
                 connection=host.connection,
@@ -472,6 +471,10 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             # If this ever gets replaced, stop the old process before starting the new one.
             opts=self._opts([*host.ready, *depends_on], delete_before_replace=True),
         )
+
+
+def _with_comment(command_line: str, fingerprints: list[str]) -> str:
+    return f"{command_line} # start-up inputs {' '.join(fingerprints)}"
 
 
 def _auth_conf(passwords: pulumi.Output[Passwords], node_name: str) -> pulumi.Output[str]:
