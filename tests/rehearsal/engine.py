@@ -14,7 +14,7 @@ step rules, so that what a `pulumi up` would run on the servers really runs:
 - each command runs in its own SSH session: every `environment` entry is sent as an `env`
   request and a refusal fails the command (as Go's session.Setenv does); on update and
   delete the previous stdout/stderr go in PULUMI_COMMAND_STDOUT/STDERR (a refusal there is
-  only a warning); `stdin` is written and closed; a non-zero exit fails the step with the
+  only a warning, so they are sent without asking for a reply); `stdin` is written and closed; a non-zero exit fails the step with the
   command's name and output, and nothing that depends on it runs.
 
 Independent steps run in parallel, as the engine runs them. The state file (JSON, mode 0600,
@@ -236,9 +236,10 @@ class Engine:
                     raise StepFailed(name, action, f'could not set environment variable "{key}" (sshd AcceptEnv)')
             if inputs.get("addPreviousOutputInEnv", True) and previous:
                 for key, value in (("PULUMI_COMMAND_STDOUT", previous["stdout"]), ("PULUMI_COMMAND_STDERR", previous["stderr"])):
-                    if value and not _setenv(channel, key, value):
-                        with self._lock:
-                            replay.warnings.append(f"{name}: unable to set {key}")
+                    if value:
+                        # The provider only warns when these are refused: ask without a reply
+                        # (a refused request with a reply makes paramiko close the channel).
+                        channel.set_environment_variable(key, value)
             channel.exec_command(command)
             stderr_chunks: list[bytes] = []
             reader = threading.Thread(target=lambda: stderr_chunks.append(channel.makefile_stderr("rb").read()))
