@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import os
 import signal
@@ -64,10 +65,8 @@ def main() -> int:
         if args.keep == "yes":
             print(f"hosts up: {rehearsal.machines}; key {rehearsal.hosts.image.key_file}; state {rehearsal.hosts.workdir}")
             print("ssh example: ssh -i KEY -o StrictHostKeyChecking=no deploy@10.233.0.11. Enter tears down.")
-            try:
+            with contextlib.suppress(EOFError):  # no terminal: tear down at once
                 input()
-            except EOFError:
-                pass
         rehearsal.down()
     return status
 

@@ -162,3 +162,29 @@ def test_a_rebooted_host_comes_back_and_its_node_rejoins(rehearsal: Rehearsal) -
     # The firewall came back with the host: the outsider is still kept out.
     assert rehearsal.cli(address, port, "ping", namespace="rh-out").stdout.strip() != "PONG"
     assert rehearsal.deploy().steps == []
+
+
+def test_scale_out_from_six_to_eight_nodes_over_two_new_hosts(rehearsal: Rehearsal) -> None:
+    new = {"cache-7": "10.233.0.17", "cache-8": "10.233.0.18"}
+    rehearsal.hosts.up(new)
+    rehearsal.machines.update(new)
+    client = rehearsal.cluster()
+    keys = {f"scale:{i}": str(i) for i in range(300)}
+    for key, value in keys.items():
+        client.set(key, value)
+    client.close()
+    replay = rehearsal.deploy(redis={"node_count": 8})
+    rehearsal.timings["scale_out"] = replay.seconds
+    assert "redis-bootstrap" in replay.ran("replace"), replay.ran()
+    report = cluster_check(rehearsal)
+    assert "[OK] All 16384 slots covered." in report and "[ERR]" not in report, report
+    assert len(re.findall(r"^M: ", report, re.M)) == 4 and len(re.findall(r"^S: ", report, re.M)) == 4, report
+    assert "10.233.0.17:7006" in report and "10.233.0.18:7007" in report, report
+    client = rehearsal.cluster()
+    assert {key: client.get(key) for key in keys} == keys
+    client.close()
+    # The new hosts' firewalls and every old host's let the new machines in (cluster bus too).
+    for name in ("cache-1", "cache-7"):
+        rules = host_sh(rehearsal, name, "nft list set inet cachelayer_redis allowed_v4")
+        assert "10.233.0.0/26" in rules, rules
+    assert rehearsal.deploy(redis={"node_count": 8}).steps == []
