@@ -156,6 +156,7 @@ class Engine:
         return replay
 
     def _step(self, spec: CommandSpec, action: Action, replay: Replay) -> Step:
+        __tracebackhide__ = True
         started = time.monotonic()
         inputs = spec.inputs
         old = self.state.get(spec.name)
@@ -189,6 +190,7 @@ class Engine:
     def _dial(self, connection: dict[str, Any]) -> paramiko.SSHClient:
         """A new connection per command, as the provider dials one per run, retried up to
         dialErrorLimit times (sshd's MaxStartups drops some of many parallel handshakes)."""
+        __tracebackhide__ = True
         host, port, user = connection["host"], int(connection.get("port", 22)), connection.get("user", "root")
         pkey = paramiko.Ed25519Key.from_private_key(StringIO(connection["privateKey"]))
         attempts = int(connection.get("dialErrorLimit", 10))
@@ -220,6 +222,7 @@ class Engine:
         previous: dict[str, str] | None,
         replay: Replay,
     ) -> dict[str, str]:
+        __tracebackhide__ = True  # its arguments hold the SSH key and secret stdin
         if not command:
             return {"stdout": "", "stderr": ""}
         try:

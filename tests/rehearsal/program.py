@@ -36,7 +36,7 @@ class CommandSpec:
     """One remote Command as the engine receives it: inputs (secrets unwrapped) and options."""
 
     name: str
-    inputs: dict[str, Any]
+    inputs: dict[str, Any] = field(repr=False)  # holds secrets: never in a traceback
     depends_on: list[str]  # other commands, directly or through non-command resources
     delete_before_replace: bool
 

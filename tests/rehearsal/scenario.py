@@ -14,7 +14,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.render import USERS
 
-from .engine import Engine, Replay
+from .engine import Engine, Replay, StepFailed
 from .hosts import APP_NETWORK, SUBNET, Hosts, build_image, require_tools
 from .program import CommandSpec, ProviderState, declared_commands, prod_config
 
@@ -57,7 +57,18 @@ class Rehearsal:
     def deploy(self, redis: dict[str, Any] | None = None, **hosts: Any) -> Replay:
         """`pulumi up` of the prod stack as shipped, but for the machines' addresses and the app
         network (placeholders in the stack file), plus the scenario's settings."""
-        return self.engine.up(self.declared(redis, **hosts))
+        try:
+            return self.engine.up(self.declared(redis, **hosts))
+        except StepFailed as failure:
+            raise StepFailed(failure.name, failure.action, failure.detail + self._journal(failure.name)) from None
+
+    def _journal(self, step: str) -> str:
+        """The failing host's recent journal, to say why (the step names its host)."""
+        host = next((h for h in self.hosts.hosts if step.startswith(f"redis-{h}-")), None)
+        if host is None or not self.hosts.hosts[host].running:
+            return ""
+        _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        return f"\n--- journal of {host}\n{journal}"
 
     # --- reading the deployment ---------------------------------------------------------
 
