@@ -14,6 +14,7 @@ machine-wide vm.* settings (it has to report that it could not apply them instea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -215,6 +216,16 @@ class Hosts:
         host = self.hosts[name]
         assert not host.running, f"{name} already runs"
         env = {k: v for k, v in os.environ.items() if not k.startswith("SYSTEMD_NSPAWN")}
+        cgroups = _cgroups(name)
+        for directory in cgroups:
+            directory.mkdir(parents=True, exist_ok=True)
+
+        def own_cgroup() -> None:
+            # Without a host systemd every container would start in the same cgroup and their
+            # systemds would create and remove each other's /system.slice/<unit> (219/CGROUP).
+            for directory in cgroups:
+                (directory / "cgroup.procs").write_text(str(os.getpid()))
+
         with host.log.open("ab") as log:
             host.process = subprocess.Popen(
                 [
@@ -236,6 +247,7 @@ class Hosts:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=own_cgroup,
             )
         if wait:
             self.wait_ssh(name)
@@ -253,6 +265,8 @@ class Hosts:
                 host.process.kill()
                 host.process.wait(10)
         host.process = None
+        for directory in _cgroups(name):
+            _remove_cgroup(directory)
 
     def wait_ssh(self, name: str) -> None:
         host = self.hosts[name]
@@ -331,6 +345,28 @@ class Hosts:
             raise RehearsalError(f"cleanup incomplete: {'; '.join(errors)}")
 
 
+CGROUP_PARENT = "cachelayer-rehearsal"
+
+
+def _cgroups(name: str) -> list[Path]:
+    """The host's own cgroup in each hierarchy a container's systemd uses (v2, or hybrid)."""
+    base = Path("/sys/fs/cgroup")
+    if (base / "cgroup.controllers").exists():
+        roots = [base]
+    else:
+        roots = [root for root in (base / "systemd", base / "unified") if root.is_dir()]
+    return [root / CGROUP_PARENT / f"rh-{name}" for root in roots]
+
+
+def _remove_cgroup(directory: Path) -> None:
+    """rmdir bottom-up (cgroup directories hold only virtual files)."""
+    if not directory.is_dir():
+        return
+    for path, _, _ in sorted(os.walk(directory), key=lambda item: -item[0].count("/")):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
 def _link_of(namespace: str) -> str:
     return f"rhv-{namespace.removeprefix('rh-')}"[:15]
 
@@ -340,6 +376,8 @@ def leftovers() -> list[str]:
     found = [f"netns {n}" for n in os.listdir("/run/netns") if n.startswith("rh-")] if Path("/run/netns").exists() else []
     found += [f"link {n}" for n in os.listdir("/sys/class/net") if n.startswith("rh")]
     found += [f"mount {line.split()[1]}" for line in Path("/proc/mounts").read_text().splitlines() if "cachelayer-rehearsal-" in line]
+    for parent in {d.parent for d in _cgroups("any")}:
+        found += [f"cgroup {d}" for d in parent.glob("rh-*")]
     ps = run("ps", "-eo", "pid=,args=").stdout
     found += [f"process {line.strip()}" for line in ps.splitlines() if "systemd-nspawn" in line and "--machine=rh-" in line]
     return found

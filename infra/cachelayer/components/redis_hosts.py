@@ -94,10 +94,6 @@ class _Host:
     ready: list[pulumi.Resource]  # install + dirs: every file waits for these
     shared_files: list[pulumi.Resource]  # TLS material and admin.pass: every process needs them
     system: list[pulumi.Resource]  # firewall and kernel applied: before any process starts
-    # The last step that ran `systemctl daemon-reload`/start on this host. Such steps run one
-    # after the other: a daemon-reload racing a unit start made systemd fail the start
-    # ("Failed to attach to cgroup", status 219/CGROUP), found by the rehearsal.
-    systemd_tail: list[pulumi.Resource]
 
 
 class RedisHostsDeployment(pulumi.ComponentResource):
@@ -317,7 +313,7 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             logging=LOGGING,
             opts=self._opts([install]),
         )
-        host = _Host(plan, user, connection, [install, dirs], [], [], [])
+        host = _Host(plan, user, connection, [install, dirs], [], [])
         host.shared_files.append(
             self._file(
                 host,
@@ -364,17 +360,17 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             # A script rather than `sysctl -p && ...`: a container cannot write these, and that
             # must be a clear warning, not a failed deploy (found by the rehearsal on nspawn).
             kernel_apply = render_kernel_apply(settings, plan)
-            kernel = command.remote.Command(
-                f"{self._name}-{plan.name}-kernel",
-                connection=connection,
-                create=run_script_command(user),
-                stdin=kernel_apply,
-                triggers=[content_hash(sysctl), content_hash(thp), content_hash(kernel_apply)],
-                logging=LOGGING,
-                opts=self._opts([*host.ready, *kernel_files, *host.systemd_tail]),
+            host.system.append(
+                command.remote.Command(
+                    f"{self._name}-{plan.name}-kernel",
+                    connection=connection,
+                    create=run_script_command(user),
+                    stdin=kernel_apply,
+                    triggers=[content_hash(sysctl), content_hash(thp), content_hash(kernel_apply)],
+                    logging=LOGGING,
+                    opts=self._opts([*host.ready, *kernel_files]),
+                )
             )
-            host.systemd_tail = [kernel]
-            host.system.append(kernel)
 
         # Backups and health check: scripts read the admin password from ADMIN_PASS_FILE.
         if plan.nodes:
@@ -445,16 +441,14 @@ class RedisHostsDeployment(pulumi.ComponentResource):
     def _systemd(
         self, host: _Host, label: str, create: str, triggers: list[str], depends_on: Sequence[pulumi.Resource]
     ) -> command.remote.Command:
-        step = command.remote.Command(
+        return command.remote.Command(
             f"{self._name}-{host.plan.name}-{label}",
             connection=host.connection,
             create=create,
             triggers=triggers,
             logging=LOGGING,
-            opts=self._opts([*host.ready, *depends_on, *host.systemd_tail]),
+            opts=self._opts([*host.ready, *depends_on]),
         )
-        host.systemd_tail = [step]
-        return step
 
     def _service(
         self, host: _Host, process: str, unit: str, depends_on: Sequence[pulumi.Resource], before: str | None = None
@@ -464,7 +458,7 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         sudo = sudo_prefix(host.user)
         service = f"{process}.service"
         start = f"{sudo}systemctl daemon-reload && {sudo}systemctl enable --now {service}"
-        step = command.remote.Command(
+        return command.remote.Command(
             f"{self._name}-{process}-service",
             connection=host.connection,
             create=f"{before} && {start}" if before else start,
@@ -475,10 +469,8 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             delete=f"{sudo}systemctl disable --now {service}",
             logging=LOGGING,
             # If this ever gets replaced, stop the old process before starting the new one.
-            opts=self._opts([*host.ready, *depends_on, *host.systemd_tail], delete_before_replace=True),
+            opts=self._opts([*host.ready, *depends_on], delete_before_replace=True),
         )
-        host.systemd_tail = [step]
-        return step
 
 
 def _with_comment(command_line: str, fingerprints: list[str]) -> str:
