@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine: Debian's redis-server and
 # redis-tools (the sandbox and the integration tests run them), shellcheck, iproute2, openssl
-# and systemd-analyze (the tests use them), and a virtualenv `venv/` with requirements.txt
+# and systemd-analyze (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal), and a virtualenv `venv/` with requirements.txt
 # (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,10 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The prod-stack rehearsal (tests/rehearsal): booted Debian hosts, reached over SSH.
+command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
+command -v debootstrap >/dev/null || missing+=(debootstrap)
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 if ((${#missing[@]})); then
     if [ "$(id -u)" != 0 ]; then
         echo "missing: ${missing[*]}. Run this as root, or: sudo apt-get install ${missing[*]}" >&2

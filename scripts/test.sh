@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check on a fresh Debian machine: installs what the tests need (scripts/setup.sh),
-# then ruff, mypy and pytest (unit, program under mocks, integration on real redis-server).
+# then ruff, mypy and pytest (unit, program under mocks, integration on real redis-server, and
+# the prod-stack rehearsal on booted Debian hosts, tests/rehearsal: needs root).
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."

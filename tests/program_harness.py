@@ -14,7 +14,7 @@ import json
 import os
 import runpy
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,7 @@ class ProgramRun:
     ignore_changes: dict[str, list[str]] = field(default_factory=dict)
     parents: dict[str, str | None] = field(default_factory=dict)
     additional_secret_outputs: dict[str, list[str]] = field(default_factory=dict)
+    delete_before_replace: dict[str, bool] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
 
     def of_type(self, type_token: str) -> list[Recorded]:
@@ -144,11 +145,13 @@ def run_program(
     secrets: dict[str, str] | None = None,
     root: Path = PROJECT_ROOT,
     into: ProgramRun | None = None,
+    mocks_factory: Callable[[ProgramRun], RecordingMocks] | None = None,
 ) -> ProgramRun:
     """Load the program for `stack` (its Pulumi.<stack>.yaml) under mocks and record what it declares.
 
     config_overrides replace whole keys (`cachelayer:redis`, ...); secrets are set as secret keys.
     `into` receives the records, so a test can look at them when the program stops with an error.
+    `mocks_factory` makes the mocks (a subclass of RecordingMocks that computes more outputs).
     """
     run = into if into is not None else ProgramRun(stack=stack)
     config = engine_config(stack, root)
@@ -162,7 +165,7 @@ def run_program(
     # Order matters: config and mocks before any resource exists (see DESIGN.md).
     runtime_settings.reset_options(project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(config, [f"{PROJECT}:{key}" for key in secret_values])
-    mocks = RecordingMocks(run)
+    mocks = (mocks_factory or RecordingMocks)(run)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=RecordingMonitor(mocks, run))
     runtime_settings.ROOT.set(None)  # run_in_stack makes the root stack, as under the language host
 
@@ -199,4 +202,5 @@ class RecordingMonitor(MockMonitor):
         self.run.ignore_changes[request.name] = list(request.ignoreChanges)
         self.run.parents[request.name] = urn_name(request.parent) if request.parent else None
         self.run.additional_secret_outputs[request.name] = list(request.additionalSecretOutputs)
+        self.run.delete_before_replace[request.name] = bool(request.deleteBeforeReplace)
         return super().RegisterResource(request)

@@ -118,10 +118,10 @@ def write_file_command(path: str, mode: str, owner: str, group: str, user: str) 
 
 
 def run_script_command(user: str) -> str:
-    """Run the script on stdin as root with REDISCLI_AUTH set. The value comes from the
-    Command's (secret) environment when the SSH server accepts it (`AcceptEnv REDISCLI_AUTH`)
-    and is kept across sudo; otherwise it is read from the root-only admin password file. It is
-    never on a command line."""
+    """Run the script on stdin as root with REDISCLI_AUTH set from the root-only admin password
+    file (a caller's own REDISCLI_AUTH, kept across sudo, wins). Never on a command line, and
+    not through the Command's `environment`: pulumi-command fails a command whose env request
+    sshd refuses, and stock sshd accepts only LANG and LC_*."""
     inner = (
         'if [ -z "${REDISCLI_AUTH:-}" ] && [ -r ' + ADMIN_PASS_FILE + " ]; then "
         'REDISCLI_AUTH="$(cat ' + ADMIN_PASS_FILE + ')"; export REDISCLI_AUTH; fi; exec bash -s'
@@ -196,17 +196,22 @@ def firewall_ports(settings: Settings, topology: Topology) -> tuple[int, ...]:
 
 
 def firewall_sources(settings: Settings) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(IPv4, IPv6) sources allowed to the Redis ports: every machine and the app networks."""
+    """(IPv4, IPv6) sources allowed to the Redis ports: every machine and the app networks.
+
+    Overlapping entries are merged (a machine inside an app network, two nested networks):
+    nft refuses an interval set whose elements overlap ("conflicting intervals specified"),
+    which the rehearsal hit with the machines inside app_networks.
+    """
     assert settings.hosts is not None
-    v4: list[str] = []
-    v6: list[str] = []
-    for text in [m.address for m in settings.hosts.machines] + list(settings.hosts.app_networks):
-        network = ipaddress.ip_network(text, strict=False)
-        target = v4 if network.version == 4 else v6
-        entry = str(network.network_address) if network.num_addresses == 1 else str(network)
-        if entry not in target:
-            target.append(entry)
-    return tuple(v4), tuple(v6)
+    networks = [ipaddress.ip_network(t, strict=False) for t in [m.address for m in settings.hosts.machines]]
+    networks += [ipaddress.ip_network(t, strict=False) for t in settings.hosts.app_networks]
+    v4 = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv4Network))
+    v6 = ipaddress.collapse_addresses(n for n in networks if isinstance(n, ipaddress.IPv6Network))
+    return tuple(_nft_entry(n) for n in v4), tuple(_nft_entry(n) for n in v6)
+
+
+def _nft_entry(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
+    return str(network.network_address) if network.num_addresses == 1 else str(network)
 
 
 def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> str:
@@ -232,6 +237,11 @@ def render_sysctl(settings: Settings) -> str:
 
 def render_thp_unit(settings: Settings) -> str:
     return _render("disable-thp.service.j2", settings)
+
+
+def render_kernel_apply(settings: Settings, host: HostPlan) -> str:
+    """Applies the sysctl file and the THP unit; warns (does not fail) where a container cannot."""
+    return _render("kernel-apply.sh.j2", settings, host=host.name, sysctl_file=SYSCTL_FILE, thp_unit=THP_UNIT)
 
 
 def render_backup_script(settings: Settings, host: HostPlan) -> str:
@@ -327,6 +337,8 @@ def shipped_scripts(
         "rolling-restart.sh": render_rolling_restart(settings, topology, host),
         "apply-config.sh": render_apply_config(settings, host, confs),
     }
+    if settings.hosts is not None and settings.hosts.kernel_tuning:
+        scripts["kernel-apply.sh"] = render_kernel_apply(settings, host)
     if host.sentinels:
         scripts["sentinel-set.sh"] = render_sentinel_set(settings, topology, host, passwords)
     if topology.kind == "sentinel":

@@ -53,6 +53,7 @@ from ..render_hosts import (
     render_firewall_unit,
     render_health_check,
     render_install_script,
+    render_kernel_apply,
     render_nftables,
     render_node_start,
     render_node_unit,
@@ -110,7 +111,9 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         assert settings.hosts is not None, "the hosts target needs hosts settings"
         plans = host_plans(settings, topology)
         admin_password: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(lambda p: p.admin))
-        self._auth_env: dict[str, pulumi.Input[str]] = {"REDISCLI_AUTH": admin_password}
+        # No `environment` on any Command: pulumi-command fails the command when sshd refuses an
+        # env request (stock sshd accepts only LANG/LC_*), found by the rehearsal. The scripts
+        # read the root-only admin.pass, uploaded before any of them runs (run_script_command).
 
         tls_material: RedisTlsMaterial | None = None
         if settings.redis.tls:
@@ -182,18 +185,17 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 )
 
         # Form the cluster (or check the sentinel quorum) once every process runs: the dev
-        # stack's script, from the first host, the password in the environment only.
+        # stack's script, from the first host, the password read from the host's admin.pass.
         first = hosts[topology.nodes[0].host]
         bootstrap = command.remote.Command(
             f"{name}-bootstrap",
             connection=first.connection,
             create=run_script_command(first.user),
             stdin=render_bootstrap_script(settings, topology, TLS_DIR),
-            environment=self._auth_env,
             # Re-run when the set of processes changes; the script leaves an existing cluster alone.
             triggers=[n.endpoint for n in topology.nodes] + [s.endpoint for s in topology.sentinels],
             logging=LOGGING,
-            opts=self._opts([*node_services, *sentinel_services], secret_outputs=["environment"]),
+            opts=self._opts([*node_services, *sentinel_services]),
         )
 
         # Later config changes: live settings on every host at once, then restarts one node at a time.
@@ -210,10 +212,9 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     create=run_script_command(host.user),
                     update=run_script_command(host.user),
                     stdin=script,
-                    environment=self._auth_env,
                     triggers=[content_hash(confs[port]) for port in plan.ports] + [acl.apply(content_hash)],
                     logging=LOGGING,
-                    opts=self._opts([bootstrap, *node_files], secret_outputs=["environment"]),
+                    opts=self._opts([bootstrap, *node_files]),
                 )
             )
         # Sentinel owns its config after the first start: users and settings of later deploys go
@@ -235,7 +236,6 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                     create=run_script_command(host.user),
                     update=run_script_command(host.user),
                     stdin=sentinel_script,
-                    environment=self._auth_env,
                     triggers=[
                         watch.quorum,
                         watch.down_after_milliseconds,
@@ -244,28 +244,36 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                         sentinel_script.apply(content_hash),
                     ],
                     logging=LOGGING,
-                    opts=self._opts([bootstrap], secret_outputs=["environment", "stdin"]),
+                    opts=self._opts([bootstrap], secret_outputs=["stdin"]),
                 )
             )
 
         previous: list[pulumi.Resource] = []
         for step in rolling_plan(topology):
             host = hosts[step.host]
-            triggers: list[pulumi.Input[str]] = [restart_fingerprint(confs[step.port])]
+            # What the node read at start-up: a change must *update* this resource, which runs
+            # `update` (the rolling restart). Not `triggers`: pulumi-command replaces the
+            # resource on a triggers change and runs `create` (the echo), so no node would ever
+            # restart (found by the rehearsal). The fingerprints ride in a shell comment.
+            fingerprints: list[pulumi.Input[str]] = [restart_fingerprint(confs[step.port])[:16]]
             if tls_material is not None:
                 # A renewed certificate is read at start-up only.
-                triggers.append(
-                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or ""))
+                fingerprints.append(
+                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or "")[:16])
                 )
+            restart_run = f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}"
+            restart_command = pulumi.Output.all(*fingerprints).apply(partial(_with_comment, restart_run))
             restart = command.remote.Command(
                 f"{name}-{step.name}-restart",
                 connection=host.connection,
                 # Created together with the service, which started with this very config.
                 create=f"echo '{step.name}: started with the deployed config, no restart needed'",
-                update=f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}",
-                triggers=triggers,
+                update=restart_command,
                 logging=LOGGING,
-                opts=self._opts([*apply_steps, *sentinel_steps, *previous, *host.ready]),
+                # After the sentinels know this deploy's users (a restarted node's start script asks
+                # them), and after the new certificate and key are on the host (shared_files), or
+                # the node restarts with the old ones and nothing restarts it again.
+                opts=self._opts([*apply_steps, *sentinel_steps, *previous, *host.ready, *host.shared_files]),
             )
             previous = [restart]
 
@@ -359,14 +367,18 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 self._file(host, "sysctl", SYSCTL_FILE, sysctl, "0644", "root"),
                 self._file(host, "thp-unit", f"{UNIT_DIR}/{THP_UNIT}", thp, "0644", "root"),
             ]
+            # A script rather than `sysctl -p && ...`: a container cannot write these, and that
+            # must be a clear warning, not a failed deploy (found by the rehearsal on nspawn).
+            kernel_apply = render_kernel_apply(settings, plan)
             host.system.append(
-                self._systemd(
-                    host,
-                    "kernel",
-                    create=f"{sudo}sysctl -p {SYSCTL_FILE} && {sudo}systemctl daemon-reload && "
-                    f"{sudo}systemctl enable {THP_UNIT} && {sudo}systemctl restart {THP_UNIT}",
-                    triggers=[content_hash(sysctl), content_hash(thp)],
-                    depends_on=kernel_files,
+                command.remote.Command(
+                    f"{self._name}-{plan.name}-kernel",
+                    connection=connection,
+                    create=run_script_command(user),
+                    stdin=kernel_apply,
+                    triggers=[content_hash(sysctl), content_hash(thp), content_hash(kernel_apply)],
+                    logging=LOGGING,
+                    opts=self._opts([*host.ready, *kernel_files]),
                 )
             )
 
@@ -460,13 +472,19 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             f"{self._name}-{process}-service",
             connection=host.connection,
             create=f"{before} && {start}" if before else start,
-            update=f"{sudo}systemctl daemon-reload",
+            # The unit's hash in a comment makes a changed unit an update (daemon-reload only).
+            # As `triggers` it replaced the resource: `delete` then `create`, every node of the
+            # deployment stopped and started at once (found by the rehearsal).
+            update=f"{sudo}systemctl daemon-reload # unit {content_hash(unit)[:16]}",
             delete=f"{sudo}systemctl disable --now {service}",
-            triggers=[content_hash(unit)],
             logging=LOGGING,
             # If this ever gets replaced, stop the old process before starting the new one.
             opts=self._opts([*host.ready, *depends_on], delete_before_replace=True),
         )
+
+
+def _with_comment(command_line: str, fingerprints: list[str]) -> str:
+    return f"{command_line} # start-up inputs {' '.join(fingerprints)}"
 
 
 def _auth_conf(passwords: pulumi.Output[Passwords], node_name: str) -> pulumi.Output[str]:

@@ -1,0 +1,167 @@
+"""One rehearsal: booted hosts, the prod program pointed at them, the replay engine and its
+state, and the checks the scenarios share (redis-cli from outside, as the admin user over TLS)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.cluster import ClusterNode, RedisCluster
+
+from cachelayer.render import USERS
+
+from .engine import Engine, Replay, StepFailed
+from .hosts import APP_NETWORK, SUBNET, Hosts, build_image, require_tools
+from .program import CommandSpec, ProviderState, declared_commands, prod_config
+
+SIX_HOSTS = {f"cache-{i}": f"{SUBNET}.{10 + i}" for i in range(1, 7)}
+
+
+@dataclass
+class Rehearsal:
+    hosts: Hosts
+    machines: dict[str, str]
+    provider_state: ProviderState = field(default_factory=ProviderState)
+    timings: dict[str, float] = field(default_factory=dict)
+    last: list[CommandSpec] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, machines: dict[str, str] = SIX_HOSTS) -> Rehearsal:
+        require_tools()
+        started = time.monotonic()
+        image = build_image()
+        built = time.monotonic()
+        hosts = Hosts.create(image)
+        try:
+            hosts.up(machines)
+        except BaseException:
+            hosts.down()
+            raise
+        rehearsal = cls(hosts, dict(machines))
+        rehearsal.timings.update(image=built - started, boot=time.monotonic() - built)
+        return rehearsal
+
+    @property
+    def engine(self) -> Engine:
+        return Engine(self.hosts.workdir / "state.json")
+
+    def declared(self, redis: dict[str, Any] | None = None, **hosts: Any) -> list[CommandSpec]:
+        config = prod_config(self.machines, redis=redis, hosts={"app_networks": [APP_NETWORK], **hosts})
+        self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state)
+        return self.last
+
+    def deploy(self, redis: dict[str, Any] | None = None, **hosts: Any) -> Replay:
+        """`pulumi up` of the prod stack as shipped, but for the machines' addresses and the app
+        network (placeholders in the stack file), plus the scenario's settings."""
+        try:
+            return self.engine.up(self.declared(redis, **hosts))
+        except StepFailed as failure:
+            raise StepFailed(failure.name, failure.action, failure.detail + self._journal(failure.name)) from None
+
+    def _journal(self, step: str) -> str:
+        """The failing host's recent journal, to say why (the step names its host)."""
+        host = next((h for h in self.hosts.hosts if step.startswith(f"redis-{h}-")), None)
+        if host is None or not self.hosts.hosts[host].running:
+            return ""
+        _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        return f"\n--- journal of {host}\n{journal}"
+
+    # --- reading the deployment ---------------------------------------------------------
+
+    def _output(self, resource: str) -> str:
+        return str(self.provider_state.resources[resource]["outputs"]["result"])
+
+    @property
+    def admin_password(self) -> str:
+        return self._output("redis-credentials-admin-password")
+
+    @property
+    def app_password(self) -> str:
+        return self._output("redis-credentials-app-password")
+
+    def stdin_of(self, resource: str) -> str:
+        return str(next(c for c in self.last if c.name == resource).inputs["stdin"])
+
+    @property
+    def ca_file(self) -> str:
+        path = self.hosts.workdir / "ca.crt"
+        path.write_text(self.stdin_of("redis-cache-1-tls-ca"))
+        return str(path)
+
+    def cli(self, address: str, port: int, *args: str, namespace: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """redis-cli as admin over TLS from the controller (or a namespace); password in the environment."""
+        command = ["redis-cli", "--tls", "--cacert", self.ca_file, "--user", USERS.admin, "-h", address, "-p", str(port), *args]
+        if namespace is not None:
+            # The firewall drops (no reset): bound the wait for a connection that never comes.
+            command = ["ip", "netns", "exec", namespace, "timeout", "5", *command]
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "REDISCLI_AUTH": self.admin_password},
+            check=False,
+        )
+
+    def cluster(self, user: str = USERS.app) -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(a, 7000 + i) for i, a in enumerate(self.machines.values())],
+            username=user,
+            password=self.app_password if user == USERS.app else self.admin_password,
+            ssl=True,
+            ssl_ca_certs=self.ca_file,
+            decode_responses=True,
+            socket_timeout=3,
+        )
+
+    def info(self, address: str, port: int, field_name: str) -> str:
+        for line in self.cli(address, port, "info", "server").stdout.splitlines():
+            if line.startswith(f"{field_name}:"):
+                return line.split(":", 1)[1].strip()
+        raise AssertionError(f"{address}:{port} has no {field_name}")
+
+    def down(self) -> None:
+        self.hosts.down()
+
+
+@dataclass
+class Probe:
+    """Writes a new key every few ms with WAIT 1 (acknowledged once a replica has it), and
+    remembers which writes were acknowledged and which failed."""
+
+    client: RedisCluster
+    acknowledged: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        index = 0
+        while not self.stop.is_set():
+            index += 1
+            key = f"{{probe}}:{index}"
+            try:
+                self.client.set(key, str(index))
+                node = self.client.get_node_from_key(key)
+                if int(self.client.execute_command("WAIT", 1, 2000, target_nodes=node)) >= 1:
+                    self.acknowledged.append(key)
+                else:
+                    self.errors.append(f"{key}: WAIT 1 timed out")
+            except Exception as error:  # every error is a finding to report
+                self.errors.append(f"{key}: {type(error).__name__}: {error}")
+                time.sleep(0.2)
+            time.sleep(0.01)
+
+    def __enter__(self) -> Probe:
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(30)

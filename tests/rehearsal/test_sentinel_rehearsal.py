@@ -1,0 +1,74 @@
+"""Rehearsal of the prod stack in Sentinel topology: deploy, lose a master's host, failover,
+bring the host back. Its node must come back as a replica of the new master, which is what
+the start script (templates/redis-node-start.sh.j2) asks the sentinels for, under real systemd."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from rehearsal.hosts import leftovers
+from rehearsal.scenario import SIX_HOSTS, Rehearsal
+
+pytestmark = pytest.mark.rehearsal
+SENTINEL = {"topology": "sentinel"}
+
+
+@pytest.fixture(scope="module")
+def rehearsal() -> Iterator[Rehearsal]:
+    started = Rehearsal.start()
+    try:
+        yield started
+    finally:
+        started.down()
+        print(f"\nsentinel rehearsal timings: {started.timings}")
+        assert not leftovers(), f"left behind: {leftovers()}"
+
+
+# Sentinels on the first three hosts (the default placement), as "<address>:<port>".
+SENTINELS = {"cache-1": (SIX_HOSTS["cache-1"], 26379), "cache-2": (SIX_HOSTS["cache-2"], 26380), "cache-3": (SIX_HOSTS["cache-3"], 26381)}
+
+
+def master_of(rehearsal: Rehearsal, group: str, sentinel_host: str) -> str:
+    address, port = SENTINELS[sentinel_host]
+    answer = rehearsal.cli(address, port, "sentinel", "get-master-addr-by-name", group).stdout.split()
+    return ":".join(answer)
+
+
+def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehearsal: Rehearsal) -> None:
+    replay = rehearsal.deploy(redis=SENTINEL)
+    rehearsal.timings["sentinel_deploy"] = replay.seconds
+    bootstrap = rehearsal.engine.state["redis-bootstrap"]["outputs"]["stdout"]
+    assert "sentinel ok:" in bootstrap, bootstrap
+
+    by_address = {address: name for name, address in SIX_HOSTS.items()}
+    # The master of group 2 runs on cache-2, with a sentinel: losing the host loses both.
+    group, witness = "redis-master-2", "cache-1"
+    old_master = master_of(rehearsal, group, witness)
+    assert old_master == f"{SIX_HOSTS['cache-2']}:7001", old_master
+    address, port = old_master.split(":")
+    host = by_address[address]
+
+    started = time.monotonic()
+    rehearsal.hosts.stop(host)
+    deadline = time.monotonic() + 90
+    while (new_master := master_of(rehearsal, group, witness)) == old_master:
+        assert time.monotonic() < deadline, "no failover within 90 s"
+        time.sleep(1)
+    rehearsal.timings["failover"] = time.monotonic() - started
+
+    rehearsal.hosts.start(host)
+    deadline = time.monotonic() + 120
+    while True:
+        role = rehearsal.cli(address, int(port), "role").stdout.split()
+        if role[:3] == ["slave", *new_master.split(":")] and "connected" in role:
+            break
+        assert time.monotonic() < deadline, f"{host} came back as {role}, not a replica of {new_master}"
+        time.sleep(1)
+    rehearsal.timings["rejoin_as_replica"] = time.monotonic() - started
+    journal = rehearsal.hosts.sh(host, f"journalctl -b -u redis-{port}.service --no-pager | tail -n 20")[1]
+    assert f"starting as a replica of {new_master.replace(':', ' ')}" in journal, journal
+    # Only one writable master for the group.
+    assert master_of(rehearsal, group, witness) == new_master
