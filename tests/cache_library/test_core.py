@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import redis
+
 from platform_cache import (
     Cache,
     CacheConfig,
@@ -155,7 +156,7 @@ def test_a_namespace_spreads_over_the_shards() -> None:
 
 # ----------------------------------------------------------------------------------- config
 def test_from_stack_output_reads_the_connection_output() -> None:
-    output = {
+    output: dict[str, Any] = {
         "user": "app",
         "password": "pw-from-pulumi",
         "seeds": ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"],

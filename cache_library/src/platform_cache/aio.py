@@ -121,7 +121,7 @@ class AsyncCache:
             try:
                 effect = plan.throw(error) if error is not None else plan.send(reply)
             except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+                return done.value
             reply, error = None, None
             try:
                 if isinstance(effect, Batch):
