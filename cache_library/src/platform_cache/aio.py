@@ -32,8 +32,21 @@ class AsyncBackend(Protocol):
 class AsyncClusterBackend:
     def __init__(self, client: RedisCluster) -> None:
         self.client = client
+        self._ready = False
+        self._lock: asyncio.Lock | None = None
+
+    async def _initialize(self) -> None:
+        # Concurrent first commands would each initialize the client and close connections the
+        # others are using ("Connection closed by server"): initialize once, before any command.
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            if not self._ready:
+                await self.client.initialize()
+                self._ready = True
 
     async def run(self, commands: Sequence[Command]) -> list[Any]:
+        if not self._ready:
+            await self._initialize()
         if len(commands) == 1:
             (c,) = commands
             return [await self.client.execute_command(*c.args, **c.options)]
@@ -43,6 +56,8 @@ class AsyncClusterBackend:
         return list(await pipe.execute())
 
     async def info(self) -> list[dict[str, Any]]:
+        if not self._ready:
+            await self._initialize()
         replies = await self.client.info(target_nodes=RedisCluster.PRIMARIES)
         if replies and all(isinstance(v, dict) for v in replies.values()) and "redis_version" not in replies:
             return list(replies.values())
