@@ -37,7 +37,7 @@ def test_an_evicted_tag_version_invalidates_and_never_revalidates(
 ) -> None:
     # 8mb nodes (allkeys-lru), the smallest backlog the settings accept, no client eviction.
     sandbox = sandbox_factory(
-        7810 if flavour == "sync" else 7816, maxmemory="8mb", repl_backlog_size="1mb", maxmemory_clients="0"
+        7810 if flavour == "sync" else 7840, maxmemory="8mb", repl_backlog_size="1mb", maxmemory_clients="0"
     )
     sandbox.up()
     cache = client_factory(sandbox)

@@ -42,8 +42,12 @@ class ClusterBackend:
             # redis-py's own slot-grouped MGETs: fewer, larger commands than a pipeline of GETs.
             return list(self.client.mget_nonatomic([c.args[1] for c in commands]))
         pipe = self.client.pipeline(transaction=False)
+        nodes = self.client.nodes_manager
         for c in commands:
-            pipe.execute_command(*c.args, **c.options)
+            # The node named up front, as redis-py's own *_nonatomic helpers do: the pipeline then
+            # skips working out each command's keys (its main cost); MOVED/ASK are still followed.
+            node = nodes.get_node_from_slot(self.client.keyslot(c.args[1]))
+            pipe.execute_command(*c.args, target_nodes=[node], **c.options)
         return list(pipe.execute())
 
     def info(self) -> list[dict[str, Any]]:
