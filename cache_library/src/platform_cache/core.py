@@ -22,8 +22,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
 
 from .codec import (
     CorruptEntryError,
@@ -44,14 +45,15 @@ T = TypeVar("T")
 
 
 # ------------------------------------------------------------------------------------- effects
-@dataclass(frozen=True)
-class Command:
+NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
+
+
+class Command(NamedTuple):  # NamedTuples: built on every call, cheaper than dataclasses
     args: tuple[Any, ...]
-    options: Mapping[str, Any] = field(default_factory=dict)  # redis-py reply-parsing options
+    options: Mapping[str, Any] = NO_OPTIONS  # redis-py reply-parsing options (SET ... GET)
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(NamedTuple):
     """Single-key commands; the executor groups them by slot (cluster) or shard (sentinel) and
     pipelines them, so a batch never sends a multi-slot command (no CROSSSLOT)."""
 
@@ -78,7 +80,7 @@ Plan = Generator[Effect, Any, T]
 
 
 def cmd(*args: Any, **options: Any) -> Command:
-    return Command(args, options)
+    return Command(args, options or NO_OPTIONS)
 
 
 # --------------------------------------------------------------------------------------- stats
