@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 echo "== ruff"
-venv/bin/ruff check infra tests benchmarks
+venv/bin/ruff check infra tests benchmarks cache_library
 echo "== mypy"
 venv/bin/mypy
 echo "== pytest"

@@ -1,0 +1,353 @@
+"""The pure core of platform_cache, without Redis: codec, keys, configuration, XFetch, and the
+plans driven by an in-memory backend that interprets the few commands the core sends."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import redis
+
+from platform_cache import (
+    Cache,
+    CacheConfig,
+    CacheUnavailableError,
+    ConfigError,
+    InvalidKeyError,
+    SessionUnavailableError,
+    ValueTooLargeError,
+    from_env,
+    from_stack_output,
+)
+from platform_cache.codec import (
+    FLAG_ZLIB,
+    CorruptEntryError,
+    Entry,
+    JsonSerializer,
+    decode_entry,
+    encode_entry,
+    new_version,
+)
+from platform_cache.connect import shard_of
+from platform_cache.core import Command, Core, refresh_early, summarize_info
+from platform_cache.keys import Keys
+
+CONFIG = CacheConfig(seeds=("127.0.0.1:7000",), password="s3cret-pass")
+
+
+class MemoryBackend:
+    """Interprets GET/SET (NX, GET, PX)/GETEX/PEXPIRE (GT)/DEL/UNLINK on a dict; TTLs ignored
+    except that they are recorded. `down` makes every call fail like an unreachable cluster."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+        self.ttl: dict[str, int] = {}
+        self.down = False
+        self.log: list[tuple[Any, ...]] = []
+
+    def run(self, commands: Sequence[Command]) -> list[Any]:
+        if self.down:
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:7000. Connection refused.")
+        return [self._one(c.args, c.options) for c in commands]
+
+    def _one(self, args: tuple[Any, ...], options: Any) -> Any:
+        self.log.append(args)
+        name, key, rest = args[0], args[1], list(args[2:])
+        if name == "GET":
+            return self.data.get(key)
+        if name == "SET":
+            value, flags = rest[0], rest[1:]
+            old = self.data.get(key)
+            if "NX" in flags and old is not None:
+                return old if options.get("get") else None
+            self.data[key] = value
+            if "PX" in flags:
+                self.ttl[key] = flags[flags.index("PX") + 1]
+            return None if options.get("get") else True
+        if name == "GETEX":
+            if key in self.data:
+                self.ttl[key] = rest[1]
+            return self.data.get(key)
+        if name == "PEXPIRE":
+            if key not in self.data:
+                return 0
+            if "GT" not in rest or rest[0] > self.ttl.get(key, math.inf):
+                self.ttl[key] = rest[0]
+            return 1
+        if name in ("DEL", "UNLINK"):
+            self.ttl.pop(key, None)
+            return int(self.data.pop(key, None) is not None)
+        raise AssertionError(f"unexpected command {args}")
+
+    def info(self) -> list[dict[str, Any]]:
+        if self.down:
+            raise redis.ConnectionError("down")
+        return [{"keyspace_hits": 3, "keyspace_misses": 1, "redis_version": "7.0.15", "db0": {"keys": len(self.data)}}]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def backend() -> MemoryBackend:
+    return MemoryBackend()
+
+
+@pytest.fixture
+def cache(backend: MemoryBackend) -> Cache:
+    return Cache(CONFIG, backend=backend)
+
+
+# ------------------------------------------------------------------------------------ codec
+@pytest.mark.parametrize("value", [{"a": [1, 2.5, None, "é"]}, "ünïcødé ✓", 0, None, b"\x00\xff\x80binary", [True]])
+def test_values_round_trip(value: Any) -> None:
+    tags = (("user:1", new_version()), ("course:é", new_version()))
+    entry = decode_entry(encode_entry(value, JsonSerializer(), tags, 123, 45), JsonSerializer())
+    assert entry == Entry(value, 123, 45, tags)
+    assert type(entry.value) is type(value)
+
+
+def test_large_values_are_compressed_and_flagged() -> None:
+    value = "lesson " * 1000
+    data = encode_entry(value, JsonSerializer(), compress_threshold=1024)
+    assert data[2] & FLAG_ZLIB and len(data) < 200
+    assert decode_entry(data, JsonSerializer()).value == value
+    small = encode_entry("short", JsonSerializer(), compress_threshold=1024)
+    assert not small[2] & FLAG_ZLIB
+
+
+@pytest.mark.parametrize("raw", [b"", b"plain text", b"\xc7\x09" + b"\x00" * 20, encode_entry("x", JsonSerializer())[:-2]])
+def test_foreign_or_truncated_values_are_corrupt(raw: bytes) -> None:
+    with pytest.raises(CorruptEntryError):
+        decode_entry(raw, JsonSerializer())
+
+
+def test_versions_never_repeat() -> None:
+    versions = {new_version() for _ in range(10000)}
+    assert len(versions) == 10000
+
+
+# ------------------------------------------------------------------------------------- keys
+def test_keys_are_readable_and_carry_no_hash_tags() -> None:
+    keys = Keys("lms")
+    assert keys.entry("profile:42") == "lms:profile:42"
+    assert keys.entry("profile:42", "profiles") == "profiles:profile:42"
+    assert keys.tag("user:42") == "~tag:user:42"
+    assert "{" not in keys.entry("x") + keys.tag("t") + keys.session("s")
+    hashed = Keys("lms", hash_keys=True).entry("user@example.com")
+    assert hashed.startswith("lms:#") and "example" not in hashed
+
+
+@pytest.mark.parametrize("bad", ["", "~reserved"])
+def test_reserved_or_empty_namespaces_are_refused(bad: str) -> None:
+    with pytest.raises(InvalidKeyError):
+        Keys("lms").entry("k", bad)
+
+
+def test_a_namespace_spreads_over_the_shards() -> None:
+    keys = Keys("lms")
+    shards = {shard_of(keys.entry(f"course:{i}"), 3) for i in range(100)}
+    assert shards == {0, 1, 2}
+
+
+# ----------------------------------------------------------------------------------- config
+def test_from_stack_output_reads_the_connection_output() -> None:
+    output: dict[str, Any] = {
+        "user": "app",
+        "password": "pw-from-pulumi",
+        "seeds": ["10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"],
+        "sentinels": [],
+        "sentinel_groups": [],
+        "tls": True,
+    }
+    config = from_stack_output(json.dumps(output), namespace="courses")
+    assert config.seeds == tuple(output["seeds"]) and config.tls and config.topology == "cluster"
+    assert config.namespace == "courses"
+    assert "pw-from-pulumi" not in repr(config)
+    sentinel = from_stack_output(
+        {**output, "sentinels": ["10.0.0.9:26379"], "sentinel_groups": ["redis-master-1", "redis-master-2"]}
+    )
+    assert sentinel.topology == "sentinel" and sentinel.sentinel_groups == ("redis-master-1", "redis-master-2")
+
+
+def test_from_env_reads_the_seed_variables() -> None:
+    env = {
+        "REDIS_PASSWORD": "pw",
+        "REDIS_NODE_1_HOST": "redis-node-1",
+        "REDIS_NODE_1_PORT": "7000",
+        "REDIS_NODE_2_HOST": "redis-node-2",
+        "REDIS_NODE_2_PORT": "7001",
+        "CACHE_DEFAULT_TTL": "600",
+        "CACHE_NAMESPACE": "lms-test",
+        "SESSION_TTL": "1800",
+    }
+    config = from_env(env)
+    assert config.seeds == ("redis-node-1:7000", "redis-node-2:7001")
+    assert (config.password, config.default_ttl, config.namespace, config.session_ttl) == ("pw", 600, "lms-test", 1800)
+    defaults = from_env({"REDIS_NODE_1_HOST": "h"})
+    assert (defaults.default_ttl, defaults.namespace, defaults.session_ttl) == (3600, "lms", 86400)
+    with pytest.raises(ConfigError):
+        from_env({})
+    with pytest.raises(ConfigError):
+        from_env({"REDIS_NODE_1_HOST": "h", "CACHE_DEFAULT_TTL": "soon"})
+
+
+# ------------------------------------------------------------------------------------ XFetch
+def test_early_refresh_grows_near_expiry_and_with_compute_time() -> None:
+    now = 1_000_000
+    far = Entry("v", now + 60_000, 100, ())
+    near = Entry("v", now + 50, 100, ())
+    assert not refresh_early(far, 1.0, now, rand=lambda: 0.5)
+    assert refresh_early(near, 1.0, now, rand=lambda: 0.5)  # 100 * ln 2 = 69 ms > 50 ms left
+    assert not refresh_early(near, 0.0, now, rand=lambda: 0.5)  # beta 0: off
+    assert not refresh_early(Entry("v", now + 50, 0, ()), 1.0, now)  # no compute time recorded
+    assert refresh_early(far, 1.0, now + 60_000, rand=lambda: 0.0)  # expired: always
+
+
+# ------------------------------------------------------------------- plans on a memory backend
+def test_tags_are_checked_on_read_and_invalidation_deletes_only_the_tag(cache: Cache, backend: MemoryBackend) -> None:
+    cache.set("profile:1", {"name": "Ada"}, tags=["user:1", "tenant:a"])
+    cache.set("profile:2", {"name": "Bob"}, tags=["user:2", "tenant:a"])
+    assert cache.invalidate_by_tags(["user:1"]) == 1
+    assert cache.get("profile:1") is None
+    assert cache.get("profile:2") == {"name": "Bob"}
+    unlinked = [args for args in backend.log if args[0] == "UNLINK"]
+    assert unlinked == [("UNLINK", "~tag:user:1")]  # O(tags): nothing else touched
+
+
+def test_a_recreated_tag_version_never_revalidates_old_entries(cache: Cache, backend: MemoryBackend) -> None:
+    cache.set("k", "old", tags=["t"])
+    old_version = backend.data["~tag:t"]
+    del backend.data["~tag:t"]  # evicted (allkeys-lru)
+    assert cache.get("k") is None
+    cache.set("other", "new", tags=["t"])  # recreates the version
+    assert backend.data["~tag:t"] != old_version
+    assert cache.get("k") is None and cache.get("other") == "new"
+
+
+def test_tag_versions_outlive_their_entries(cache: Cache, backend: MemoryBackend) -> None:
+    cache.set("a", 1, ttl=100, tags=["t"])
+    cache.set("b", 2, ttl=10, tags=["t"])
+    assert backend.ttl["~tag:t"] == 160_000  # longest entry + a minute, never shortened
+    assert backend.ttl["lms:a"] == 100_000 and backend.ttl["lms:b"] == 10_000
+
+
+def test_too_large_values_are_refused_before_any_io(backend: MemoryBackend) -> None:
+    cache = Cache(CONFIG.with_options(max_value_bytes=1000, compress_threshold=0), backend=backend)
+    with pytest.raises(ValueTooLargeError) as error:
+        cache.mset({"ok": "x", "big": "y" * 2000}, tags=["t"])
+    assert error.value.key == "big" and error.value.size > 2000
+    assert backend.log == []
+
+
+def test_reads_fail_open_and_count_errors_writes_configurable(cache: Cache, backend: MemoryBackend) -> None:
+    backend.down = True
+    assert cache.get("k", default="fallback") == "fallback"
+    assert cache.mget(["a", "b"]) == {}
+    assert cache.set("k", 1) is False
+    assert cache.get_or_set("k", lambda: "from-db") == "from-db"
+    with pytest.raises(CacheUnavailableError):
+        cache.invalidate_by_tags(["t"])  # never silently skipped
+    with pytest.raises(SessionUnavailableError) as error:
+        cache.get_session("sid")
+    assert "s3cret-pass" not in str(error.value)
+    stats = cache.get_stats()
+    assert stats["total"]["errors"] == 6 and "error" in stats["servers"]
+    assert cache.get_stats()["total"]["errors"] == 7  # the failed INFO itself
+    strict = Cache(CONFIG.with_options(fail_open_reads=False, fail_open_writes=False), backend=backend)
+    with pytest.raises(CacheUnavailableError):
+        strict.get("k")
+    with pytest.raises(CacheUnavailableError):
+        strict.set("k", 1)
+    lenient = Cache(CONFIG.with_options(fail_open_sessions=True), backend=backend)
+    assert lenient.get_session("sid") is None
+
+
+def test_refusals_are_not_swallowed_by_fail_open(backend: MemoryBackend) -> None:
+    def refuse(commands: Sequence[Command]) -> list[Any]:
+        raise redis.exceptions.NoPermissionError("this user has no permissions to run the 'get' command")
+
+    backend.run = refuse  # type: ignore[method-assign]
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        Cache(CONFIG, backend=backend).get("k")
+
+
+def test_get_or_set_loads_once_then_hits(cache: Cache, backend: MemoryBackend) -> None:
+    calls: list[int] = []
+
+    def loader() -> dict[str, int]:
+        calls.append(1)
+        return {"n": len(calls)}
+
+    assert cache.get_or_set("c", loader, tags=["t"]) == {"n": 1}
+    assert cache.get_or_set("c", loader, tags=["t"]) == {"n": 1}
+    assert len(calls) == 1
+    assert "~lock:lms:c" not in backend.data  # released
+    cache.invalidate_by_tags(["t"])
+    assert cache.get_or_set("c", loader, tags=["t"]) == {"n": 2}
+
+
+def test_a_failing_loader_releases_the_lock_and_raises(cache: Cache, backend: MemoryBackend) -> None:
+    def broken() -> Any:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError, match="database down"):
+        cache.get_or_set("c", broken)
+    assert "~lock:lms:c" not in backend.data
+
+
+def test_a_follower_waits_for_the_leader_then_loads_itself_after_lock_wait(backend: MemoryBackend) -> None:
+    cache = Cache(CONFIG.with_options(lock_wait=0.2), backend=backend)
+    backend.data["~lock:lms:c"] = b"someone else"  # a leader that never finishes
+    started = time.monotonic()
+    assert cache.get_or_set("c", lambda: "mine") == "mine"
+    assert 0.2 <= time.monotonic() - started < 2
+
+
+def test_early_refresh_runs_the_loader_while_others_keep_the_value(cache: Cache, backend: MemoryBackend) -> None:
+    # An entry 10 ms from expiry whose loader took 1 s: XFetch picks it for refresh (u = 0.5).
+    now = int(time.time() * 1000)
+    backend.data["lms:c"] = encode_entry("v1", JsonSerializer(), (), now + 10, 1000)
+    core = Core(CONFIG)
+    assert cache._run(core.get_or_set("c", 60, (), None, rand=lambda: 0.5), lambda: "v2") == "v2"
+    assert cache.get("c") == "v2"
+    backend.data["lms:c"] = encode_entry("v2", JsonSerializer(), (), now + 10, 1000)
+    # While another caller holds the refresh lock, an early refresh returns the current value.
+    backend.data["~lock:lms:c"] = b"other"
+    assert cache._run(core.get_or_set("c", 60, (), None, rand=lambda: 0.5), lambda: "v3") == "v2"
+
+
+def test_sessions_slide(cache: Cache, backend: MemoryBackend) -> None:
+    cache.set_session("sid", {"user": 1}, ttl=100)
+    assert backend.ttl["~session:lms:sid"] == 100_000
+    assert cache.get_session("sid", sliding=True, ttl=500) == {"user": 1}
+    assert backend.ttl["~session:lms:sid"] == 500_000
+    assert cache.get_session("sid", sliding=False) == {"user": 1}
+    assert backend.ttl["~session:lms:sid"] == 500_000
+    assert cache.touch_session("sid", ttl=50) and backend.ttl["~session:lms:sid"] == 50_000
+    assert cache.destroy_session("sid") and cache.get_session("sid") is None
+    assert not cache.touch_session("sid")
+
+
+def test_stats_per_namespace(cache: Cache) -> None:
+    cache.set("a", 1)
+    cache.set("a", 1, namespace="other")
+    cache.get("a")
+    cache.get("missing")
+    cache.get("a", namespace="other")
+    stats = cache.get_stats()
+    assert (stats["namespaces"]["lms"]["hits"], stats["namespaces"]["lms"]["misses"]) == (1, 1)
+    assert stats["namespaces"]["lms"]["hit_ratio"] == 0.5
+    assert stats["namespaces"]["other"]["hits"] == 1
+    assert stats["total"]["sets"] == 2
+    assert stats["servers"]["server_hit_ratio"] == 0.75 and stats["servers"]["keys"] == 2
+
+
+def test_summarize_info_sums_masters() -> None:
+    infos = [{"keyspace_hits": 1, "keyspace_misses": 1, "evicted_keys": 2, "maxmemory_policy": "allkeys-lru"}] * 3
+    summary = summarize_info(infos)
+    assert (summary["masters"], summary["evicted_keys"], summary["server_hit_ratio"]) == (3, 6, 0.5)
