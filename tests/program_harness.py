@@ -93,6 +93,7 @@ class ProgramRun:
     parents: dict[str, str | None] = field(default_factory=dict)
     additional_secret_outputs: dict[str, list[str]] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    protect: dict[str, bool] = field(default_factory=dict)
 
     def of_type(self, type_token: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == type_token]
@@ -199,4 +200,5 @@ class RecordingMonitor(MockMonitor):
         self.run.ignore_changes[request.name] = list(request.ignoreChanges)
         self.run.parents[request.name] = urn_name(request.parent) if request.parent else None
         self.run.additional_secret_outputs[request.name] = list(request.additionalSecretOutputs)
+        self.run.protect[request.name] = bool(request.protect)
         return super().RegisterResource(request)
