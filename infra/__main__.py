@@ -31,7 +31,10 @@ if settings.redis.target == "docker":
 else:
     ssh_key = secrets["ssh_private_key"]
     assert ssh_key is not None, "validate_deployment checked it"
-    RedisHostsDeployment("redis", RedisHostsArgs(settings, topology, credentials.passwords, ssh_key))
+    hosts = RedisHostsDeployment("redis", RedisHostsArgs(settings, topology, credentials.passwords, ssh_key))
+    if hosts.ca_cert_pem is not None:
+        # Public: `cachelayer health|drift` and CI verify the nodes' certificates with it.
+        pulumi.export("ca_cert_pem", hosts.ca_cert_pem)
 
 if settings.cdn is not None:
     token = secrets["cloudflare_api_token"]  # validate_deployment required it on the hosts target

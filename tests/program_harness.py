@@ -94,6 +94,7 @@ class ProgramRun:
     additional_secret_outputs: dict[str, list[str]] = field(default_factory=dict)
     delete_before_replace: dict[str, bool] = field(default_factory=dict)
     secrets: dict[str, str] = field(default_factory=dict)
+    protect: dict[str, bool] = field(default_factory=dict)
 
     def of_type(self, type_token: str) -> list[Recorded]:
         return [r for r in self.resources if r.type == type_token]
@@ -203,4 +204,5 @@ class RecordingMonitor(MockMonitor):
         self.run.parents[request.name] = urn_name(request.parent) if request.parent else None
         self.run.additional_secret_outputs[request.name] = list(request.additionalSecretOutputs)
         self.run.delete_before_replace[request.name] = bool(request.deleteBeforeReplace)
+        self.run.protect[request.name] = bool(request.protect)
         return super().RegisterResource(request)

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import ops_cli
+from . import delivery_cli, ops_cli
 from .cdn_cli import cdn_app
 from .errors import SettingsError
 from .rebalance import RebalanceError
@@ -34,6 +34,7 @@ sandbox_app = typer.Typer(
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(cdn_app, name="cdn")
 ops_cli.register(app)  # health, drift, report, failover, rebalance, drain
+delivery_cli.register(app)  # render, delivery render-diff|pr-comment|drift-issue
 
 console = Console()
 errors = Console(stderr=True)

@@ -79,7 +79,13 @@ class RedisDockerDeployment(pulumi.ComponentResource):
         acl = passwords.apply(lambda p: render_users_acl(settings, p))
         for node in topology.nodes:
             paths = docker_paths(node.name)
-            volume = docker.Volume(f"{name}-{node.name}-data", name=f"{settings.docker.network_name}-{node.name}-data", opts=child)
+            # The node's RDB and AOF: protected, so neither a replace nor `pulumi destroy` drops them
+            # unnoticed (`pulumi destroy --exclude-protected` keeps them; docs/delivery.md).
+            volume = docker.Volume(
+                f"{name}-{node.name}-data",
+                name=f"{settings.docker.network_name}-{node.name}-data",
+                opts=pulumi.ResourceOptions(parent=self, protect=True),
+            )
             uploads: list[ContainerUploadArgsDict] = [
                 {"file": paths.conf_file, "content": render_redis_conf(settings, topology, node, paths)},
                 secret_upload(paths.acl_file, acl),
