@@ -48,6 +48,7 @@ from .render_hosts import (
     render_firewall_unit,
     render_health_check,
     render_install_script,
+    render_kernel_apply,
     render_nftables,
     render_node_start,
     render_node_unit,
@@ -136,6 +137,7 @@ def _host_files(settings: Settings, topology: Topology, passwords: Passwords) ->
         if settings.hosts.kernel_tuning:
             files[base + SYSCTL_FILE] = render_sysctl(settings)
             files[f"{base}{UNIT_DIR}/{THP_UNIT}"] = render_thp_unit(settings)
+            files[f"{stdin}/kernel-apply.sh"] = render_kernel_apply(settings, plan)
         if plan.nodes:
             files[base + BACKUP_SCRIPT] = render_backup_script(settings, plan)
             files[f"{base}{UNIT_DIR}/redis-backup.service"] = render_backup_service(settings)
