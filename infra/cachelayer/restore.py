@@ -306,47 +306,74 @@ class Progress:
     def advance(self, keys: int) -> None: ...
 
 
+# DUMP and PEXPIRETIME of a whole SCAN batch in one round trip and one reply (parsed in C by
+# hiredis): per-key client overhead, not the servers, is what limits a restore. '' = gone.
+READ_BATCH = """
+local out = {}
+for i, key in ipairs(KEYS) do
+    out[2 * i - 1] = redis.call('DUMP', key) or ''
+    out[2 * i] = redis.call('PEXPIRETIME', key)
+end
+return out
+"""
+
+
 def _read_batches(source: redis.Redis, batch: int) -> Iterator[list[tuple[bytes, bytes | None, int]]]:
     """(key, DUMP payload or None when gone, absolute expiry in ms or -1) per key, SCAN batch by batch."""
+    read = source.register_script(READ_BATCH)
     cursor = 0
     while True:
         cursor, keys = source.scan(cursor, count=batch)
         if keys:
-            pipe = source.pipeline(transaction=False)
-            for key in keys:
-                pipe.dump(key)
-                pipe.execute_command("PEXPIRETIME", key)
-            answers = pipe.execute()
-            yield [(key if isinstance(key, bytes) else key.encode(), answers[2 * i], int(answers[2 * i + 1])) for i, key in enumerate(keys)]
+            answers = read(keys=keys)
+            yield [(key if isinstance(key, bytes) else key.encode(), answers[2 * i] or None, int(answers[2 * i + 1]))
+                   for i, key in enumerate(keys)]
         if cursor == 0:
             return
 
 
 def _write(router: Router, items: Sequence[tuple[bytes, bytes, int]], group: str | None, mode: Mode,
            result: ShardResult) -> None:
-    """RESTORE the items, one pipeline per target master (keys grouped by slot owner)."""
+    """RESTORE the items, one pipeline per target master (keys grouped by slot owner): every
+    master's commands are sent before any reply is read, so the masters work in parallel."""
     by_client: dict[int, tuple[redis.Redis, list[tuple[bytes, bytes, int]]]] = {}
     for item in items:
         client = router.client_for(item[0], group)
         by_client.setdefault(id(client), (client, []))[1].append(item)
-    for client, chunk in by_client.values():
-        pipe = client.pipeline(transaction=False)
-        for key, payload, expires in chunk:
-            args: list[Any] = ["RESTORE", key, max(expires, 0), payload]
-            if expires > 0:
-                args.append("ABSTTL")  # the same absolute expiry as in the backup
-            if mode == "replace":
-                args.append("REPLACE")
-            pipe.execute_command(*args)
-        for (key, _, _), answer in zip(chunk, pipe.execute(raise_on_error=False), strict=True):
-            if not isinstance(answer, Exception):
-                result.restored += 1
-            elif str(answer).startswith("BUSYKEY") and mode == "skip-existing":
-                result.existing += 1
-            elif str(answer).startswith("BUSYKEY"):
-                raise BackupError(f"{key!r} already exists in the target (another writer, or the backup holds it twice)")
-            else:
-                raise BackupError(f"RESTORE {key!r} failed: {answer}")
+    sent = []
+    try:
+        for client, chunk in by_client.values():
+            connection = client.connection_pool.get_connection()
+            sent.append((client, connection, chunk))
+            commands = []
+            for key, payload, expires in chunk:
+                args: list[Any] = ["RESTORE", key, max(expires, 0), payload]
+                if expires > 0:
+                    args.append("ABSTTL")  # the same absolute expiry as in the backup
+                if mode == "replace":
+                    args.append("REPLACE")
+                commands.append(args)
+            connection.send_packed_command(connection.pack_commands(commands))
+        for _, connection, chunk in sent:
+            for key, _, _ in chunk:
+                try:
+                    connection.read_response()
+                    result.restored += 1
+                except redis.ResponseError as answer:
+                    if str(answer).startswith("BUSYKEY") and mode == "skip-existing":
+                        result.existing += 1
+                    elif str(answer).startswith("BUSYKEY"):
+                        raise BackupError(f"{key!r} already exists in the target (another writer, or the backup "
+                                          "holds it twice)") from None
+                    else:
+                        raise BackupError(f"RESTORE {key!r} failed: {answer}") from None
+    except BaseException:
+        for _, connection, _ in sent:
+            connection.disconnect()  # unread replies: the connection cannot be reused
+        raise
+    finally:
+        for client, connection, _ in sent:
+            client.connection_pool.release(connection)
 
 
 def _content(client: redis.Redis, key: bytes) -> tuple[Any, ...]:

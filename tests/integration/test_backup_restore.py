@@ -134,7 +134,8 @@ def test_restore_into_four_masters_keeps_types_ttls_and_bytes(
     assert dst.smembers("t:set") == src.smembers("t:set") == {b"p", b"q", b"r"}
     assert dst.hgetall("t:hash") == src.hgetall("t:hash") == {b"a": b"1", b"b": BINARY}
     assert dst.get(BINARY) == BINARY and dst.hget("t:hash", "b") == BINARY
-    assert dst.xrange("t:stream")[1][1] == {b"field": BINARY}
+    stream = dst.xrange("t:stream")
+    assert stream is not None and stream[1][1] == {b"field": BINARY}
     # The absolute expiry is the source's, to the millisecond.
     assert dst.execute_command("PEXPIRETIME", "t:ttl") == src.execute_command("PEXPIRETIME", "t:ttl") > 0
     assert dst.ttl("t:hash") == -1
