@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import delivery_cli, ops_cli
+from . import backup_cli, delivery_cli, ops_cli
 from .cdn_cli import cdn_app
 from .errors import SettingsError
 from .rebalance import RebalanceError
@@ -35,6 +35,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(cdn_app, name="cdn")
 ops_cli.register(app)  # health, drift, report, failover, rebalance, drain
 delivery_cli.register(app)  # render, delivery render-diff|pr-comment|drift-issue
+backup_cli.register(app)  # backup, restore, restore-drill
 
 console = Console()
 errors = Console(stderr=True)

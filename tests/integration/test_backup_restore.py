@@ -1,0 +1,260 @@
+"""`cachelayer backup` / `restore` / `restore-drill` on real redis-server processes.
+
+Ports: source cluster 7900-7905, a 4-master target 7910-7917, sentinel target 7930-7935 +
+27930-27932, the drill's sandbox 7940-7945; temporary servers take free loopback ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+
+from cachelayer import backup as backup_module
+from cachelayer.backup import sha256_of
+from cachelayer.cli import main
+from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox
+from cachelayer.stack_file import PROJECT_ROOT
+
+pytestmark = pytest.mark.integration
+
+BINARY = bytes(range(256)) * 3  # every byte value, NUL and invalid UTF-8 included
+
+
+def admin_cluster(sandbox: LocalSandbox) -> RedisCluster:
+    return RedisCluster(startup_nodes=[ClusterNode(n.address, n.port) for n in sandbox.topology.nodes],
+                        username="admin", password=sandbox.passwords.admin, socket_timeout=10)
+
+
+def one_key_per_slot() -> list[bytes]:
+    keys: dict[int, bytes] = {}
+    i = 0
+    while len(keys) < TOTAL_SLOTS:
+        key = f"slot:{i}".encode()
+        keys.setdefault(key_slot(key), key)
+        i += 1
+    return list(keys.values())
+
+
+def fill(client: RedisCluster) -> dict[str, Any]:
+    """A key in every slot, one of each type, TTLs, binary values; returns what to expect."""
+    pipe = client.pipeline()
+    for key in one_key_per_slot():
+        pipe.set(key, key[::-1])
+    pipe.execute()
+    client.hset("t:hash", mapping={"a": "1", "b": BINARY})
+    client.rpush("t:list", "x", "y", BINARY)
+    client.sadd("t:set", "p", "q", "r")
+    client.zadd("t:zset", {"low": 1.5, "high": 99})
+    client.xadd("t:stream", {"field": "value"}, id="1-1")
+    client.xadd("t:stream", {"field": BINARY}, id="2-1")
+    client.set(BINARY, BINARY)  # a binary key too
+    client.set("t:ttl", "lives", ex=3600)
+    client.set("t:short", "dies", px=300)  # expired by the time it is restored
+    return {"ttl_key": b"t:ttl", "total": TOTAL_SLOTS + 8}
+
+
+def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    code = main([*argv, "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def source(sandbox_factory: Callable[..., LocalSandbox]) -> LocalSandbox:
+    sandbox = sandbox_factory(7900)
+    sandbox.up()
+    fill(admin_cluster(sandbox))
+    sandbox.wait_converged()
+    return sandbox
+
+
+@pytest.fixture(scope="module")
+def taken(source: LocalSandbox, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One backup of the source (t:short may or may not be in it yet)."""
+    directory = tmp_path_factory.mktemp("backups")
+    code = main(["backup", "--workdir", str(source.workdir), "--to", str(directory)])
+    assert code == 0
+    (path,) = directory.iterdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def four_masters(sandbox_factory: Callable[..., LocalSandbox]) -> LocalSandbox:
+    sandbox = sandbox_factory(7910, node_count=8, replicas_per_master=1)
+    sandbox.up()
+    return sandbox
+
+
+def test_backup_takes_one_checked_file_per_shard_from_replicas(source: LocalSandbox, taken: Path) -> None:
+    manifest = json.loads((taken / "manifest.json").read_text())
+    assert manifest["topology"] == "cluster" and manifest["redis_version"].startswith("7.")
+    assert "not a single point in time" in manifest["consistency"]
+    shards = manifest["shards"]
+    assert len(shards) == 3
+    covered = sorted(slot for s in shards for a, b in s["slots"] for slot in range(a, b + 1))
+    assert covered == list(range(TOTAL_SLOTS))
+    roles = {n.endpoint: n.role for n in source.status().nodes}
+    for shard in shards:
+        file = taken / shard["file"]
+        assert shard["source"]["role"] == "replica" and roles[shard["source"]["address"]] == "replica"
+        assert shard["master"]["address"] != shard["source"]["address"] and len(shard["nodes"]) == 2
+        assert sha256_of(file) == shard["sha256"] and file.stat().st_size == shard["bytes"]
+        assert shard["keys"] == shard["rdb_keys"] > 5000 and shard["rdb_repl_offset"] > 0
+        assert len(shard["master"]["id"]) == 40
+        assert oct(file.stat().st_mode & 0o777) == "0o600"
+    assert sum(s["rdb_keys"] for s in shards) in (TOTAL_SLOTS + 7, TOTAL_SLOTS + 8)  # t:short may be gone
+
+
+def test_restore_into_four_masters_keeps_types_ttls_and_bytes(
+    source: LocalSandbox, taken: Path, four_masters: LocalSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    time.sleep(0.4)  # t:short has expired: it must not come back
+    code, result = run_json(["restore", str(taken), "--workdir", str(four_masters.workdir), "--verify"], capsys)
+    assert code == 0, result
+    assert result["verified"] is True and all(s["counts_match"] for s in result["shards"])
+    src, dst = admin_cluster(source), admin_cluster(four_masters)
+    assert len([n for n in four_masters.status().nodes if n.role == "master" and n.slots]) == 4
+    assert result["target_keys_after"] == result["restored"] == TOTAL_SLOTS + 7
+    assert dst.exists("t:short") == 0
+    for key in [*one_key_per_slot()[::97], b"t:list", b"t:zset", b"t:stream", BINARY]:
+        assert dst.dump(key) == src.dump(key), key
+    # Hashtable-encoded sets and hashes serialise in their table's order: compare the content.
+    assert dst.smembers("t:set") == src.smembers("t:set") == {b"p", b"q", b"r"}
+    assert dst.hgetall("t:hash") == src.hgetall("t:hash") == {b"a": b"1", b"b": BINARY}
+    assert dst.get(BINARY) == BINARY and dst.hget("t:hash", "b") == BINARY
+    stream = dst.xrange("t:stream")
+    assert stream is not None and stream[1][1] == {b"field": BINARY}
+    # The absolute expiry is the source's, to the millisecond.
+    assert dst.execute_command("PEXPIRETIME", "t:ttl") == src.execute_command("PEXPIRETIME", "t:ttl") > 0
+    assert dst.ttl("t:hash") == -1
+
+
+def test_non_empty_target_is_refused_unless_a_mode_says(
+    taken: Path, four_masters: LocalSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    workdir = ["--workdir", str(four_masters.workdir)]
+    code, refused = run_json(["restore", str(taken), *workdir], capsys)
+    assert code == 1 and "holds" in refused["error"] and "--mode" in refused["error"]
+    dst = admin_cluster(four_masters)
+    dst.set("t:set", "changed")  # now a string: skip-existing keeps it, replace puts the set back
+    dst.set("extra", "mine")
+    code, skipped = run_json(["restore", str(taken), *workdir, "--mode", "skip-existing", "--verify"], capsys)
+    assert code == 0 and skipped["restored"] == 0 and sum(s["existing"] for s in skipped["shards"]) == TOTAL_SLOTS + 7
+    assert dst.get("t:set") == b"changed"
+    code, replaced = run_json(["restore", str(taken), *workdir, "--mode", "replace", "--verify"], capsys)
+    assert code == 0 and replaced["verified"] is True
+    assert dst.smembers("t:set") == {b"p", b"q", b"r"} and dst.get("extra") == b"mine"
+
+
+def test_verify_notices_a_different_target(
+    taken: Path, four_masters: LocalSandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--verify is not a rubber stamp: a RESTORE that silently stores other bytes is caught."""
+    from cachelayer import restore as restore_module
+
+    original = restore_module._write
+
+    def corrupting(router: Any, items: Any, group: Any, mode: Any, result: Any) -> None:
+        original(router, items, group, mode, result)
+        for key, _, _ in items:
+            router.client_for(key, group).set(key, b"not what was backed up")
+
+    monkeypatch.setattr(restore_module, "_write", corrupting)
+    code, result = run_json(["restore", str(taken), "--workdir", str(four_masters.workdir), "--mode", "replace",
+                             "--verify", "--sample", "20"], capsys)
+    assert code == 1 and result["verified"] is False
+    assert all(len(s["mismatches"]) == s["sampled"] > 0 for s in result["shards"])
+
+
+def test_corrupt_rdb_is_refused_by_backup_and_by_restore(
+    source: LocalSandbox, taken: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # restore: a truncated shard file (its manifest sha256 no longer matches)...
+    damaged = tmp_path / "damaged"
+    shutil.copytree(taken, damaged)
+    shard = damaged / "shard-2.rdb"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    code, refused = run_json(["restore", str(damaged), "--workdir", str(source.workdir), "--mode", "replace"], capsys)
+    assert code == 1 and "shard-2" in refused["error"] and "sha256" in refused["error"]
+    # ... and, without a manifest to compare with, redis-check-rdb's verdict.
+    code, refused = run_json(["restore", str(shard), "--workdir", str(source.workdir), "--mode", "replace"], capsys)
+    assert code == 1 and "is not a valid RDB file (redis-check-rdb:" in refused["error"]
+
+    # backup: a snapshot that arrives truncated does not count, and leaves nothing behind.
+    real = backup_module.snapshot
+
+    def truncated(target: Any, endpoint: Any, path: Path, timeout: float = 3600) -> None:
+        real(target, endpoint, path, timeout)
+        path.write_bytes(path.read_bytes()[:-40])
+
+    monkeypatch.setattr(backup_module, "snapshot", truncated)
+    out = tmp_path / "out"
+    code, failed = run_json(["backup", "--workdir", str(source.workdir), "--to", str(out)], capsys)
+    assert code == 1 and "is not a valid RDB file" in failed["error"]
+    assert list(out.iterdir()) == []
+
+
+def test_interrupted_restore_leaves_no_temporary_process(
+    taken: Path, four_masters: LocalSandbox, tmp_path: Path
+) -> None:
+    code = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT / 'infra')!r}); from cachelayer.cli import main; "
+            f"sys.exit(main(['restore', {str(taken)!r}, '--workdir', {str(four_masters.workdir)!r}, "
+            "'--mode', 'replace', '--batch', '1']))")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TMPDIR": str(scratch), "COLUMNS": "200"})
+    assert child.stderr is not None
+    pid = None
+    for line in child.stderr:
+        if "temporary redis-server pid" in line:
+            pid = int(line.split("pid ")[1].split()[0])
+            break
+    assert pid is not None and Path(f"/proc/{pid}").exists()
+    assert list(scratch.glob("cachelayer-restore-*"))
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(30) != 0, "the restore was still running when interrupted"
+    child.stderr.close()
+    assert not Path(f"/proc/{pid}").exists(), "the temporary redis-server outlived the interrupted restore"
+    assert list(scratch.iterdir()) == []
+
+
+def test_restore_into_sentinel_topology(
+    taken: Path, sandbox_factory: Callable[..., LocalSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    sandbox = sandbox_factory(7930, topology="sentinel")
+    sandbox.up()
+    code, result = run_json(["restore", str(taken), "--workdir", str(sandbox.workdir), "--verify"], capsys)
+    assert code == 0 and result["verified"] is True, result
+    masters = [m for m in sandbox.topology.masters]
+    counts = []
+    for master in masters:
+        with sandbox.admin_client(master.port) as client:
+            counts.append(int(client.dbsize()))
+    # A cluster backup spreads over the groups by slot share: every group got about a third.
+    assert sum(counts) == TOTAL_SLOTS + 7 and min(counts) > TOTAL_SLOTS // 4
+    sandbox.down()
+
+
+def test_restore_drill_reports_and_cleans_up(source: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    code, drill = run_json(["restore-drill", "--workdir", str(source.workdir), "--base-port", "7940"], capsys)
+    assert code == 0, drill
+    figures = drill["figures"]
+    assert figures["verified"] is True and figures["restored_keys"] == figures["backup_keys"] - figures["expired"]
+    assert figures["restored_keys"] >= TOTAL_SLOTS and figures["keys_per_second"] > 0
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=7940, socket_connect_timeout=1).ping()  # the throwaway sandbox is gone
