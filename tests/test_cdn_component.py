@@ -78,6 +78,9 @@ def declare(settings: CdnSettings, api_token: pulumi.Input[str] | None = None) -
     """Declare the component; return what the mocks received, by resource name."""
     MOCKS.resources.clear()
     MONITOR.options.clear()
+    # Again for every declaration: other test modules (the program harness, the rehearsal) set
+    # their own mocks, and a resource declared under theirs never reaches these.
+    pulumi.runtime.set_mocks(MOCKS, preview=False, monitor=MONITOR)
 
     @pulumi_test
     def run() -> pulumi.Output[Any]:

@@ -640,7 +640,7 @@ def assert_app_user_rights(deployment: LocalSandbox, node: Node) -> None:
 
 @pytest.mark.integration
 def test_cluster_topology_runs_from_the_rendered_files(deploy: Callable[..., LocalSandbox]) -> None:
-    deployment = deploy("cluster", 7400)
+    deployment = deploy("cluster", 6600)
     for node in deployment.topology.nodes:
         assert_running_values(deployment, node)
         assert_app_user_rights(deployment, node)
@@ -689,7 +689,7 @@ def replication_up(deployment: LocalSandbox, node: Node) -> bool:
 
 @pytest.mark.integration
 def test_sentinel_topology_runs_from_the_rendered_files(deploy: Callable[..., LocalSandbox]) -> None:
-    deployment = deploy("sentinel", 7500)
+    deployment = deploy("sentinel", 6700)
     topology = deployment.topology
     for node in topology.nodes:
         assert_running_values(deployment, node)
@@ -717,7 +717,7 @@ def test_sentinel_topology_runs_from_the_rendered_files(deploy: Callable[..., Lo
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("topology_kind", "preferred_port"), [("cluster", 7600), ("sentinel", 7700)])
+@pytest.mark.parametrize(("topology_kind", "preferred_port"), [("cluster", 6400), ("sentinel", 6500)])
 def test_tls_topology_runs_from_the_rendered_files(
     deploy: Callable[..., LocalSandbox], topology_kind: str, preferred_port: int
 ) -> None:
