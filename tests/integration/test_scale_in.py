@@ -100,6 +100,12 @@ def test_scale_in_from_8_to_6_keeps_every_key_and_every_slot_served(
     small = LocalSandbox(settings, big.workdir, config=config)
     with pytest.raises(SandboxError, match="redis-8106, redis-8107 run"):
         small.up()  # stopping them would drop their slots: refused
+    # The deployments' bootstrap (re-run by Pulumi before it deletes the removed nodes' services
+    # or containers) refuses too, naming them and the drain command.
+    with pytest.raises(SandboxError) as refused:
+        small.bootstrap()
+    assert "no longer plans: 127.0.0.1:8106 127.0.0.1:8107." in str(refused.value), refused.value
+    assert "cachelayer drain" in str(refused.value)
 
     lines: list[str] = []
     with watching(small, values) as watch:
