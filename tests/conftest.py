@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,22 @@ def stack_run(stack: str) -> ProgramRun:
     if stack not in _runs:
         _runs[stack] = run_program(stack)
     return _runs[stack]
+
+
+@pytest.fixture(autouse=True)
+def keep_event_loop() -> Iterator[None]:
+    """Pulumi's runtime (the program under mocks, the CDN component, the rehearsal) keeps futures
+    on the event loop that was current when it started. `asyncio.run` (the cache library's
+    asyncio tests) leaves no current loop behind, and a new one would not be Pulumi's: put the
+    one from before the test back."""
+    policy = asyncio.get_event_loop_policy()
+    try:
+        before = policy.get_event_loop()
+    except RuntimeError:
+        before = None
+    yield
+    if before is not None and not before.is_closed():
+        policy.set_event_loop(before)
 
 
 @pytest.fixture(params=STACKS)

@@ -221,12 +221,14 @@ def test_interrupted_restore_leaves_no_temporary_process(
     pid = None
     for line in child.stderr:
         if "temporary redis-server pid" in line:
+            # Frozen at once, so the interrupt lands mid-restore however fast the restore is.
+            child.send_signal(signal.SIGSTOP)
             pid = int(line.split("pid ")[1].split()[0])
             break
     assert pid is not None and Path(f"/proc/{pid}").exists()
     assert list(scratch.glob("cachelayer-restore-*"))
-    time.sleep(0.5)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(signal.SIGINT)  # pending until it runs again
+    child.send_signal(signal.SIGCONT)
     assert child.wait(30) != 0, "the restore was still running when interrupted"
     child.stderr.close()
     assert not Path(f"/proc/{pid}").exists(), "the temporary redis-server outlived the interrupted restore"
