@@ -22,6 +22,7 @@ from .sandbox import (
     default_workdir,
     sandbox_settings,
 )
+from .sandbox_monitoring import SandboxMonitoring
 from .stack_file import read_stack_config
 
 app = typer.Typer(help="Caching layer (Redis + Cloudflare) tooling.", no_args_is_help=True, add_completion=False)
@@ -70,6 +71,10 @@ def up(
         Path | None,
         typer.Option(help="For a stack with redis.tls: a directory with ca.crt, redis.crt, redis.key.", show_default=False),
     ] = None,
+    monitoring: Annotated[
+        bool, typer.Option(help="Also start an exporter per process and a local Prometheus with the stack's alert rules.")
+    ] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Loopback port of the local Prometheus (with --monitoring).")] = 9090,
 ) -> None:
     """Start the nodes (and sentinels), run the bootstrap script, wait until converged."""
     if topology not in (None, "cluster", "sentinel"):
@@ -88,6 +93,19 @@ def up(
         else f"[green]ready[/] in {result.seconds:.1f} s; started {len(result.started)} process(es)"
     )
     _print_endpoints(sandbox, show_password)
+    if monitoring:
+        try:
+            with console.status("Starting the exporters and Prometheus…"):
+                watch = SandboxMonitoring(sandbox, prometheus_port)
+                watch.up()
+        except SandboxError as error:
+            raise _fail(str(error)) from None
+        console.print(
+            f"monitoring: {len(watch.targets)} exporter(s) scraped by Prometheus at {watch.url} "
+            f"(alerts: {watch.url}/alerts; rules and targets in {watch.dir})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
@@ -180,6 +198,7 @@ def down(
     try:
         sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
         with console.status("Stopping…"):
+            SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
             result = sandbox.down(purge=purge)
     except (SandboxError, SettingsError) as error:
         raise _fail(str(error)) from None
