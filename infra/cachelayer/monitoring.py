@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from .render import render_template
 from .settings import Settings, exporter_ports
 from .topology import Node, SentinelNode, Topology
 
@@ -121,7 +122,7 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
             hold,
             "warning",
             "the exporter of {{ $labels.process }} cannot be scraped",
-            "on the host `systemctl status redis-exporter-<port>`; check the firewall lets monitoring.scrape_networks in; "
+            "on the host `systemctl status {{ $labels.process }}-exporter`; check the firewall lets monitoring.scrape_networks in; "
             f"the node itself: `{health}`",
         ),
         AlertRule(
@@ -365,3 +366,53 @@ def dashboard_json(settings: Settings) -> str:
         "panels": panels,
     }
     return json.dumps(dashboard, indent=2) + "\n"
+
+
+# ------------------------------------------------------------------------------------- hosts
+HOST_EXPORTER_BINARY = f"/usr/bin/{EXPORTER_BINARY}"
+
+
+def exporter_unit_name(target: ExporterTarget) -> str:
+    return f"{target.process}-exporter"
+
+
+def exporter_password_file(target: ExporterTarget, conf_dir: str) -> str:
+    """Root-only (0600) on the host; systemd's LoadCredential hands it to the exporter."""
+    return f"{conf_dir}/{exporter_unit_name(target)}.json"
+
+
+def render_password_file(target: ExporterTarget, password: str, tls: bool) -> str:
+    """The exporter's --redis.password-file: a JSON map of the Redis URI to the password."""
+    scheme = "rediss" if tls else "redis"
+    return json.dumps({f"{scheme}://{target.redis_address}": password}) + "\n"
+
+
+def render_exporter_unit(settings: Settings, target: ExporterTarget, conf_dir: str, tls_ca_file: str | None) -> str:
+    # The CA arrives through LoadCredential too (%d): /etc/redis is not readable by the exporter.
+    args = exporter_args(target, "%d/ca.crt" if tls_ca_file else None)
+    return render_template(
+        "redis-exporter.service.j2",
+        stack=settings.stack,
+        target=target,
+        binary=HOST_EXPORTER_BINARY,
+        args=args,
+        password_file=exporter_password_file(target, conf_dir),
+        tls_ca_file=tls_ca_file,
+    )
+
+
+def alerts_markdown(stack: str = "prod") -> str:
+    """The alert table of docs/monitoring.md, for both topologies with the default thresholds."""
+    from .settings import load_settings  # here: settings is the caller's concern everywhere else
+
+    seen: dict[str, tuple[AlertRule, str]] = {}
+    for topology in ("cluster", "sentinel"):
+        for rule in alert_rules(load_settings({"redis": {"topology": topology}}, stack)):
+            where = "both" if rule.name in seen else topology
+            seen[rule.name] = (rule, where)
+    lines = ["| alert | severity | topology | fires when (PromQL, for) | runbook |", "| --- | --- | --- | --- | --- |"]
+    for rule, where in seen.values():
+        held = f", for {rule.for_seconds} s" if rule.for_seconds else ""
+        expr = rule.expr.replace("|", "\\|")
+        lines.append(f"| {rule.name} | {rule.severity} | {where} | `{expr}`{held} | {rule.runbook.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
