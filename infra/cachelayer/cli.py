@@ -127,7 +127,7 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
         cluster_flag += f" --tls --cacert {shlex.quote(str(sandbox.tls_dir / 'ca.crt'))}"
     # Reads the password from the 0600 file, so it never lands in the shell history.
     read = "import json, sys; print(json.load(open(sys.argv[1]))['app'])"
-    console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel)")
+    console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel, monitor)")
     console.print("Connect as the application user:")
     console.print(
         f'  REDISCLI_AUTH=$(python3 -c "{read}" {shlex.quote(str(sandbox.passwords_file))}) '
