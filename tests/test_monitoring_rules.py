@@ -5,6 +5,7 @@ fires, or a missing label, fails the case."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -228,3 +229,22 @@ def test_every_rule_has_a_runbook_naming_a_command() -> None:
     for topology in ("cluster", "sentinel"):
         for rule in alert_rules(settings_for(topology)):
             assert "cachelayer" in rule.runbook or "systemctl" in rule.runbook, rule.name
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """Each panel's query, with Grafana's variables filled in, as a recording rule promtool parses."""
+    from cachelayer.monitoring import dashboard_json
+
+    dashboard = json.loads(dashboard_json(settings_for("cluster")))
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    for wanted in ("Cluster state", "Operations per second", "Hit ratio", "Memory used / maxmemory", "Evictions",
+                   "Replication lag", "Failovers", "Slowlog length", "Backup age"):  # fmt: skip
+        assert any(title.startswith(wanted) for title in titles), wanted
+    rules = [
+        {"record": f"dashboard:panel{panel['id']}", "expr": target["expr"].replace("$__rate_interval", "1m").replace("$stack", STACK)}
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+    ]
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = run_promtool("check", "rules", "dashboard.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -317,7 +317,10 @@ _PANELS: tuple[tuple[str, str, str, str], ...] = (
     ("Evictions per second", 'rate(redis_evicted_keys_total{stack="$stack"}[$__rate_interval])', "{{process}}", "ops"),
     ("Replication lag (s since last ack)", 'redis_connected_slave_lag_seconds{stack="$stack"}',
      "{{process}} → {{slave_ip}}:{{slave_port}}", "s"),
-    ("Failovers (role changes)", 'changes(redis_instance_info{stack="$stack",role="master"}[1h])', "{{process}}", "short"),
+    # Roles an instance had within the last hour: 2 means it was failed over (as RedisFailover reads it).
+    ("Failovers (roles seen in the last hour)",
+     'count by (process) (group by (process, role) (last_over_time(redis_instance_info{stack="$stack"}[1h])))',
+     "{{process}}", "short"),
     ("Linked replicas per master", 'redis_connected_slaves{stack="$stack"} and on (instance) redis_instance_info{role="master"}',
      "{{process}}", "short"),
     ("Slowlog length", 'redis_slowlog_length{stack="$stack"}', "{{process}}", "short"),

@@ -55,6 +55,7 @@ class SandboxMonitoring:
         self.targets: tuple[ExporterTarget, ...] = exporter_targets(
             sandbox.settings, sandbox.topology, lambda p: "127.0.0.1", lambda p: p.address
         )
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # reaped in down()
 
     @property
     def state_file(self) -> Path:
@@ -122,6 +123,10 @@ class SandboxMonitoring:
                 time.sleep(0.05)
             if self._alive(record):
                 os.kill(record.pid, signal.SIGKILL)
+        for child in self._children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)  # no zombie left behind in a long-running caller
+        self._children.clear()
         self.state_file.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return tuple(stopped)
@@ -140,6 +145,7 @@ class SandboxMonitoring:
                 start_new_session=True,
                 umask=0o077,
             )
+        self._children[child.pid] = child
         start_time = None
         for _ in range(100):
             start_time = process_start_time(child.pid)

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from cachelayer.render import USERS
-from cachelayer.sandbox import LocalSandbox, sandbox_settings
+from cachelayer.sandbox import LocalSandbox, process_cmdline, sandbox_settings
 from cachelayer.sandbox_monitoring import SandboxMonitoring
 
 from .conftest import cluster_client, require_redis
@@ -128,7 +128,12 @@ def test_a_healthy_cluster_fires_nothing(cluster: tuple[LocalSandbox, SandboxMon
 
 
 def test_the_exporter_reads_as_monitor_and_is_refused_secrets(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
-    sandbox, _ = cluster
+    sandbox, monitoring = cluster
+    exporters = [r for name, r in monitoring.running().items() if name != "prometheus"]
+    assert len(exporters) == 6
+    for record in exporters:
+        cmdline = process_cmdline(record.pid)
+        assert "--redis.user=monitor" in cmdline and sandbox.passwords.monitor not in cmdline
     node = sandbox.topology.nodes[0]
     client = sandbox.client(node, USERS.monitor, sandbox.passwords.monitor)
     try:
