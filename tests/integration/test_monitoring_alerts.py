@@ -206,8 +206,15 @@ def test_stopped_master_fires_down_and_failover(cluster: tuple[LocalSandbox, San
     sandbox.reap(master)
     wait_for(firing_for(monitoring, "RedisDown", process=master), ALERT_TIMEOUT, "down")
     measure("RedisDown (master killed)", time.monotonic() - begin)
+    def promoted() -> bool:
+        with sandbox.admin_client(sandbox.process(replica)) as client:
+            return bool(client.info("replication")["role"] == "master")
+
+    wait_for(promoted, ALERT_TIMEOUT, "replica promoted")
+    promoted_at = time.monotonic() - begin
     wait_for(firing_for(monitoring, "RedisFailover", process=replica), ALERT_TIMEOUT, "failover")
     measure("RedisFailover (master killed, replica promoted)", time.monotonic() - begin)
+    measure("  of which Redis Cluster's own failover (kill -> promoted)", promoted_at)
     # The promoted replica has no replica of its own while the old master is down.
     wait_for(firing_for(monitoring, "RedisMasterMissingReplicas", process=replica), ALERT_TIMEOUT, "promoted alone")
     sandbox.start([master])
