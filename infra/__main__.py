@@ -5,6 +5,7 @@ import pulumi
 from cachelayer.advice import settings_warnings
 from cachelayer.components.cdn import CloudflareCdn, CloudflareCdnArgs
 from cachelayer.components.credentials import RedisCredentials, RedisCredentialsArgs
+from cachelayer.components.monitoring import export_outputs
 from cachelayer.components.program_config import project_config, secret_settings
 from cachelayer.components.redis_docker import RedisDockerArgs, RedisDockerDeployment
 from cachelayer.components.redis_hosts import RedisHostsArgs, RedisHostsDeployment
@@ -62,5 +63,7 @@ pulumi.export(
         "tls": settings.redis.tls,
     },
 )
+if settings.monitoring_enabled:
+    export_outputs(settings, topology)  # scrape targets, rules file, Grafana dashboard
 pulumi.export("admin_user", USERS.admin)
 pulumi.export("admin_password", credentials.admin_password)

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine: Debian's redis-server and
-# redis-tools (the sandbox and the integration tests run them), shellcheck, iproute2, openssl
-# and systemd-analyze (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal), and a virtualenv `venv/` with requirements.txt
+# redis-tools (the sandbox and the integration tests run them), prometheus and
+# prometheus-redis-exporter (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
+# openssl and systemd-analyze (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
+# and a virtualenv `venv/` with requirements.txt
 # (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,9 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# Monitoring: promtool checks and tests the alert rules; the sandbox runs both (docs/monitoring.md).
+{ command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
+command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The prod-stack rehearsal (tests/rehearsal): booted Debian hosts, reached over SSH.
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
@@ -25,7 +30,8 @@ if ((${#missing[@]})); then
     fi
     echo "installing ${missing[*]}"
     apt-get update -qq
-    # Keep the distro's own redis-server service (port 6379) from starting on install.
+    # Keep the distro's own services (redis-server on 6379, prometheus on 9090, the exporter on
+    # 9121) from starting on install.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

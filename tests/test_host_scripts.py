@@ -42,7 +42,8 @@ from tls_certificates import make_test_certificates
 # The scripts' node (PORT), a restore target (PORT + 1) and a port nobody listens on (PORT + 5).
 PORT = free_port_block(7200, 7300)
 PASSWORDS = Passwords(
-    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789"
+    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789",
+    "monitor-pw-0123456789",
 )
 
 

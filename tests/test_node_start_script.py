@@ -19,7 +19,8 @@ from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import Topology, build_topology
 
-PASSWORDS = Passwords("app-pw-0123456789", "admin-pw-0123456789", "repl-pw-0123456789", "sentinel-pw-0123456789")
+PASSWORDS = Passwords("app-pw-0123456789", "admin-pw-0123456789", "repl-pw-0123456789", "sentinel-pw-0123456789",
+                      "monitor-pw-0123456789")
 FAKE_CLI = """#!/bin/sh
 # Answers `sentinel master <group>` from $FAKE_DIR/answer-<port>; no file: refused.
 while [ $# -gt 0 ]; do

@@ -53,8 +53,9 @@ PASSWORDS = Passwords(
     admin="admin-Pw-8Jd4Tn6YbW1s",
     replication="repl-Pw-$dollar#hash!-5Hc",
     sentinel="sent-Pw-Q0r&7Uv|Ez2;`x",
+    monitor="mon-Pw-7Gh2Kp9Wq4Zt",
 )
-ALL_PASSWORDS = (PASSWORDS.app, PASSWORDS.admin, PASSWORDS.replication, PASSWORDS.sentinel)
+ALL_PASSWORDS = (PASSWORDS.app, PASSWORDS.admin, PASSWORDS.replication, PASSWORDS.sentinel, PASSWORDS.monitor)
 INSTALL_HINT = "run scripts/test.sh (the README's test command), which installs it"
 
 

@@ -29,7 +29,8 @@ from cachelayer.topology import build_topology, local_placement
 from free_ports import free_port_block
 
 PASSWORDS = Passwords(
-    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789"
+    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789",
+    "monitor-pw-0123456789",
 )
 
 

@@ -299,3 +299,51 @@ def markdown_table(scripting: bool = False) -> str:
         commands = ", ".join(f"`{c.upper().replace('|', ' ')}`" for c in group.commands)
         lines.append(f"| {verdict} | {commands} | {group.reason} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ monitor user
+# The `monitor` user the Redis exporter (prometheus-redis-exporter 1.45, the Debian 12 package and
+# the pinned image) logs in with: what it runs, found with ACL LOG against a real exporter. No key,
+# no channel. Each entry: (ACL rule, why).
+MONITOR_NODE_RULES: tuple[tuple[str, str], ...] = (
+    ("+ping", "liveness"),
+    ("+info", "INFO ALL: memory, clients, persistence, replication, stats (nearly every metric)"),
+    ("+cluster|info", "cluster_state and slots ok/pfail/fail (cluster topology; an error elsewhere)"),
+    ("+slowlog|len", "the slowlog length on the dashboard"),
+    ("+latency|latest", "latency-monitor spikes (event names and milliseconds only)"),
+    ("+client|setname", "names its connection redis_exporter, so CLIENT LIST shows who it is"),
+)
+# What the exporter tries and is refused on purpose (it then exports the rest).
+MONITOR_NODE_REFUSED: tuple[tuple[str, str], ...] = (
+    ("config|get", "CONFIG GET * would show masterauth, the replication user's password (redis_config_* metrics are lost)"),
+    ("slowlog|get", "slowlog entries hold the commands' arguments: application keys and values"),
+)
+MONITOR_SENTINEL_RULES: tuple[tuple[str, str], ...] = (
+    ("+ping", "liveness"),
+    ("+info", "INFO: sentinel_masters, tilt, running scripts"),
+    ("+client|setname", "names its connection redis_exporter"),
+    ("+sentinel|masters", "each group's master address, status, quorum and sentinel/replica counts"),
+    ("+sentinel|sentinels", "the other sentinels of a group, to count the ones that are up"),
+    ("+sentinel|slaves", "a group's replicas, to count the ones that are up"),
+    ("+sentinel|ckquorum", "whether a group's quorum and a majority of sentinels are reachable (read-only check)"),
+)
+
+
+def monitor_rules(sentinel: bool = False) -> tuple[str, ...]:
+    """The monitor user's ACL rules after `on #<hash>`: nothing but the listed commands."""
+    table = MONITOR_SENTINEL_RULES if sentinel else MONITOR_NODE_RULES
+    return ("-@all", *(rule for rule, _ in table))
+
+
+def monitor_markdown_table() -> str:
+    """docs/security.md's table of the monitor user's rights (tests keep them equal)."""
+    lines = ["| where | command | why |", "| --- | --- | --- |"]
+    for where, table, verdict in (
+        ("nodes", MONITOR_NODE_RULES, "allowed"),
+        ("nodes", MONITOR_NODE_REFUSED, "refused"),
+        ("sentinels", MONITOR_SENTINEL_RULES, "allowed"),
+    ):
+        for rule, why in table:
+            command = rule.lstrip("+").replace("|", " ").upper()
+            lines.append(f"| {where} | `{command}` ({verdict}) | {why} |")
+    return "\n".join(lines) + "\n"

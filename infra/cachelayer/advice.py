@@ -29,6 +29,11 @@ def settings_warnings(settings: Settings) -> list[str]:
                 warnings.append(
                     "sentinels share a machine (sentinel j runs on hosts.machines[j]): losing it can take the quorum"
                 )
+        if settings.monitoring_enabled and not settings.monitoring.scrape_networks:
+            warnings.append(
+                "monitoring.scrape_networks is empty: the exporters answer on loopback only, so no Prometheus "
+                "outside the hosts can scrape them"
+            )
     if redis.topology == "sentinel" and not redis.appendonly:
         warnings.append(
             "redis.appendonly is false in sentinel topology: a master restarted within down-after comes back "

@@ -48,6 +48,16 @@ INT_RANGES: dict[str, IntRange] = {
     "sentinel.parallel_syncs": IntRange(1, INT_MAX, "sentinel.c: SENTINEL SET refuses <= 0"),
     # find -mtime +N in redis-backup.sh; past ten years it is a typo that keeps every backup.
     "hosts.backup_retention_days": IntRange(1, 3650, "policy", daemon_bound=False),
+    # Monitoring (our bounds: Prometheus accepts any positive duration). A TCP port for the first exporter.
+    "monitoring.exporter_base_port": IntRange(1024, 65000, "TCP ports (room for one per process); below 1024 needs root", daemon_bound=False),
+    "monitoring.scrape_interval_seconds": IntRange(1, 3600, "policy", daemon_bound=False),
+    "monitoring.for_seconds": IntRange(0, 86_400, "policy", daemon_bound=False),
+    "monitoring.rate_window_seconds": IntRange(2, 86_400, "policy: at least two scrapes", daemon_bound=False),
+    "monitoring.memory_percent": IntRange(1, 100, "a share of maxmemory", daemon_bound=False),
+    "monitoring.replication_lag_seconds": IntRange(1, 86_400, "policy", daemon_bound=False),
+    "monitoring.evictions_per_second": IntRange(0, 10_000_000, "policy", daemon_bound=False),
+    "monitoring.save_max_age_seconds": IntRange(60, 30 * 86_400, "policy", daemon_bound=False),
+    "monitoring.failover_window_seconds": IntRange(10, 86_400, "policy", daemon_bound=False),
 }
 # `save <seconds> <changes>`: config.c refuses seconds < 1 and changes < 0; changes 0 would
 # snapshot every `seconds` even when nothing changed, so we ask for >= 1.
@@ -64,6 +74,9 @@ MIN_BULK_LIMIT = MB
 DOCKER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 # Docker image tag grammar (distribution/reference): [\w][\w.-]{0,127}, \w being ASCII.
 DOCKER_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A pinned image reference: name (optionally with registry and path), then :tag or @sha256:digest.
+# "latest" is refused: the exporter's metric names and the rules that read them must not drift.
+DOCKER_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*?(:(?!latest$)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$")
 # Machine names become resource names, certificate names and host names: an RFC 1123 label.
 MACHINE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 # useradd(8) with Debian's default NAME_REGEX, at most 32 characters.

@@ -23,6 +23,7 @@ from .sandbox import (
     default_workdir,
     sandbox_settings,
 )
+from .sandbox_monitoring import SandboxMonitoring
 from .scale_in import retire_sandbox_nodes
 from .stack_file import read_stack_config
 
@@ -74,6 +75,10 @@ def up(
         Path | None,
         typer.Option(help="For a stack with redis.tls: a directory with ca.crt, redis.crt, redis.key.", show_default=False),
     ] = None,
+    monitoring: Annotated[
+        bool, typer.Option(help="Also start an exporter per process and a local Prometheus with the stack's alert rules.")
+    ] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Loopback port of the local Prometheus (with --monitoring).")] = 9090,
 ) -> None:
     """Start the nodes (and sentinels), run the bootstrap script, wait until converged."""
     if topology not in (None, "cluster", "sentinel"):
@@ -97,6 +102,19 @@ def up(
         else f"[green]ready[/] in {result.seconds:.1f} s; started {len(result.started)} process(es)"
     )
     _print_endpoints(sandbox, show_password)
+    if monitoring:
+        try:
+            with console.status("Starting the exporters and Prometheus…"):
+                watch = SandboxMonitoring(sandbox, prometheus_port)
+                watch.up()
+        except SandboxError as error:
+            raise _fail(str(error)) from None
+        console.print(
+            f"monitoring: {len(watch.targets)} exporter(s) scraped by Prometheus at {watch.url} "
+            f"(alerts: {watch.url}/alerts; rules and targets in {watch.dir})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
@@ -118,7 +136,7 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
         cluster_flag += f" --tls --cacert {shlex.quote(str(sandbox.tls_dir / 'ca.crt'))}"
     # Reads the password from the 0600 file, so it never lands in the shell history.
     read = "import json, sys; print(json.load(open(sys.argv[1]))['app'])"
-    console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel)")
+    console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel, monitor)")
     console.print("Connect as the application user:")
     console.print(
         f'  REDISCLI_AUTH=$(python3 -c "{read}" {shlex.quote(str(sandbox.passwords_file))}) '
@@ -189,6 +207,7 @@ def down(
     try:
         sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
         with console.status("Stopping…"):
+            SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
             result = sandbox.down(purge=purge)
     except (SandboxError, SettingsError) as error:
         raise _fail(str(error)) from None

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,7 @@ def find_drift(target: Target, settings: Settings) -> tuple[list[Drift], list[st
     topology = expected_topology(settings, target)
     paths = expected_paths(settings, target)
     # Unknown passwords render as placeholders; only known ones have their hashes compared.
-    passwords = Passwords(*(SCRATCH_PASSWORD for _ in range(4)))
+    passwords = Passwords(*(SCRATCH_PASSWORD for _ in fields(Passwords)))
     rendered_acl = canonical_acl(render_users_acl(settings, passwords))
     drifts: list[Drift] = []
     unreadable: list[str] = []

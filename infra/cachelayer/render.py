@@ -17,7 +17,7 @@ from typing import Any
 
 import jinja2
 
-from .acl_policy import app_rules
+from .acl_policy import app_rules, monitor_rules
 from .settings import Settings
 from .topology import Node, SentinelNode, Topology
 
@@ -45,6 +45,7 @@ class Users:
     admin: str = "admin"
     replication: str = "replication"
     sentinel: str = "sentinel"
+    monitor: str = "monitor"  # the Redis exporter: read-only facts, no key (acl_policy.MONITOR_*)
 
 
 USERS = Users()
@@ -55,6 +56,7 @@ class Passwords:
     admin: str
     replication: str
     sentinel: str
+    monitor: str
 
     def __repr__(self) -> str:  # never print a password by accident
         return "Passwords(<hidden>)"
@@ -156,6 +158,7 @@ def render_users_acl(settings: Settings, passwords: Passwords) -> str:
         users=USERS,
         hashes=_hashes(passwords),
         app_rules=app_rules(redis.app_scripting, redis.disabled_commands),
+        monitor_rules=monitor_rules(),
         sentinel=redis.topology == "sentinel",
     )
 
@@ -239,6 +242,8 @@ def sentinel_users(passwords: Passwords) -> tuple[tuple[str, tuple[str, ...]], .
             ("on", f"#{hashes['replication']}", "+ping", "+auth", "+hello", "+sentinel|get-master-addr-by-name",
              "+sentinel|master"),
         ),
+        # The Redis exporter: the groups' state, read-only (acl_policy.MONITOR_SENTINEL_RULES).
+        (USERS.monitor, ("on", f"#{hashes['monitor']}", *monitor_rules(sentinel=True))),
     )
 
 
@@ -271,6 +276,7 @@ def _hashes(passwords: Passwords) -> dict[str, str]:
         "admin": password_hash(passwords.admin),
         "replication": password_hash(passwords.replication),
         "sentinel": password_hash(passwords.sentinel),
+        "monitor": password_hash(passwords.monitor),
     }
 
 

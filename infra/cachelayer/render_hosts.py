@@ -25,7 +25,7 @@ from .render import (
     sentinel_users,
 )
 from .rollout import live_values
-from .settings import Settings
+from .settings import Settings, exporter_ports
 from .topology import Node, SentinelNode, Topology
 
 CONF_DIR = "/etc/redis"
@@ -141,7 +141,13 @@ def _cli_context(settings: Settings) -> dict[str, Any]:
 
 
 def render_install_script(settings: Settings, host: HostPlan) -> str:
-    return _render("host-install.sh.j2", settings, host=host.name, sentinel=settings.redis.topology == "sentinel")
+    return _render(
+        "host-install.sh.j2",
+        settings,
+        host=host.name,
+        sentinel=settings.redis.topology == "sentinel",
+        monitoring=settings.monitoring_enabled,
+    )
 
 
 def render_dirs_script(settings: Settings, host: HostPlan) -> str:
@@ -216,6 +222,7 @@ def _nft_entry(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 
 def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> str:
     allowed_v4, allowed_v6 = firewall_sources(settings)
+    scrape_v4, scrape_v6 = _split_networks(settings.monitoring.scrape_networks)
     return _render(
         "nftables.conf.j2",
         settings,
@@ -224,7 +231,23 @@ def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> s
         kinds=["client", "cluster bus"] if topology.kind == "cluster" else ["client", "sentinel"],
         allowed_v4=allowed_v4,
         allowed_v6=allowed_v6,
+        # Monitoring: the exporter ports, open to the scrape networks only (none: loopback only).
+        exporter_ports=exporter_ports(settings.redis, settings.sentinel, settings.monitoring)
+        if settings.monitoring_enabled
+        else (),
+        scrape_v4=scrape_v4,
+        scrape_v6=scrape_v6,
     )
+
+
+def _split_networks(networks: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    v4: list[str] = []
+    v6: list[str] = []
+    for text in networks:
+        network = ipaddress.ip_network(text, strict=False)
+        entry = str(network.network_address) if network.num_addresses == 1 else str(network)
+        (v4 if network.version == 4 else v6).append(entry)
+    return tuple(v4), tuple(v6)
 
 
 def render_firewall_unit(settings: Settings) -> str:

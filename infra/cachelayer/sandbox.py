@@ -13,6 +13,7 @@ start, even after a reboot recycled the pid.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -172,7 +173,7 @@ def is_our_process(record: ProcessRecord) -> bool:
 
 
 def generate_passwords() -> Passwords:
-    return Passwords(*(secrets.token_urlsafe(24) for _ in range(4)))
+    return Passwords(*(secrets.token_urlsafe(24) for _ in dataclasses.fields(Passwords)))
 
 
 def require_binaries(*names: str) -> dict[str, str]:
@@ -302,27 +303,27 @@ class LocalSandbox:
 
     @property
     def passwords(self) -> Passwords:
-        """The sandbox's passwords: generated on first use, kept in a 0600 file in the workdir."""
+        """The sandbox's passwords: generated on first use, kept in a 0600 file in the workdir.
+
+        A file written before a user existed (the `monitor` user came later) gets that user's
+        password added, so the other users keep theirs."""
+        names = [f.name for f in dataclasses.fields(Passwords)]
+        kept: dict[str, str] = {}
         if self.passwords_file.exists():
-            data = json.loads(self.passwords_file.read_text())
-            return Passwords(data["app"], data["admin"], data["replication"], data["sentinel"])
-        given = {key.removesuffix("_password"): self.config.get(key) for key in PASSWORD_KEYS}
+            kept = json.loads(self.passwords_file.read_text())
+            if all(kept.get(name) for name in names):
+                return Passwords(*(kept[name] for name in names))
         generated = generate_passwords()
-        passwords = Passwords(
-            given["app"] or generated.app,
-            given["admin"] or generated.admin,
-            given["replication"] or generated.replication,
-            given["sentinel"] or generated.sentinel,
-        )
+        given = {key.removesuffix("_password"): self.config.get(key) for key in PASSWORD_KEYS}
+        passwords = Passwords(*(kept.get(n) or given.get(n) or getattr(generated, n) for n in names))
         self._make_workdir()
-        # O_EXCL + 0600 at creation: the file is never readable by others, not even briefly.
-        fd = os.open(self.passwords_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # A fresh file, 0600 at creation (O_EXCL), renamed over the old one: never readable by others.
+        tmp = self.passwords_file.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
-            json.dump(
-                {"app": passwords.app, "admin": passwords.admin, "replication": passwords.replication,
-                 "sentinel": passwords.sentinel},
-                file,
-            )
+            json.dump(dataclasses.asdict(passwords), file)
+        tmp.replace(self.passwords_file)
         return passwords
 
     def _make_workdir(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from .cdn_settings import CdnSettings, load_cdn_settings
 from .checks import (
+    DOCKER_IMAGE,
     DOCKER_NAME,
     DOCKER_TAG,
     INT_RANGES,
@@ -46,7 +47,7 @@ EVICTION_POLICIES = (
 )
 MIN_PASSWORD_LENGTH = 16
 # Stack keys that hold secrets (set with `pulumi config set --secret`). Generated when absent.
-PASSWORD_KEYS = ("app_password", "admin_password", "replication_password", "sentinel_password")
+PASSWORD_KEYS = ("app_password", "admin_password", "replication_password", "sentinel_password", "monitor_password")
 SECRET_KEYS = (*PASSWORD_KEYS, "ssh_private_key", "cloudflare_api_token")
 
 # Extra commands to refuse the application user, after the allowlist of acl_policy.py (which
@@ -151,13 +152,21 @@ class Settings:
     docker: DockerSettings = field(default_factory=DockerSettings)
     hosts: HostsSettings | None = None
     cdn: CdnSettings | None = None
+    monitoring: MonitoringSettings = field(default_factory=lambda: MonitoringSettings())
 
     @property
     def image(self) -> str:
         return f"redis:{self.redis.version}"
 
+    @property
+    def monitoring_enabled(self) -> bool:
+        """`monitoring.enabled`, or on by default on the hosts target (prod) only."""
+        if self.monitoring.enabled is None:
+            return self.redis.target == "hosts"
+        return self.monitoring.enabled
 
-SETTINGS_KEYS = ("redis", "sentinel", "docker", "hosts", "cdn")
+
+SETTINGS_KEYS = ("redis", "sentinel", "docker", "hosts", "cdn", "monitoring")
 
 
 def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
@@ -188,7 +197,11 @@ def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
     elif config.get("hosts") is not None:
         raise SettingsError("hosts", "is set but redis.target is 'docker'", "set redis.target: hosts, or remove hosts")
     cdn = load_cdn_settings(config.get("cdn"), required=redis.target == "hosts")
-    return Settings(stack=stack, redis=redis, sentinel=sentinel, docker=docker, hosts=hosts, cdn=cdn)
+    monitoring = from_mapping(MonitoringSettings, config.get("monitoring"), "monitoring")
+    validate_monitoring(redis, sentinel, monitoring, ports)
+    return Settings(
+        stack=stack, redis=redis, sentinel=sentinel, docker=docker, hosts=hosts, cdn=cdn, monitoring=monitoring
+    )
 
 
 def validate_password(key: str, value: Any) -> None:
@@ -570,3 +583,86 @@ def validate_ssh_ports(hosts: HostsSettings, owners: Mapping[int, tuple[str, str
                 f"{what} port {machine.ssh_port} is the SSH port of machine {machine.name}",
                 f"move the Redis ports off {machine.ssh_port} (hosts.machines[{index}].ssh_port)",
             )
+
+
+# ------------------------------------------------------------------------------ monitoring
+# `cachelayer:monitoring`: one Redis exporter per node (and per sentinel) and the alert rules
+# generated from these thresholds (infra/cachelayer/monitoring.py, docs/monitoring.md).
+
+# The upstream image, pinned to the release Debian 12 ships as prometheus-redis-exporter, so the
+# dev and prod stacks export the same metrics and need the same ACL rights.
+EXPORTER_IMAGE = "oliver006/redis_exporter:v1.45.0"
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """`cachelayer:monitoring`: exporters, scrape access and alert thresholds."""
+
+    enabled: bool | None = None  # None: on for the hosts target (prod), off on docker (dev)
+    # Node i's exporter listens on exporter_base_port + i, sentinel j's after the nodes'.
+    exporter_base_port: int = 9121
+    exporter_image: str = EXPORTER_IMAGE
+    # Networks (CIDR) of the platform's Prometheus: the only sources the firewall lets reach the
+    # exporter ports on the hosts (besides loopback).
+    scrape_networks: tuple[str, ...] = ()
+    scrape_interval_seconds: int = 15
+    # Alert thresholds (docs/monitoring.md has the table).
+    for_seconds: int = 60  # how long most conditions must hold before their alert fires
+    rate_window_seconds: int = 300  # the window of rate()/increase(); at least 2 scrape intervals are used
+    memory_percent: int = 90  # used memory above this share of maxmemory
+    replication_lag_seconds: int = 30  # a replica's last ack older than this
+    evictions_per_second: int = 0  # evictions above this rate (0: any eviction)
+    save_max_age_seconds: int = 90_000  # unsaved changes older than this (a day + 1 h: the 02:00 backup)
+    failover_window_seconds: int = 600  # a role change stays reported this long
+
+
+def exporter_ports(redis: RedisSettings, sentinel: SentinelSettings, monitoring: MonitoringSettings) -> tuple[int, ...]:
+    """One exporter port per node, then one per sentinel (sentinel topology)."""
+    count = redis.node_count + (len(sentinel.ports) if redis.topology == "sentinel" else 0)
+    return tuple(monitoring.exporter_base_port + index for index in range(count))
+
+
+def validate_monitoring(
+    redis: RedisSettings,
+    sentinel: SentinelSettings,
+    monitoring: MonitoringSettings,
+    owners: Mapping[int, tuple[str, str]],
+) -> None:
+    for key in INT_RANGES:
+        section, _, name = key.partition(".")
+        if section == "monitoring":
+            check_range(key, getattr(monitoring, name))
+    ports = exporter_ports(redis, sentinel, monitoring)
+    clash = [port for port in ports if port in owners]
+    if clash or ports[-1] > 65535 or ports[0] < MIN_PORT:
+        free = monitoring.exporter_base_port
+        while any(free + i in owners for i in range(len(ports))) or free + len(ports) - 1 > 65535:
+            free = 9121 if free > 65535 else free + 1
+        problem = (
+            f"exporter port {clash[0]} is also the {owners[clash[0]][1]} port"
+            if clash
+            else f"the exporter ports {ports[0]}-{ports[-1]} are outside {MIN_PORT}-65535"
+        )
+        raise SettingsError(
+            "monitoring.exporter_base_port",
+            problem,
+            f"use a base port whose {len(ports)} ports no Redis process uses, e.g. {free}",
+            free,
+        )
+    if not DOCKER_IMAGE.match(monitoring.exporter_image):
+        raise SettingsError(
+            "monitoring.exporter_image",
+            f"'{monitoring.exporter_image}' is not a pinned image reference (name:tag or name@sha256:...)",
+            f"write e.g. {EXPORTER_IMAGE}",
+            EXPORTER_IMAGE,
+        )
+    for index, network in enumerate(monitoring.scrape_networks):
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise SettingsError(
+                f"monitoring.scrape_networks[{index}]",
+                f"'{network}' is not a network",
+                "write the Prometheus servers' network in CIDR, e.g. 10.40.0.0/24",
+                [],
+            ) from None

@@ -154,6 +154,7 @@ def target_of_sandbox(sandbox: LocalSandbox, source: str = "local sandbox") -> T
             USERS.admin: passwords.admin,
             USERS.replication: passwords.replication,
             USERS.sentinel: passwords.sentinel,
+            USERS.monitor: passwords.monitor,
         },
         sandbox=sandbox,
     )

@@ -28,7 +28,8 @@ from tls_certificates import make_test_certificates
 
 BASE_PORT = free_port_block(7300, 7390, offsets=(10000,))
 PASSWORDS = Passwords(
-    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789"
+    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789",
+    "monitor-pw-0123456789",
 )
 
 pytestmark = pytest.mark.integration

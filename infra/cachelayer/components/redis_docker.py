@@ -32,6 +32,7 @@ from ..render import (
 )
 from ..settings import Settings
 from ..topology import Topology
+from .monitoring import docker_exporters
 
 # The official image's entrypoint (on PATH): it runs `redis-server ...` as the redis user.
 DOCKER_ENTRYPOINT = "docker-entrypoint.sh"
@@ -141,6 +142,9 @@ class RedisDockerDeployment(pulumi.ComponentResource):
             logging=command.local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=containers),
         )
+        if settings.monitoring_enabled:
+            # Monitoring: one exporter container per Redis container (components/monitoring.py).
+            docker_exporters(name, settings, topology, network, passwords, containers, self)
         self.container_names = pulumi.Output.all(*(c.name for c in containers))
         self.bootstrap_output = bootstrap.stdout
         self.register_outputs({"container_names": self.container_names, "bootstrap_output": self.bootstrap_output})

@@ -34,6 +34,7 @@ from ..render import (
 from ..render_hosts import (
     ADMIN_PASS_FILE,
     BACKUP_SCRIPT,
+    CONF_DIR,
     FIREWALL_UNIT,
     HEALTH_CHECK_SCRIPT,
     NFT_FILE,
@@ -71,6 +72,7 @@ from ..render_hosts import (
 from ..rollout import content_hash, restart_fingerprint, rolling_plan
 from ..settings import Settings
 from ..topology import SentinelNode, Topology
+from .monitoring import host_exporter_files
 from .tls_material import RedisTlsArgs, RedisTlsMaterial, create_tls_material
 
 LOGGING = command.remote.Logging.STDOUT_AND_STDERR
@@ -183,6 +185,8 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                         before=install_conf,
                     )
                 )
+            if settings.monitoring_enabled:
+                self._exporters(host, settings, topology, passwords)
 
         # Form the cluster (or check the sentinel quorum) once every process runs: the dev
         # stack's script, from the first host, the password read from the host's admin.pass.
@@ -411,6 +415,37 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             )
         self._file(host, "health-check", HEALTH_CHECK_SCRIPT, render_health_check(settings, plan), "0750", "root")
         return host
+
+    # --- monitoring ------------------------------------------------------------------------
+
+    def _exporters(
+        self, host: _Host, settings: Settings, topology: Topology, passwords: pulumi.Output[Passwords]
+    ) -> None:
+        """One exporter unit per process on this host (components/monitoring.py renders them).
+        Unlike a Redis node, an exporter is restarted on any change: it holds no data."""
+        sudo = sudo_prefix(host.user)
+        for exporter in host_exporter_files(settings, topology, host.plan.name, passwords, CONF_DIR, f"{TLS_DIR}/ca.crt"):
+            unit_name = exporter.unit_name
+            files = [
+                self._file(
+                    host, f"{unit_name}-password", exporter.password_path, exporter.password_json, "0600", "root", secret=True
+                ),
+                self._file(host, f"{unit_name}-unit", f"{UNIT_DIR}/{unit_name}.service", exporter.unit, "0644", "root"),
+            ]
+            start = (
+                f"{sudo}systemctl daemon-reload && {sudo}systemctl enable {unit_name}.service && "
+                f"{sudo}systemctl restart {unit_name}.service"
+            )
+            command.remote.Command(
+                f"{self._name}-{unit_name}-service",
+                connection=host.connection,
+                create=start,
+                update=start,
+                delete=f"{sudo}systemctl disable --now {unit_name}.service",
+                triggers=[content_hash(exporter.unit), exporter.password_json.apply(content_hash)],
+                logging=LOGGING,
+                opts=self._opts([*host.ready, *files, *host.shared_files, *host.system]),
+            )
 
     # --- building blocks -------------------------------------------------------------------
 

@@ -1,0 +1,261 @@
+"""The generated alerts fire on a real Prometheus: the sandbox with Debian's redis exporter per
+process and Debian's Prometheus on loopback (what `cachelayer sandbox up --monitoring` starts).
+
+Each test causes a fault, reads Prometheus's HTTP API until the expected alert is firing, then
+undoes the fault and waits until it resolves. Fault-to-firing times are printed (run with -s) and
+never asserted. Ports: nodes 8000-8005 / 8010-8015 (bus 18000-18005), sentinels 28010-28012,
+exporters 9150-9158 / 9170-9178, Prometheus 9091 / 9092.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from cachelayer.render import USERS
+from cachelayer.sandbox import LocalSandbox, process_cmdline, sandbox_settings
+from cachelayer.sandbox_monitoring import SandboxMonitoring
+
+from .conftest import cluster_client, require_redis
+
+pytestmark = pytest.mark.integration
+
+# Fast on purpose: 1 s scrapes and evaluations, conditions held 1 s, 5 s rate windows.
+MONITORING = {
+    "scrape_interval_seconds": 1,
+    "for_seconds": 1,
+    "rate_window_seconds": 5,
+    "failover_window_seconds": 20,
+    "memory_percent": 80,
+}
+SMALL = {"maxmemory": "16mb", "repl_backlog_size": "1mb", "cluster_node_timeout": 2000}
+ALERT_TIMEOUT = 90.0
+MEASURED: dict[str, float] = {}
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str) -> float:
+    """Seconds until `check()` is truthy; fails naming `what` after `timeout`."""
+    begin = time.monotonic()
+    while time.monotonic() - begin < timeout:
+        try:
+            if check():
+                return time.monotonic() - begin
+        except OSError:
+            pass  # Prometheus busy on a loaded machine: ask again
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def firing_for(monitoring: SandboxMonitoring, alert: str, **labels: str) -> Callable[[], bool]:
+    def check() -> bool:
+        return any(all(a["labels"].get(k) == v for k, v in labels.items()) for a in monitoring.firing(alert))
+
+    return check
+
+
+def resolved(monitoring: SandboxMonitoring, alert: str, **labels: str) -> Callable[[], bool]:
+    """Neither firing nor pending any more."""
+
+    def check() -> bool:
+        active = [a for a in monitoring.alerts() if a["labels"].get("alertname") == alert]
+        return not any(all(a["labels"].get(k) == v for k, v in labels.items()) for a in active)
+
+    return check
+
+
+def measure(name: str, seconds: float) -> None:
+    MEASURED[name] = seconds
+    print(f"\nfault -> firing: {name}: {seconds:.1f} s")
+
+
+def monitored(
+    tmp_path_factory: pytest.TempPathFactory,
+    base_port: int,
+    topology: str,
+    exporter_base_port: int,
+    prometheus_port: int,
+    sentinel: dict[str, Any] | None = None,
+) -> Iterator[tuple[LocalSandbox, SandboxMonitoring]]:
+    """A sandbox with its exporters and Prometheus, taken down at the end, pass or fail."""
+    require_redis()
+    config: dict[str, Any] = {
+        "redis": {"base_port": base_port, **SMALL},
+        "monitoring": {**MONITORING, "exporter_base_port": exporter_base_port},
+    }
+    if topology == "sentinel":
+        config["sentinel"] = {"ports": [base_port + 20000 + i for i in range(3)], **(sentinel or {})}
+    settings, merged = sandbox_settings(config, "test", topology=topology)
+    sandbox = LocalSandbox(settings, tmp_path_factory.mktemp(f"monitored-{base_port}"), config=merged)
+    monitoring = SandboxMonitoring(sandbox, prometheus_port=prometheus_port)
+    try:
+        sandbox.up()
+        monitoring.up()
+        yield sandbox, monitoring
+    finally:
+        monitoring.down()
+        sandbox.down()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSandbox, SandboxMonitoring]]:
+    yield from monitored(tmp_path_factory, 8000, "cluster", 9150, 9091)
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSandbox, SandboxMonitoring]]:
+    sentinel_settings = {"down_after_milliseconds": 1000, "failover_timeout": 5000}
+    yield from monitored(tmp_path_factory, 8010, "sentinel", 9170, 9092, sentinel_settings)
+
+
+def firing_names(monitoring: SandboxMonitoring) -> set[str]:
+    return {a["labels"]["alertname"] for a in monitoring.alerts() if a["state"] == "firing"}
+
+
+def master_of(sandbox: LocalSandbox, replica: str) -> str:
+    with sandbox.admin_client(sandbox.process(replica)) as client:
+        return f"redis-{client.info('replication')['master_port']}"
+
+
+def test_a_healthy_cluster_fires_nothing(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    _, monitoring = cluster
+    time.sleep(3)  # a few evaluations, with every rate window filled
+    assert firing_names(monitoring) == set()
+
+
+def test_the_exporter_reads_as_monitor_and_is_refused_secrets(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = cluster
+    exporters = [r for name, r in monitoring.running().items() if name != "prometheus"]
+    assert len(exporters) == 6
+    for record in exporters:
+        cmdline = process_cmdline(record.pid)
+        assert "--redis.user=monitor" in cmdline and sandbox.passwords.monitor not in cmdline
+    node = sandbox.topology.nodes[0]
+    client = sandbox.client(node, USERS.monitor, sandbox.passwords.monitor)
+    try:
+        assert client.ping() and "used_memory" in client.info("memory")
+        for command in (("CONFIG", "GET", "masterauth"), ("GET", "anykey"), ("SLOWLOG", "GET"), ("KEYS", "*")):
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                client.execute_command(*command)
+    finally:
+        client.close()
+
+
+def test_killed_replica_fires_master_without_replicas(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = cluster
+    replica = next(n.name for n in sandbox.status().nodes if n.role == "replica")
+    master = master_of(sandbox, replica)
+    sandbox.signal(replica, signal.SIGKILL)
+    begin = time.monotonic()
+    sandbox.reap(replica)
+    wait_for(firing_for(monitoring, "RedisMasterMissingReplicas", process=master), ALERT_TIMEOUT, "missing replica")
+    measure("RedisMasterMissingReplicas (replica killed)", time.monotonic() - begin)
+    wait_for(firing_for(monitoring, "RedisDown", process=replica), ALERT_TIMEOUT, "down")
+    measure("RedisDown (replica killed)", time.monotonic() - begin)
+    sandbox.start([replica])
+    sandbox.wait_converged()
+    wait_for(resolved(monitoring, "RedisMasterMissingReplicas", process=master), ALERT_TIMEOUT, "missing replica resolved")
+    wait_for(resolved(monitoring, "RedisDown", process=replica), ALERT_TIMEOUT, "down resolved")
+
+
+def test_memory_past_the_threshold_fires_then_evictions(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = cluster
+    client = cluster_client(sandbox)
+    value = "x" * 65536
+    try:
+        slot_owner = client.get_node_from_key("{fill}")
+        master = f"redis-{slot_owner.port}"
+        admin = sandbox.admin(slot_owner.port)
+
+        def share() -> float:
+            memory = admin.info("memory")
+            return float(memory["used_memory"]) / float(memory["maxmemory"])
+
+        index = 0
+        while share() < 0.85:
+            client.set(f"{{fill}}:{index}", value)
+            index += 1
+        # The fault is complete when the last write lands: measured from there.
+        measure("RedisMemoryHigh (filled to 85%)", wait_for(firing_for(monitoring, "RedisMemoryHigh", process=master),
+                                                            ALERT_TIMEOUT, "memory high"))
+        # Past maxmemory allkeys-lru evicts: the evictions alert.
+        while int(admin.info("stats")["evicted_keys"]) == 0:
+            client.set(f"{{fill}}:{index}", value)
+            index += 1
+        measure("RedisEvictions (writes past maxmemory)", wait_for(firing_for(monitoring, "RedisEvictions", process=master),
+                                                                   ALERT_TIMEOUT, "evictions"))
+        for start in range(0, index, 100):
+            client.delete(*(f"{{fill}}:{i}" for i in range(start, min(index, start + 100))))
+        wait_for(resolved(monitoring, "RedisMemoryHigh", process=master), ALERT_TIMEOUT, "memory high resolved")
+        wait_for(resolved(monitoring, "RedisEvictions", process=master), ALERT_TIMEOUT, "evictions resolved")
+        admin.close()
+    finally:
+        client.close()
+
+
+def test_stopped_master_fires_down_and_failover(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = cluster
+    master = next(n.name for n in sandbox.status().nodes if n.role == "master")
+    replica = next(n.name for n in sandbox.status().nodes if n.role == "replica" and master_of(sandbox, n.name) == master)
+    sandbox.signal(master, signal.SIGKILL)
+    begin = time.monotonic()
+    sandbox.reap(master)
+    wait_for(firing_for(monitoring, "RedisDown", process=master), ALERT_TIMEOUT, "down")
+    measure("RedisDown (master killed)", time.monotonic() - begin)
+    def promoted() -> bool:
+        with sandbox.admin_client(sandbox.process(replica)) as client:
+            return bool(client.info("replication")["role"] == "master")
+
+    wait_for(promoted, ALERT_TIMEOUT, "replica promoted")
+    promoted_at = time.monotonic() - begin
+    wait_for(firing_for(monitoring, "RedisFailover", process=replica), ALERT_TIMEOUT, "failover")
+    measure("RedisFailover (master killed, replica promoted)", time.monotonic() - begin)
+    measure("  of which Redis Cluster's own failover (kill -> promoted)", promoted_at)
+    # The promoted replica has no replica of its own while the old master is down.
+    wait_for(firing_for(monitoring, "RedisMasterMissingReplicas", process=replica), ALERT_TIMEOUT, "promoted alone")
+    sandbox.start([master])
+    sandbox.wait_converged()
+    wait_for(resolved(monitoring, "RedisDown", process=master), ALERT_TIMEOUT, "down resolved")
+    wait_for(resolved(monitoring, "RedisMasterMissingReplicas", process=replica), ALERT_TIMEOUT, "replica back")
+    # Reported for failover_window_seconds after the last role change, then resolved.
+    wait_for(resolved(monitoring, "RedisFailover"), ALERT_TIMEOUT, "failover resolved")
+
+
+def test_sentinels_without_quorum_fire(sentinel: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = sentinel
+    time.sleep(3)
+    assert firing_names(monitoring) == set()
+    stopped = [s.name for s in sandbox.topology.sentinels[1:]]
+    for name in stopped:
+        sandbox.signal(name, signal.SIGKILL)
+    begin = time.monotonic()
+    for name in stopped:
+        sandbox.reap(name)
+    wait_for(firing_for(monitoring, "RedisSentinelNoQuorum", master_name="redis-master-1"), ALERT_TIMEOUT, "no quorum")
+    measure("RedisSentinelNoQuorum (2 of 3 sentinels killed)", time.monotonic() - begin)
+    sandbox.start(stopped)
+    wait_for(resolved(monitoring, "RedisSentinelNoQuorum"), ALERT_TIMEOUT, "quorum back")
+
+
+def test_sentinel_failover_fires(sentinel: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = sentinel
+    master = sandbox.topology.masters[0].name
+    sandbox.signal(master, signal.SIGKILL)
+    begin = time.monotonic()
+    sandbox.reap(master)
+    wait_for(firing_for(monitoring, "RedisFailover"), ALERT_TIMEOUT, "failover")
+    measure("RedisFailover (sentinel topology, master killed)", time.monotonic() - begin)
+    sandbox.start([master])
+    sandbox.wait_converged()
+    wait_for(resolved(monitoring, "RedisDown", process=master), ALERT_TIMEOUT, "down resolved")
+    wait_for(resolved(monitoring, "RedisFailover"), ALERT_TIMEOUT, "failover resolved")
+
+
+def test_print_measurements() -> None:
+    print("\nfault -> firing (s), scrape and evaluation every 1 s, for: 1 s:")
+    for name, seconds in MEASURED.items():
+        print(f"  {name}: {seconds:.1f}")
