@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from cachelayer.advice import settings_warnings
-from cachelayer.components.monitoring import stack_targets
-from cachelayer.monitoring import render_exporter_unit, render_password_file
+from cachelayer.monitoring import render_exporter_unit, render_password_file, stack_targets
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import build_topology

@@ -48,10 +48,15 @@ def expected(stack: str, overrides: dict[str, Any]) -> dict[str, str]:
 CASES: list[tuple[str, dict[str, Any]]] = [(stack, {}) for stack in STACKS] + [
     ("dev", {"redis": {**read_stack_config("dev")["redis"], "topology": "sentinel"}}),
     ("prod", {"redis": {**read_stack_config("prod")["redis"], "topology": "sentinel"}}),
+    ("dev", {"monitoring": {"enabled": True}}),
 ]
 
 
-@pytest.mark.parametrize(("stack", "overrides"), CASES, ids=[f"{s}-{o.get('redis', {}).get('topology', 'file')}" for s, o in CASES])
+def case_id(stack: str, overrides: dict[str, Any]) -> str:
+    return f"{stack}-{overrides.get('redis', {}).get('topology', 'file')}" + ("-monitoring" if "monitoring" in overrides else "")
+
+
+@pytest.mark.parametrize(("stack", "overrides"), CASES, ids=[case_id(s, o) for s, o in CASES])
 def test_rendering_is_exactly_what_the_program_ships(stack: str, overrides: dict[str, Any]) -> None:
     run = run_program(stack, overrides)
     shipped = shipped_contents(run)

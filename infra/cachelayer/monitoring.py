@@ -19,6 +19,9 @@ from .render import render_template
 from .settings import Settings, exporter_ports
 from .topology import Node, SentinelNode, Topology
 
+# Where the Docker exporter container finds its password (an uploaded file, never argv or env).
+DOCKER_PASSWORD_FILE = "/exporter/password.json"
+
 JOB = "cachelayer-redis"  # the scrape job's name: the rules read `up{job=...}`
 EXPORTER_BINARY = "prometheus-redis-exporter"  # Debian's name for redis_exporter
 Severity = Literal["critical", "warning"]
@@ -59,6 +62,17 @@ def exporter_targets(
         )
         for process, port in zip(processes, ports, strict=True)
     )
+
+
+def stack_targets(settings: Settings, topology: Topology) -> tuple[ExporterTarget, ...]:
+    """Where the platform's Prometheus scrapes each exporter, and what each exporter reads.
+
+    Hosts: the exporter listens on its machine's address and reads its node over loopback.
+    Docker: Prometheus scrapes the port published on docker.publish_address; the exporter reads
+    its node on the stack's network."""
+    if settings.redis.target == "hosts":
+        return exporter_targets(settings, topology, lambda p: p.address, lambda p: "127.0.0.1")
+    return exporter_targets(settings, topology, lambda p: settings.docker.publish_address, lambda p: p.address)
 
 
 def exporter_args(target: ExporterTarget, tls_ca_file: str | None = None) -> list[str]:

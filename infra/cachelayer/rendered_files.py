@@ -15,6 +15,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .monitoring import (
+    DOCKER_PASSWORD_FILE,
+    exporter_password_file,
+    exporter_unit_name,
+    render_exporter_unit,
+    render_password_file,
+    stack_targets,
+)
 from .render import (
     Passwords,
     docker_paths,
@@ -30,6 +38,7 @@ from .render import (
 from .render_hosts import (
     ADMIN_PASS_FILE,
     BACKUP_SCRIPT,
+    CONF_DIR,
     FIREWALL_UNIT,
     HEALTH_CHECK_SCRIPT,
     NFT_FILE,
@@ -117,6 +126,11 @@ def _docker_files(settings: Settings, topology: Topology, passwords: Passwords) 
         files[f"containers/{sentinel.name}{paths.conf_file}"] = render_sentinel_conf(
             settings, topology, sentinel, paths, passwords
         )
+    if settings.monitoring_enabled:
+        for target in stack_targets(settings, topology):
+            files[f"containers/{exporter_unit_name(target)}{DOCKER_PASSWORD_FILE}"] = render_password_file(
+                target, passwords.monitor, tls=False
+            )
     files["local/bootstrap.sh"] = render_bootstrap_script(settings, topology, f"{docker_paths('').conf_dir}/tls")
     return files
 
@@ -159,6 +173,16 @@ def _host_files(settings: Settings, topology: Topology, passwords: Passwords) ->
             files[f"{base}{UNIT_DIR}/{sentinel.name}.service"] = render_sentinel_unit(settings, sentinel)
         if plan.sentinels:
             files[f"{stdin}/sentinel-set.sh"] = render_sentinel_set(settings, topology, plan, passwords)
+        if settings.monitoring_enabled:
+            for target in stack_targets(settings, topology):
+                if target.host == plan.name:
+                    tls_ca = f"{TLS_DIR}/ca.crt" if settings.redis.tls else None
+                    files[f"{base}{UNIT_DIR}/{exporter_unit_name(target)}.service"] = render_exporter_unit(
+                        settings, target, CONF_DIR, tls_ca
+                    )
+                    files[base + exporter_password_file(target, CONF_DIR)] = render_password_file(
+                        target, passwords.monitor, settings.redis.tls
+                    )
     first = topology.nodes[0].host
     files[f"hosts/{first}/stdin/bootstrap.sh"] = render_bootstrap_script(settings, topology, TLS_DIR)
     return files

@@ -17,16 +17,17 @@ import pulumi_docker as docker
 from pulumi_docker import ContainerNetworksAdvancedArgsDict, ContainerPortArgsDict, ContainerUploadArgsDict
 
 from ..monitoring import (
+    DOCKER_PASSWORD_FILE,
     ExporterTarget,
     dashboard_json,
     exporter_args,
     exporter_password_file,
-    exporter_targets,
     exporter_unit_name,
     render_exporter_unit,
     render_password_file,
     rules_yaml,
     scrape_targets,
+    stack_targets,
 )
 from ..render import Passwords
 from ..settings import Settings
@@ -34,18 +35,6 @@ from ..topology import Topology
 
 # The upstream image runs as this uid (USER 59000:59000 in its Dockerfile).
 EXPORTER_IMAGE_UID = "59000"
-DOCKER_PASSWORD_FILE = "/exporter/password.json"
-
-
-def stack_targets(settings: Settings, topology: Topology) -> tuple[ExporterTarget, ...]:
-    """Where the platform's Prometheus scrapes each exporter, and what each exporter reads.
-
-    Hosts: the exporter listens on its machine's address and reads its node over loopback.
-    Docker: Prometheus scrapes the port published on docker.publish_address; the exporter reads
-    its node on the stack's network."""
-    if settings.redis.target == "hosts":
-        return exporter_targets(settings, topology, lambda p: p.address, lambda p: "127.0.0.1")
-    return exporter_targets(settings, topology, lambda p: settings.docker.publish_address, lambda p: p.address)
 
 
 def export_outputs(settings: Settings, topology: Topology) -> None:
