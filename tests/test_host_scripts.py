@@ -28,6 +28,7 @@ from cachelayer.render_hosts import (
     render_backup_timer,
     render_firewall_unit,
     render_health_check,
+    render_install_script,
     render_node_unit,
     render_sentinel_unit,
     render_thp_unit,
@@ -345,3 +346,23 @@ def test_backup_timer_runs_daily_at_two(tmp_path: Path) -> None:
         ["systemd-analyze", "calendar", parser["Timer"]["OnCalendar"]], capture_output=True, text=True
     )
     assert calendar.returncode == 0 and "02:00:00" in calendar.stdout
+
+
+def test_the_rehearsal_image_holds_every_package_the_install_script_installs() -> None:
+    """The rehearsal's hosts have no route out: a package the install step adds must be baked
+    into their image, or the rehearsal fails offline (as it did when monitoring added one)."""
+    from rehearsal.hosts import PACKAGES
+
+    for topology_kind in ("cluster", "sentinel"):
+        settings = prod_settings(topology=topology_kind)
+        _, plans, _ = rendered(settings)
+        for plan in plans:
+            script = render_install_script(settings, plan)
+            installed = {
+                package
+                for line in script.splitlines()
+                if line.startswith("packages=(") or line.startswith("packages+=(")
+                for package in line.split("(", 1)[1].rstrip(")").split()
+            }
+            assert "redis-server" in installed, script
+            assert installed <= set(PACKAGES), f"{plan.name}: not in the rehearsal image: {installed - set(PACKAGES)}"

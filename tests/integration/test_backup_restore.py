@@ -6,6 +6,7 @@ Ports: source cluster 7900-7905, a 4-master target 7910-7917, sentinel target 79
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -215,22 +216,36 @@ def test_interrupted_restore_leaves_no_temporary_process(
             "'--mode', 'replace', '--batch', '1']))")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True,
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
                              env={**os.environ, "TMPDIR": str(scratch), "COLUMNS": "200"})
-    assert child.stderr is not None
+
+    def temp_server_pid() -> int | None:
+        """The temporary redis-server: it chdirs into its --dir, a cachelayer-restore-* in scratch."""
+        for directory in scratch.glob("cachelayer-restore-*"):
+            for proc in Path("/proc").iterdir():
+                if proc.name.isdigit() and proc.name != str(child.pid):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(proc / "cwd") == str(directory):
+                            return int(proc.name)
+        return None
+
+    # Catch the restore while a temporary server runs, and freeze it there, so the interrupt
+    # lands mid-restore however fast the restore is.
     pid = None
-    for line in child.stderr:
-        if "temporary redis-server pid" in line:
-            # Frozen at once, so the interrupt lands mid-restore however fast the restore is.
-            child.send_signal(signal.SIGSTOP)
-            pid = int(line.split("pid ")[1].split()[0])
+    deadline = time.monotonic() + 60
+    while child.poll() is None and time.monotonic() < deadline:
+        if temp_server_pid() is None:
+            time.sleep(0.002)
+            continue
+        child.send_signal(signal.SIGSTOP)
+        pid = temp_server_pid()  # again, frozen: the one found may have just finished its shard
+        if pid is not None:
             break
-    assert pid is not None and Path(f"/proc/{pid}").exists()
-    assert list(scratch.glob("cachelayer-restore-*"))
+        child.send_signal(signal.SIGCONT)
+    assert pid is not None, "never caught the restore with a temporary server running"
     child.send_signal(signal.SIGINT)  # pending until it runs again
     child.send_signal(signal.SIGCONT)
     assert child.wait(30) != 0, "the restore was still running when interrupted"
-    child.stderr.close()
     assert not Path(f"/proc/{pid}").exists(), "the temporary redis-server outlived the interrupted restore"
     assert list(scratch.iterdir()) == []
 
