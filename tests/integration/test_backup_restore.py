@@ -211,7 +211,10 @@ def test_corrupt_rdb_is_refused_by_backup_and_by_restore(
 def test_interrupted_restore_leaves_no_temporary_process(
     taken: Path, four_masters: LocalSandbox, tmp_path: Path
 ) -> None:
-    code = (f"import sys; sys.path.insert(0, {str(PROJECT_ROOT / 'infra')!r}); from cachelayer.cli import main; "
+    # Ctrl-C as at a terminal: a test run started in the background (nohup ... &) inherits
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt.
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"import sys; sys.path.insert(0, {str(PROJECT_ROOT / 'infra')!r}); from cachelayer.cli import main; "
             f"sys.exit(main(['restore', {str(taken)!r}, '--workdir', {str(four_masters.workdir)!r}, "
             "'--mode', 'replace', '--batch', '1']))")
     scratch = tmp_path / "tmp"
