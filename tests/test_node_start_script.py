@@ -23,6 +23,7 @@ PASSWORDS = Passwords("app-pw-0123456789", "admin-pw-0123456789", "repl-pw-01234
                       "monitor-pw-0123456789")
 FAKE_CLI = """#!/bin/sh
 # Answers `sentinel master <group>` from $FAKE_DIR/answer-<port>; no file: refused.
+echo "$*" >> "$FAKE_DIR/argv"
 while [ $# -gt 0 ]; do
     [ "$1" = "-p" ] && port="$2"
     shift
@@ -162,8 +163,10 @@ def test_picks_the_role_the_sentinels_give(
     node = topology.nodes[node_index]
     assert (tmp_path / "exec").read_text().strip() == f"{sandbox_paths(tmp_path, node.name).conf_file} {expected}"
     assert Path(sandbox_paths(tmp_path, node.name).started_marker).exists()
-    # The sentinels were asked with the replication password, from the environment.
+    # The sentinels were asked with the replication password, from the environment, never argv.
     assert {p.read_text().strip() for p in tmp_path.glob("auth-*")} == {PASSWORDS.replication}
+    argv = (tmp_path / "argv").read_text()
+    assert "sentinel master redis-master-1" in argv and PASSWORDS.replication not in argv
 
 
 def test_a_node_that_ran_before_never_guesses(tmp_path: Path) -> None:
