@@ -333,9 +333,11 @@ def _read_batches(source: redis.Redis, batch: int) -> Iterator[list[tuple[bytes,
 
 
 def _write(router: Router, items: Sequence[tuple[bytes, bytes, int]], group: str | None, mode: Mode,
-           result: ShardResult) -> None:
+           result: ShardResult) -> list[bytes]:
     """RESTORE the items, one pipeline per target master (keys grouped by slot owner): every
-    master's commands are sent before any reply is read, so the masters work in parallel."""
+    master's commands are sent before any reply is read, so the masters work in parallel.
+    Returns the keys restored (in skip-existing mode, the target's own keys are not)."""
+    restored: list[bytes] = []
     by_client: dict[int, tuple[redis.Redis, list[tuple[bytes, bytes, int]]]] = {}
     for item in items:
         client = router.client_for(item[0], group)
@@ -359,6 +361,7 @@ def _write(router: Router, items: Sequence[tuple[bytes, bytes, int]], group: str
                 try:
                     connection.read_response()
                     result.restored += 1
+                    restored.append(key)
                 except redis.ResponseError as answer:
                     if str(answer).startswith("BUSYKEY") and mode == "skip-existing":
                         result.existing += 1
@@ -374,6 +377,7 @@ def _write(router: Router, items: Sequence[tuple[bytes, bytes, int]], group: str
     finally:
         for client, connection, _ in sent:
             client.connection_pool.release(connection)
+    return restored
 
 
 def _content(client: redis.Redis, key: bytes) -> tuple[Any, ...]:
@@ -449,9 +453,11 @@ def restore(
                     now_ms = time.time() * 1000 + 50  # a key about to expire is not worth sending
                     live = [(k, p, e) for k, p, e in rows if p is not None and (e < 0 or e > now_ms)]
                     result.expired += len(rows) - len(live)
-                    _write(router, live, file.group, mode, result)
+                    restored = _write(router, live, file.group, mode, result)
                     progress.advance(len(rows))
-                    for key, _, _ in live:
+                    # Sample what was restored: a key skip-existing left as the target had it is
+                    # meant to differ from the backup.
+                    for key in restored:
                         seen += 1
                         if len(kept) < sample:
                             kept.append(key)

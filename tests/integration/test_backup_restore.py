@@ -151,7 +151,11 @@ def test_non_empty_target_is_refused_unless_a_mode_says(
     dst = admin_cluster(four_masters)
     dst.set("t:set", "changed")  # now a string: skip-existing keeps it, replace puts the set back
     dst.set("extra", "mine")
-    code, skipped = run_json(["restore", str(taken), *workdir, "--mode", "skip-existing", "--verify"], capsys)
+    # Every key sampled: the keys skip-existing kept as the target had them (t:set) must not
+    # count as mismatches, whichever the sample would have picked.
+    code, skipped = run_json(
+        ["restore", str(taken), *workdir, "--mode", "skip-existing", "--verify", "--sample", "100000"], capsys
+    )
     assert code == 0 and skipped["restored"] == 0 and sum(s["existing"] for s in skipped["shards"]) == TOTAL_SLOTS + 7
     assert dst.get("t:set") == b"changed"
     code, replaced = run_json(["restore", str(taken), *workdir, "--mode", "replace", "--verify"], capsys)
@@ -167,10 +171,11 @@ def test_verify_notices_a_different_target(
 
     original = restore_module._write
 
-    def corrupting(router: Any, items: Any, group: Any, mode: Any, result: Any) -> None:
-        original(router, items, group, mode, result)
+    def corrupting(router: Any, items: Any, group: Any, mode: Any, result: Any) -> list[bytes]:
+        restored: list[bytes] = original(router, items, group, mode, result)
         for key, _, _ in items:
             router.client_for(key, group).set(key, b"not what was backed up")
+        return restored
 
     monkeypatch.setattr(restore_module, "_write", corrupting)
     code, result = run_json(["restore", str(taken), "--workdir", str(four_masters.workdir), "--mode", "replace",
