@@ -158,7 +158,7 @@ def test_passwords_that_break_config_lines_are_refused_without_echo(key: str, ch
 @pytest.mark.parametrize("key", PASSWORD_KEYS)
 def test_every_other_printable_character_is_accepted(key: str) -> None:
     allowed = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in PASSWORD_FORBIDDEN)
-    load_settings({key: allowed}, "t")
+    assert load_settings({key: allowed}, "t").stack == "t"  # loads: no SettingsError
 
 
 def test_generated_passwords_stay_in_the_allowed_set(dev_run: Any) -> None:
@@ -207,7 +207,8 @@ CALENDAR_BAD = [
 
 @pytest.mark.parametrize("value", CALENDAR_GOOD)
 def test_calendar_forms_of_the_subset_load(value: str) -> None:
-    load_settings(with_value(base_config("hosts"), "hosts.backup_on_calendar", value), "t")
+    settings = load_settings(with_value(base_config("hosts"), "hosts.backup_on_calendar", value), "t")
+    assert settings.hosts is not None and settings.hosts.backup_on_calendar == value
 
 
 @pytest.mark.parametrize("value", CALENDAR_BAD, ids=repr)
