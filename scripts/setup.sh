@@ -2,7 +2,7 @@
 # Installs what this project needs on a fresh Debian machine: Debian's redis-server and
 # redis-tools (the sandbox and the integration tests run them), prometheus and
 # prometheus-redis-exporter (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
-# openssl and systemd-analyze (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
+# openssl, systemd-analyze and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
 # and a virtualenv `venv/` with requirements.txt
 # (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -19,6 +19,8 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The prod hosts' health check runs on Debian's python3-redis; the tests run it the same way.
+/usr/bin/python3 -c 'import redis' 2>/dev/null || missing+=(python3-redis)
 # The prod-stack rehearsal (tests/rehearsal): booted Debian hosts, reached over SSH.
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 command -v debootstrap >/dev/null || missing+=(debootstrap)

@@ -8,7 +8,10 @@ document (REDIS_PORTS, REDIS_BACKUP_DIR, REDIS_ADMIN_PASS_FILE, REDIS_TLS_DIR, .
 from __future__ import annotations
 
 import configparser
+import json
 import os
+import posixpath
+import re
 import shutil
 import subprocess
 import time
@@ -20,7 +23,10 @@ import pytest
 
 from cachelayer.render import Passwords, render_redis_conf, render_users_acl
 from cachelayer.render_hosts import (
+    HEALTH_MODULE,
     HostPlan,
+    health_module_source,
+    health_plan,
     host_plans,
     node_paths,
     render_backup_script,
@@ -235,17 +241,31 @@ def test_backup_script_fails_when_a_node_cannot_be_saved(server: Server, tmp_pat
 
 
 @pytest.mark.integration
-def test_health_check_reports_up_and_role_then_fails_when_the_node_stops(server: Server, tmp_path: Path) -> None:
+def test_health_check_connects_with_tls_reports_the_node_then_fails_when_it_stops(server: Server, tmp_path: Path) -> None:
+    """The prod-rendered health-check.sh and the shipped health.py, over TLS, with Debian's
+    python3-redis. The plan holds this one standalone node: the checks that are not cluster-only."""
     script = tmp_path / "health-check.sh"
     script.write_text(prod_host_script("health"))
-    up = subprocess.run(["bash", str(script)], env=script_env(server), capture_output=True, text=True, timeout=30)
+    (tmp_path / posixpath.basename(HEALTH_MODULE)).write_text(health_module_source())
+    settings = prod_settings()
+    plan = health_plan(settings, build_topology(settings), "cache-1")
+    assert plan["tls"] is True
+    name = f"redis-{server.port}"
+    plan.update(kind="sentinel", nodes=[{"name": name, "host": "127.0.0.1", "port": server.port}], sentinels=[],
+                groups=[], masters=1, replicas_per_master=0, local=[name])
+    plan_file = tmp_path / "health.json"
+    plan_file.write_text(json.dumps(plan))
+    env = script_env(server, REDIS_HEALTH_PLAN=str(plan_file))
+
+    up = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert up.returncode == 0, up.stderr + up.stdout
-    assert f"redis-{PORT} up role=master" in up.stdout
+    assert f"{name} up role=master" in up.stdout.splitlines()
+    assert re.search(r"^  ok +reachable ", up.stdout, re.M), up.stdout
     server.process.terminate()
     server.process.wait(timeout=10)
-    down = subprocess.run(["bash", str(script)], env=script_env(server), capture_output=True, text=True, timeout=30)
-    assert down.returncode == 1
-    assert f"redis-{PORT} DOWN" in down.stdout
+    down = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert down.returncode == 2, down.stdout  # nothing answered: could not check
+    assert f"{name} DOWN (" in down.stdout and re.search(r"^  PROBLEM +reachable ", down.stdout, re.M)
 
 
 def test_scripts_refuse_to_run_without_the_admin_password(tmp_path: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cachelayer import health
 from cachelayer.errors import SettingsError
 from cachelayer.hosts_settings import load_hosts_settings
 from cachelayer.render import render_redis_conf
@@ -37,6 +40,8 @@ HOST_RESOURCES = (
     "backup-timer-unit",
     "backup-timer",
     "health-check",
+    "health-module",
+    "health-plan",
     "rolling-restart-script",
     "apply-config",
 )
@@ -113,6 +118,8 @@ def test_each_command_connects_to_its_own_host_as_the_ssh_user(prod: ProgramRun)
         ("redis-cache-1-redis-7000-unit", "/etc/systemd/system/redis-7000.service", "0644", "root:root"),
         ("redis-cache-3-backup-script", "/opt/redis/scripts/redis-backup.sh", "0750", "root:root"),
         ("redis-cache-3-health-check", "/opt/redis/scripts/health-check.sh", "0750", "root:root"),
+        ("redis-cache-3-health-module", "/opt/redis/scripts/cachelayer_health.py", "0644", "root:root"),
+        ("redis-cache-3-health-plan", "/etc/redis/health.json", "0644", "root:root"),
         ("redis-cache-3-rolling-restart-script", "/opt/redis/scripts/rolling-restart.sh", "0750", "root:root"),
         ("redis-cache-1-firewall-rules", "/etc/nftables.d/cachelayer-redis.nft", "0644", "root:root"),
         ("redis-cache-1-sysctl", "/etc/sysctl.d/60-cachelayer-redis.conf", "0644", "root:root"),
@@ -143,6 +150,11 @@ def test_file_contents_are_the_rendered_artefacts(prod: ProgramRun) -> None:
     timer = inputs(prod, "redis-cache-5-backup-timer-unit")["stdin"]
     assert "OnCalendar=*-*-* 02:00:00" in timer
     assert 'RETENTION_DAYS="${REDIS_BACKUP_RETENTION_DAYS:-7}"' in inputs(prod, "redis-cache-5-backup-script")["stdin"]
+    # The health check is health.py itself, over the whole deployment, cache-5's processes local.
+    assert inputs(prod, "redis-cache-5-health-module")["stdin"] == Path(health.__file__).read_text()
+    plan = json.loads(inputs(prod, "redis-cache-5-health-plan")["stdin"])
+    assert [n["host"] + ":" + str(n["port"]) for n in plan["nodes"]] == [n.endpoint for n in topology.nodes]
+    assert plan["local"] == ["redis-7004"] and plan["tls"] is True and plan["masters"] == 3
 
 
 def test_services_start_only_on_create_and_a_changed_unit_is_only_reloaded(prod: ProgramRun) -> None:

@@ -5,10 +5,18 @@ and the sandbox's own convergence wait.
 `check_*` functions are pure over those facts and return one line per problem. `basic_problems`
 is what `sandbox status` has always reported; `run_checks` adds the operator checks (open slots,
 PFAIL/FAIL flags, lag, placement, memory, persistence, sentinel quorum and replicas).
+
+The prod hosts run this very file (`main`, through /opt/redis/scripts/health-check.sh) with
+Debian's python3-redis, so it imports nothing but the standard library and redis-py, and parses
+CLUSTER NODES itself: redis-py 4.3 (Debian 12) does not parse migrating slots.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -87,7 +95,7 @@ def node_facts(name: str, endpoint: str, client: redis.Redis, cluster: bool, pid
         if cluster:
             cluster_info = _cluster_info(client.execute_command("CLUSTER INFO"))
             state = str(cluster_info.get("cluster_state", "?"))
-            nodes = client.execute_command("CLUSTER NODES")
+            nodes = read_cluster_nodes(client)
             slots = _own_slots(nodes)
         status = NodeStatus(
             name, endpoint, True, pid, role, slots, keys, str(info.get("used_memory_human", "?")), state, link, master
@@ -398,6 +406,44 @@ def facts_json(nodes: Sequence[NodeFacts], sentinels: Sequence[SentinelFacts]) -
 
 
 # ---------------------------------------------------------------------- parsing
+def read_cluster_nodes(client: redis.Redis) -> dict[str, dict[str, Any]]:
+    """CLUSTER NODES, parsed by `parse_cluster_nodes` whatever redis-py's own parser does."""
+    client.set_response_callback("CLUSTER NODES", lambda response, **_: response)
+    raw = client.execute_command("CLUSTER NODES")
+    return parse_cluster_nodes(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+
+def parse_cluster_nodes(text: str) -> dict[str, dict[str, Any]]:
+    """{address:port: {node_id, flags, master_id, epoch, connected, slots, migrations}}, the shape
+    redis-py 5 gives. Format: https://redis.io/docs/latest/commands/cluster-nodes/ (a migrating
+    slot is `[slot->-node]`, an importing one `[slot-<-node]`)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) < 8:
+            continue
+        slots, migrations = [], []
+        for item in parts[8:]:
+            if item.startswith("["):
+                slot, arrow, node = item[1:-1].partition("->-") if "->-" in item else item[1:-1].partition("-<-")
+                state = "migrating" if arrow == "->-" else "importing"
+                migrations.append({"slot": slot, "node_id": node, "state": state})
+            else:
+                slots.append(item.split("-"))
+        nodes[parts[1].split("@")[0]] = {
+            "node_id": parts[0],
+            "flags": parts[2],
+            "master_id": parts[3],
+            "last_ping_sent": parts[4],
+            "last_pong_rcvd": parts[5],
+            "epoch": parts[6],
+            "connected": parts[7] == "connected",
+            "slots": slots,
+            "migrations": migrations,
+        }
+    return nodes
+
+
 def _cluster_info(info: Any) -> dict[str, Any]:
     """CLUSTER INFO as a dict, whether redis-py parsed it or not."""
     if isinstance(info, dict):
@@ -406,23 +452,94 @@ def _cluster_info(info: Any) -> dict[str, Any]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
-def _own_slots(nodes: Any) -> int:
+def _own_slots(nodes: Mapping[str, Any]) -> int:
     """Slots served by the node answering CLUSTER NODES (its `myself` line)."""
-    if isinstance(nodes, dict):  # redis-py parses CLUSTER NODES into {endpoint: {...}}
-        for description in nodes.values():
-            if "myself" in description.get("flags", ""):
-                return sum(_slot_range_size(r) for r in description.get("slots", []))
-        return 0
-    text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) > 2 and "myself" in parts[2]:
-            return sum(_slot_range_size(r) for r in parts[8:] if not r.startswith("["))
+    for description in nodes.values():
+        if "myself" in description["flags"]:
+            return sum(_slot_range_size(r) for r in description["slots"])
     return 0
 
 
-def _slot_range_size(slot_range: Any) -> int:
-    if isinstance(slot_range, (list, tuple)):
-        return int(slot_range[1]) - int(slot_range[0]) + 1 if len(slot_range) == 2 else 1
-    low, _, high = str(slot_range).partition("-")
-    return int(high or low) - int(low) + 1
+def _slot_range_size(slot_range: Sequence[str]) -> int:
+    return int(slot_range[-1]) - int(slot_range[0]) + 1
+
+
+# ---------------------------------------------------------------------- on a prod host
+def check_plan(
+    plan: Mapping[str, Any], password: str, tls_dir: str | None = None, limits: Limits | None = None
+) -> tuple[list[Check], list[NodeFacts], list[SentinelFacts]]:
+    """Every check over the deployment a host's health plan (render_hosts.health_plan) describes,
+    as the admin user; with TLS when the plan says so (the CA under `tls_dir`, or the plan's)."""
+    kind = plan["kind"]
+    options: dict[str, Any] = {}
+    if plan.get("tls"):
+        options = {"ssl": True, "ssl_ca_certs": os.path.join(tls_dir or plan["tls_dir"], "ca.crt")}
+
+    def connect(endpoint: Mapping[str, Any]) -> redis.Redis:
+        return redis.Redis(
+            host=endpoint["host"], port=int(endpoint["port"]), username=plan["admin_user"], password=password,
+            decode_responses=True, socket_timeout=2.0, socket_connect_timeout=2.0, **options,
+        )
+
+    nodes = []
+    for node in plan["nodes"]:
+        with connect(node) as client:
+            nodes.append(node_facts(node["name"], f"{node['host']}:{node['port']}", client, kind == "cluster"))
+    sentinels = []
+    for sentinel in plan["sentinels"]:
+        with connect(sentinel) as client:
+            sentinels.append(sentinel_facts(sentinel["name"], f"{sentinel['host']}:{sentinel['port']}", client, plan["groups"]))
+    checks = run_checks(kind, nodes, sentinels, int(plan["masters"]), int(plan["replicas_per_master"]), limits)
+    return checks, nodes, sentinels
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python3 health.py PLAN.json`: the checks of `cachelayer health`, from a prod host. The
+    admin password comes from REDISCLI_AUTH (health-check.sh reads it from the root-only file).
+    Exit 0 healthy, 1 a problem found, 2 could not check."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("plan", help="the host's health plan (JSON)")
+    parser.add_argument("--tls-dir", help="where ca.crt is, when the plan says TLS")
+    parser.add_argument("--max-lag", type=int, default=Limits.max_lag_seconds)
+    parser.add_argument("--max-memory", type=float, default=Limits.max_memory_ratio)
+    parser.add_argument("--max-save-age", type=int, default=Limits.max_save_age)
+    parser.add_argument("--json", action="store_true", help="one JSON document, as `cachelayer health --json`")
+    args = parser.parse_args(argv)
+    password = os.environ.get("REDISCLI_AUTH", "")
+    if not password:
+        print("no admin password: set REDISCLI_AUTH (health-check.sh reads it from the admin password file)", file=sys.stderr)
+        return 2
+    try:
+        with open(args.plan, encoding="utf-8") as handle:
+            plan = json.load(handle)
+    except (OSError, ValueError) as error:
+        print(f"cannot read the health plan {args.plan}: {error}", file=sys.stderr)
+        return 2
+    limits = Limits(args.max_lag, args.max_memory, args.max_save_age)
+    checks, nodes, sentinels = check_plan(plan, password, args.tls_dir, limits)
+    reachable = any(f.status.up for f in nodes)
+    ok = reachable and all(c.ok for c in checks)
+    code = 0 if ok else (1 if reachable else 2)
+    if args.json:
+        document = {"command": "health", "stack": plan["stack"], "host": plan.get("host"), "ok": ok}
+        document["checks"] = [{"name": c.name, "description": c.description, "ok": c.ok, "problems": list(c.problems)} for c in checks]
+        print(json.dumps({**document, **facts_json(nodes, sentinels)}, indent=2))
+        return code
+    if not reachable:
+        print("no node answered: check the plan's endpoints, the admin password file and the firewall", file=sys.stderr)
+    local = set(plan.get("local", ()))
+    for status in [f.status for f in nodes] + [s.status for s in sentinels]:
+        if status.name in local:
+            role = "sentinel" if isinstance(status, SentinelStatus) else status.role
+            print(f"{status.name} up role={role}" if status.up else f"{status.name} DOWN ({status.error})")
+    seen_from = f" as seen from {plan['host']}" if plan.get("host") else ""
+    print(f"health of {plan['stack']} ({plan['kind']}){seen_from}: {'ok' if ok else 'PROBLEMS FOUND'}")
+    for check in checks:
+        print(f"  {'ok' if check.ok else 'PROBLEM':8} {check.name:19} {check.description}")
+        for problem in check.problems:
+            print(f"  {'':8} {'':19} - {problem}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

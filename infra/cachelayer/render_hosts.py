@@ -8,11 +8,14 @@ REDISCLI_AUTH when the caller already set it, never from its command line.
 from __future__ import annotations
 
 import ipaddress
+import json
 import posixpath
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from . import health
 from .hosts_settings import Machine
 from .render import (
     USERS,
@@ -43,6 +46,9 @@ FIREWALL_UNIT = "cachelayer-firewall.service"
 THP_UNIT = "disable-thp.service"
 BACKUP_SCRIPT = f"{SCRIPTS_DIR}/redis-backup.sh"
 HEALTH_CHECK_SCRIPT = f"{SCRIPTS_DIR}/health-check.sh"
+# health-check.sh runs health.py itself (the checks of `cachelayer health`), shipped beside it, over this plan.
+HEALTH_MODULE = f"{SCRIPTS_DIR}/cachelayer_health.py"
+HEALTH_PLAN_FILE = f"{CONF_DIR}/health.json"
 ROLLING_RESTART_SCRIPT = f"{SCRIPTS_DIR}/rolling-restart.sh"
 SOMAXCONN = 1024  # above redis.conf's tcp-backlog 511
 WAIT_SECONDS = 120
@@ -301,10 +307,38 @@ def render_health_check(settings: Settings, host: HostPlan) -> str:
         "health-check.sh.j2",
         settings,
         host=host.name,
-        ports=host.ports,
-        sentinel_ports=tuple(s.port for s in host.sentinels),
+        module=posixpath.basename(HEALTH_MODULE),
+        plan_file=HEALTH_PLAN_FILE,
         **_cli_context(settings),
     )
+
+
+def health_module_source() -> str:
+    """health.py as shipped to every host: one implementation of the checks."""
+    return Path(health.__file__).read_text(encoding="utf-8")
+
+
+def health_plan(settings: Settings, topology: Topology, host: str | None = None) -> dict[str, Any]:
+    """What health.py checks from a host: every node and sentinel of the deployment, the planned
+    shape, how to connect (admin user, TLS), and which processes are local to `host`."""
+    return {
+        "stack": settings.stack,
+        "kind": topology.kind,
+        "host": host,
+        "nodes": [{"name": n.name, "host": n.address, "port": n.port} for n in topology.nodes],
+        "sentinels": [{"name": s.name, "host": s.address, "port": s.port} for s in topology.sentinels],
+        "groups": [m.group for m in topology.masters] if topology.kind == "sentinel" else [],
+        "masters": settings.redis.masters,
+        "replicas_per_master": settings.redis.replicas_per_master,
+        "admin_user": USERS.admin,
+        "tls": settings.redis.tls,
+        "tls_dir": TLS_DIR,
+        "local": [n.name for n in topology.nodes if n.host == host] + [s.name for s in topology.sentinels if s.host == host],
+    }
+
+
+def render_health_plan(settings: Settings, topology: Topology, host: HostPlan) -> str:
+    return json.dumps(health_plan(settings, topology, host.name), indent=2) + "\n"
 
 
 def render_rolling_restart(settings: Settings, topology: Topology, host: HostPlan) -> str:

@@ -41,12 +41,15 @@ from .render_hosts import (
     CONF_DIR,
     FIREWALL_UNIT,
     HEALTH_CHECK_SCRIPT,
+    HEALTH_MODULE,
+    HEALTH_PLAN_FILE,
     NFT_FILE,
     ROLLING_RESTART_SCRIPT,
     SYSCTL_FILE,
     THP_UNIT,
     TLS_DIR,
     UNIT_DIR,
+    health_module_source,
     host_plans,
     node_paths,
     render_apply_config,
@@ -56,6 +59,7 @@ from .render_hosts import (
     render_dirs_script,
     render_firewall_unit,
     render_health_check,
+    render_health_plan,
     render_install_script,
     render_kernel_apply,
     render_nftables,
@@ -159,6 +163,8 @@ def _host_files(settings: Settings, topology: Topology, passwords: Passwords) ->
             files[base + ROLLING_RESTART_SCRIPT] = render_rolling_restart(settings, topology, plan)
             files[f"{stdin}/apply-config.sh"] = render_apply_config(settings, plan, confs)
         files[base + HEALTH_CHECK_SCRIPT] = render_health_check(settings, plan)
+        files[base + HEALTH_MODULE] = health_module_source()
+        files[base + HEALTH_PLAN_FILE] = render_health_plan(settings, topology, plan)
         for node in plan.nodes:
             paths = node_paths(node)
             files[base + paths.conf_file] = confs[node.port]

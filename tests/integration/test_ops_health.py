@@ -1,17 +1,25 @@
 """`cachelayer health` on real redis-server: healthy on a fresh deployment, and each check fails
-on a deployment broken on purpose. Ports 7710-7715 (cluster), 7720-7725 + 27720-27722 (sentinel)."""
+on a deployment broken on purpose; the prod hosts' health-check.sh gives the same verdicts. Ports 7710-7715 (cluster), 7720-7725 + 27720-27722 (sentinel)."""
 
 from __future__ import annotations
 
 import json
+import os
+import posixpath
 import signal
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cachelayer.cli import main
+from cachelayer.render_hosts import HEALTH_MODULE, health_module_source, health_plan, host_plans, render_health_check
 from cachelayer.sandbox import LocalSandbox
+from cachelayer.settings import load_settings
+from cachelayer.stack_file import read_stack_config
+from cachelayer.topology import build_topology
 
 from .conftest import cluster_nodes, wait_until
 
@@ -106,7 +114,7 @@ def test_a_killed_replica_fails_reachable_and_replicas_then_pfail(
 
 
 def test_sentinel_topology_checks_quorum_agreement_and_a_stopped_sentinel(
-    sandbox_factory: Callable[..., LocalSandbox], capsys: pytest.CaptureFixture[str]
+    sandbox_factory: Callable[..., LocalSandbox], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     sandbox = sandbox_factory(7720, topology="sentinel")
     sandbox.up()
@@ -114,6 +122,7 @@ def test_sentinel_topology_checks_quorum_agreement_and_a_stopped_sentinel(
     assert code == 0, failing(document)
     assert {"sentinel_quorum", "sentinel_agreement", "sentinel_replicas"} <= {c["name"] for c in document["checks"]}
     assert len(document["sentinels"]) == 3
+    assert same_verdict(sandbox, tmp_path, capsys) == {}  # the hosts' health-check.sh
 
     sandbox.stop(names=["redis-sentinel-27720", "redis-sentinel-27721"])
     code, document = health(sandbox, capsys)
@@ -123,3 +132,86 @@ def test_sentinel_topology_checks_quorum_agreement_and_a_stopped_sentinel(
         "redis-sentinel-27720 is down", "redis-sentinel-27721 is down"]
     # One sentinel of three cannot authorise a failover: CKQUORUM says so for every group.
     assert len(problems["sentinel_quorum"]) == 3 and all("CKQUORUM" in p for p in problems["sentinel_quorum"])
+    assert same_verdict(sandbox, tmp_path, capsys).keys() == problems.keys()
+
+
+# --- the prod hosts' health-check.sh: the same health.py, on Debian's python3-redis -------------
+def host_health(
+    sandbox: LocalSandbox, tmp_path: Path, *args: str, password: str | None = ""
+) -> subprocess.CompletedProcess[str]:
+    """The prod-rendered health-check.sh with the shipped health.py beside it, run with Debian's
+    /usr/bin/python3 over this sandbox's health plan, as on a host whose processes are all local.
+    `password`: "" the admin's, None no password file."""
+    settings = load_settings(read_stack_config("prod"), "prod")
+    script = tmp_path / "health-check.sh"
+    script.write_text(render_health_check(settings, host_plans(settings, build_topology(settings))[0]))
+    (tmp_path / posixpath.basename(HEALTH_MODULE)).write_text(health_module_source())
+    plan = tmp_path / "health.json"
+    plan.write_text(json.dumps(health_plan(sandbox.settings, sandbox.topology, "local")))
+    password_file = tmp_path / "admin.pass"
+    password_file.unlink(missing_ok=True)
+    if password is not None:
+        password_file.write_text((password or sandbox.passwords.admin) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    env.update(REDIS_HEALTH_PLAN=str(plan), REDIS_ADMIN_PASS_FILE=str(password_file))
+    return subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def same_verdict(sandbox: LocalSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, list[str]]:
+    """Runs both; asserts the host's check and `cachelayer health` agree check by check."""
+    code, document = health(sandbox, capsys)
+    on_host = host_health(sandbox, tmp_path, "--json")
+    assert on_host.returncode == code, on_host.stderr
+    host_document = json.loads(on_host.stdout)
+    assert [(c["name"], c["ok"]) for c in host_document["checks"]] == [(c["name"], c["ok"]) for c in document["checks"]]
+    # Problem texts carry live figures (lag, errno); their subjects must match.
+    assert {k: [p.split(" (")[0] for p in v] for k, v in failing(host_document).items()} == {
+        k: [p.split(" (")[0] for p in v] for k, v in failing(document).items()}
+    return failing(host_document)
+
+
+def test_the_hosts_health_check_runs_the_same_checks_on_debians_redis_py(
+    cluster: LocalSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    healthy = host_health(cluster, tmp_path)
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    lines = healthy.stdout.splitlines()
+    assert [line for line in lines if " up role=" in line] == [
+        f"{n.name} up role={n.role}" for n in cluster.status().nodes]
+    assert f"health of {cluster.settings.stack} (cluster) as seen from local: ok" in lines
+    assert same_verdict(cluster, tmp_path, capsys) == {}
+
+    # An open slot: found through the module's own CLUSTER NODES parser (redis-py 4.3 has none for it).
+    nodes = cluster_nodes(cluster, 7710)
+    (source, source_detail), (_, dest_detail) = sorted(
+        (e, d) for e, d in nodes.items() if "master" in d["flags"] and d["slots"])[:2]
+    slot, source_port = int(source_detail["slots"][0][0]), int(source.rsplit(":", 1)[1])
+    with cluster.admin_client(source_port) as admin:
+        admin.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dest_detail["node_id"])
+    try:
+        assert same_verdict(cluster, tmp_path, capsys).keys() == {"open_slots"}
+    finally:
+        with cluster.admin_client(source_port) as admin:
+            admin.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+
+    replica = next(n for n in cluster.status().nodes if n.role == "replica")
+    cluster.signal(replica.name, signal.SIGKILL)
+    cluster.reap(replica.name)
+    try:
+        down = host_health(cluster, tmp_path)
+        assert down.returncode == 1
+        assert f"{replica.name} DOWN (" in down.stdout and "PROBLEMS FOUND" in down.stdout
+        assert {"reachable", "replicas"} <= same_verdict(cluster, tmp_path, capsys).keys()
+    finally:
+        cluster.start(names=[replica.name])
+        cluster.wait_converged(timeout=30)
+    assert host_health(cluster, tmp_path).returncode == 0
+
+
+def test_the_hosts_health_check_without_the_password_could_not_check(cluster: LocalSandbox, tmp_path: Path) -> None:
+    missing = host_health(cluster, tmp_path, password=None)
+    assert missing.returncode == 2 and "cannot read the admin password file" in missing.stderr
+    wrong = host_health(cluster, tmp_path, password="not-the-admin-password")
+    assert wrong.returncode == 2, wrong.stdout
+    assert "no node answered" in wrong.stderr
+    assert "not-the-admin-password" not in wrong.stdout + wrong.stderr

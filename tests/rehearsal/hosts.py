@@ -45,6 +45,7 @@ PACKAGES = (
     "redis-server",
     "redis-tools",
     "nftables",
+    "python3-redis",
     "prometheus-redis-exporter",  # monitoring is on by default on prod
 )
 # Bump when the customisation below changes: the cache key includes it.

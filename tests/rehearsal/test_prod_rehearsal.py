@@ -55,8 +55,10 @@ def test_fresh_deploy_of_the_shipped_prod_stack(rehearsal: Rehearsal) -> None:
         units = f"redis-{port}.service cachelayer-firewall.service redis-backup.timer"
         state = host_sh(rehearsal, name, f"systemctl is-enabled {units}; systemctl is-active {units}")
         assert state.split() == ["enabled"] * 3 + ["active"] * 3, f"{name}: {state}"
+        # health.py on Debian's python3-redis, over the whole deployment, from every host.
         health = host_sh(rehearsal, name, "/opt/redis/scripts/health-check.sh")
         assert f"redis-{port} up role=" in health, health
+        assert f"health of prod (cluster) as seen from {name}: ok" in health, health
 
     # Kernel tuning cannot apply in a container: the deploy says so instead of failing.
     kernel_step = rehearsal.engine.state["redis-cache-1-kernel"]

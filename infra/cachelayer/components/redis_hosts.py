@@ -37,6 +37,8 @@ from ..render_hosts import (
     CONF_DIR,
     FIREWALL_UNIT,
     HEALTH_CHECK_SCRIPT,
+    HEALTH_MODULE,
+    HEALTH_PLAN_FILE,
     NFT_FILE,
     ROLLING_RESTART_SCRIPT,
     SYSCTL_FILE,
@@ -44,6 +46,7 @@ from ..render_hosts import (
     TLS_DIR,
     UNIT_DIR,
     HostPlan,
+    health_module_source,
     host_plans,
     node_paths,
     render_apply_config,
@@ -53,6 +56,7 @@ from ..render_hosts import (
     render_dirs_script,
     render_firewall_unit,
     render_health_check,
+    render_health_plan,
     render_install_script,
     render_kernel_apply,
     render_nftables,
@@ -414,6 +418,8 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 "root",
             )
         self._file(host, "health-check", HEALTH_CHECK_SCRIPT, render_health_check(settings, plan), "0750", "root")
+        self._file(host, "health-module", HEALTH_MODULE, health_module_source(), "0644", "root")
+        self._file(host, "health-plan", HEALTH_PLAN_FILE, render_health_plan(settings, topology, plan), "0644", "root")
         return host
 
     # --- monitoring ------------------------------------------------------------------------
