@@ -1,14 +1,18 @@
-"""Backup storage rules without a server: S3 URLs, retention, partial backups, and the check of
-RDB files with the real redis-check-rdb."""
+"""Backup storage rules without a server: S3 URLs, retention, partial backups, the check of
+RDB files with the real redis-check-rdb, the restore's --verify sample and its parallelism."""
 
 from __future__ import annotations
 
+import os
+import random
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from cachelayer.backup import MANIFEST, BackupError, LocalStore, check_rdb, parse_s3_url, prune
+from cachelayer.restore import BackupFile, Reservoir, parallel_shards
 
 NOW = datetime(2025, 6, 10, 2, 0, tzinfo=UTC)
 
@@ -45,3 +49,40 @@ def test_a_truncated_rdb_is_refused(tmp_path: Path) -> None:
     bad.write_bytes(b"REDIS0010\xfa\x09redis-ver")
     with pytest.raises(BackupError, match="not a valid RDB file"):
         check_rdb(bad)
+
+
+def test_the_verify_sample_is_uniform_and_keeps_only_what_the_caller_kept() -> None:
+    random.seed(7)
+    counts = Counter[bytes]()
+    for _ in range(2000):
+        reservoir = Reservoir(10)
+        keys = [b"k%d" % i for i in range(100)]
+        for start in range(0, 100, 25):  # batch by batch, as the restore reads them
+            reservoir.keep(reservoir.choose(keys[start:start + 25]))
+        assert len(reservoir.keys) == 10 == len(set(reservoir.keys))
+        counts.update(reservoir.keys)
+    # Every key has a 10% chance: 200 of 2000 runs, give or take.
+    assert len(counts) == 100 and min(counts.values()) > 120 and max(counts.values()) < 290
+
+    # skip-existing drops the picks of keys the target already holds: they never join the sample.
+    reservoir = Reservoir(5)
+    picks = reservoir.choose([b"a", b"b", b"c"])
+    reservoir.keep([key for key in picks if key != b"b"])
+    assert reservoir.keys == [b"a", b"c"]
+    for _ in range(20):
+        reservoir.keep(reservoir.choose([b"d", b"e", b"f", b"g"]))
+    assert b"b" not in reservoir.keys and len(reservoir.keys) == 5
+
+
+def test_shards_restored_at_once_fit_in_half_the_free_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = []
+    for index in range(5):
+        path = tmp_path / f"shard-{index}.rdb"
+        path.write_bytes(b"x" * 1000)
+        files.append(BackupFile(f"shard-{index}", path))
+    pages = {"SC_PAGE_SIZE": 1000}
+    monkeypatch.setattr(os, "sysconf", lambda name: pages.get(name, 0) if name != "SC_AVPHYS_PAGES" else pages["free"])
+    pages["free"] = 1000  # 1 MB free: half of it holds 250 shards of 2 x 1 kB
+    assert parallel_shards(files) == 4 and parallel_shards(files[:2]) == 2
+    pages["free"] = 6  # 3 kB of budget: one shard (2 kB in memory) fits, two do not
+    assert parallel_shards(files) == 1

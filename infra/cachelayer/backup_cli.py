@@ -63,13 +63,12 @@ class _Bar(Progress):
 
     def __init__(self, bar: RichProgress) -> None:
         self.bar = bar
-        self.task: Any = None
 
-    def start(self, label: str, total: int) -> None:
-        self.task = self.bar.add_task(label, total=total)
+    def start(self, label: str, total: int) -> Any:
+        return self.bar.add_task(label, total=total)
 
-    def advance(self, keys: int) -> None:
-        self.bar.advance(self.task, keys)
+    def advance(self, task: Any, keys: int) -> None:
+        self.bar.advance(task, keys)
 
 
 @contextmanager
@@ -168,15 +167,16 @@ def _restore_table(result: RestoreResult) -> Table:
 
 
 def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: int, sample: int,
-                 endpoint: str | None, as_json: bool) -> RestoreResult:
+                 endpoint: str | None, as_json: bool, parallel: int | None) -> RestoreResult:
     announce = None if as_json else (lambda line: errors.print(f"[dim]{line}[/]", highlight=False))
     with open_backup(location, endpoint) as (source, files):
         if as_json:
-            return restore(files, target, mode, verify, source, batch, sample, announce=announce)
+            return restore(files, target, mode, verify, source, batch, sample, announce=announce, parallel=parallel)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _KeysPerSecond(),
                    TimeElapsedColumn())
         with RichProgress(*columns, console=errors, transient=False) as bar:
-            return restore(files, target, mode, verify, source, batch, sample, _Bar(bar), announce=announce)
+            return restore(files, target, mode, verify, source, batch, sample, _Bar(bar), announce=announce,
+                           parallel=parallel)
 
 
 def restore_command(
@@ -187,6 +187,9 @@ def restore_command(
     verify: Annotated[bool, typer.Option(help="Check counts per shard and compare a sample by DUMP payload.")] = False,
     batch: Annotated[int, typer.Option(help="Keys per SCAN batch and pipeline.")] = 1000,
     sample: Annotated[int, typer.Option(help="Keys per shard compared by --verify.")] = 100,
+    parallel: Annotated[int | None, typer.Option(
+        min=1, help="Shards restored at once (each in a temporary redis-server's memory). "
+        "Default: up to 4, as many as fit in half the free memory.")] = None,
     s3_endpoint: EndpointOption = None,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
@@ -200,7 +203,7 @@ def restore_command(
     target = target_of(into, seed, workdir, outputs, as_json)
     try:
         with _interruptible():
-            result = _run_restore(backup_location, target, mode, verify, batch, sample, s3_endpoint, as_json)
+            result = _run_restore(backup_location, target, mode, verify, batch, sample, s3_endpoint, as_json, parallel)
     except (BackupError, OSError) as error:
         raise fail(str(error), as_json, code=PROBLEM) from None
     ok = result.verified is not False

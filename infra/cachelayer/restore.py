@@ -2,21 +2,25 @@
 
 Each shard's RDB is loaded into a temporary standalone redis-server on a free loopback port (so
 the target's version and number of masters do not matter), read with SCAN + DUMP + PEXPIRETIME,
-and written with RESTORE ... ABSTTL, pipelined per target master after grouping the keys by
-slot. Keys already expired are skipped. Temporary servers and files go away whatever happens
+and written with RESTORE ... ABSTTL into one `redis-cli --pipe` per target master, each key to
+the master of its slot. Keys already expired are skipped. Temporary servers and files go away whatever happens
 (an exception, Ctrl-C, SIGTERM turned into KeyboardInterrupt by the CLI).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -203,8 +207,9 @@ def _options(target: Target) -> dict[str, Any]:
 
 
 class Router:
-    """Which master client a key goes to. Cluster: the slot's master (RedisCluster's slot map).
-    Sentinel: the group of the same name as the source, else the slot's share of the groups."""
+    """Which master a key goes to. Cluster: the slot's master (RedisCluster's slot map).
+    Sentinel: the group of the same name as the source, else the slot's share of the groups.
+    The map is read once into a table by slot: a restore asks for every key."""
 
     def __init__(self, target: Target) -> None:
         self.target = target
@@ -212,9 +217,13 @@ class Router:
         self.groups: dict[str, redis.Redis] = {}
         if target.kind == "cluster":
             self.cluster = RedisCluster(startup_nodes=[ClusterNode(e.host, e.port) for e in target.nodes], **_options(target))
+            nodes = self.cluster.nodes_manager
+            self.by_slot = [self.cluster.get_redis_connection(nodes.get_node_from_slot(s)) for s in range(TOTAL_SLOTS)]
         else:
             for group in target.groups:
                 self.groups[group] = redis.Redis(*self._group_master(group), **_options(target))
+            names = list(self.groups)
+            self.by_slot = [self.groups[names[s * len(names) // TOTAL_SLOTS]] for s in range(TOTAL_SLOTS)]
 
     def _group_master(self, group: str) -> tuple[str, int]:
         for sentinel in self.target.sentinels:
@@ -232,13 +241,9 @@ class Router:
         return list(self.groups.values())
 
     def client_for(self, key: bytes, group: str | None) -> redis.Redis:
-        if self.cluster is not None:
-            node = self.cluster.nodes_manager.get_node_from_slot(key_slot(key))
-            return self.cluster.get_redis_connection(node)
         if group in self.groups:
             return self.groups[group]
-        names = list(self.groups)
-        return self.groups[names[key_slot(key) * len(names) // TOTAL_SLOTS]]
+        return self.by_slot[key_slot(key)]
 
     def key_count(self) -> int:
         return sum(int(client.dbsize()) for client in self.masters())
@@ -248,6 +253,91 @@ class Router:
             self.cluster.close()
         for client in self.groups.values():
             client.close()
+
+
+def address_of(client: redis.Redis) -> tuple[str, int]:
+    kwargs = client.connection_pool.connection_kwargs
+    return str(kwargs["host"]), int(kwargs["port"])
+
+
+class MassInsert:
+    """One `redis-cli --pipe` per target master: the mass-insertion path the Redis docs give
+    (https://redis.io/docs/latest/develop/use/patterns/bulk-loading/). The RESTOREs are written
+    as RESP to its stdin; redis-cli, in C, sends them and reads the replies, so Python only
+    formats. It prints each error reply on stderr and `errors: E, replies: R` at the end; both
+    go to unnamed files (a full stderr pipe would stall it)."""
+
+    def __init__(self, target: Target, mode: Mode) -> None:
+        self.target = target
+        self.suffix = b"$7\r\nREPLACE\r\n" if mode == "replace" else b""
+        self.children: dict[int, tuple[tuple[str, int], subprocess.Popen[bytes], Any, Any]] = {}
+        self.buffers: dict[int, bytearray] = {}
+
+    def add(self, client: redis.Redis, items: Sequence[tuple[bytes, bytes, int]]) -> None:
+        """Queues RESTOREs of (key, payload, absolute expiry ms or -1) for `client`'s master."""
+        buffer = self.buffers.get(id(client))
+        if buffer is None:
+            buffer = self.buffers[id(client)] = bytearray()
+            self._start(id(client), address_of(client))
+        suffix, extra = self.suffix, bool(self.suffix)
+        buffer += b"".join(
+            # ABSTTL: the same absolute expiry as in the backup.
+            b"*%d\r\n$7\r\nRESTORE\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n$%d\r\n%s\r\n%s%s" % (
+                5 + extra, len(key), key, len(b"%d" % expires), expires, len(payload), payload,
+                b"$6\r\nABSTTL\r\n", suffix)
+            if expires > 0 else
+            b"*%d\r\n$7\r\nRESTORE\r\n$%d\r\n%s\r\n$1\r\n0\r\n$%d\r\n%s\r\n%s" % (
+                4 + extra, len(key), key, len(payload), payload, suffix)
+            for key, payload, expires in items
+        )
+        if len(buffer) > 1 << 18:
+            self._flush(id(client))
+
+    def _start(self, slot: int, address: tuple[str, int]) -> None:
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
+        argv = ["redis-cli", "-h", address[0], "-p", str(address[1]), *self.target.cli_args(),
+                "--pipe", "--pipe-timeout", "600"]
+        # Its own session, like the temporary servers: we stop it, in order, on an interrupt.
+        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out, stderr=err, env=self.target.cli_env(),
+                                 start_new_session=True)
+        self.children[slot] = (address, child, out, err)
+
+    def _flush(self, slot: int) -> None:
+        child = self.children[slot][1]
+        assert child.stdin is not None
+        with contextlib.suppress(BrokenPipeError):  # it exited early (no connection, a bad password): finish() says why
+            child.stdin.write(self.buffers[slot])
+        self.buffers[slot].clear()
+
+    def finish(self) -> tuple[int, list[tuple[str, str]]]:
+        """Waits for every redis-cli; (replies that were not errors, [(master, error reply)])."""
+        ok, errors = 0, []
+        for slot, (address, child, out, err) in self.children.items():
+            self._flush(slot)
+            assert child.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                child.stdin.close()
+            child.wait()
+            out.seek(0)
+            err.seek(0)
+            summary = re.search(rb"errors: (\d+), replies: (\d+)", out.read())
+            lines = err.read().decode(errors="replace").splitlines()
+            master = f"{address[0]}:{address[1]}"
+            if summary is None:
+                raise BackupError(f"redis-cli --pipe into {master} failed: {' '.join(lines)[-300:] or 'no summary'}")
+            ok += int(summary.group(2)) - int(summary.group(1))
+            errors += [(master, line) for line in lines if line]
+        self.children.clear()
+        return ok, errors
+
+    def stop(self) -> None:
+        for _, child, out, err in self.children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            out.close()
+            err.close()
+        self.children.clear()
 
 
 # ------------------------------------------------------------------------------ restore
@@ -300,19 +390,26 @@ class RestoreResult:
 
 
 class Progress:
-    """What the CLI's progress bar needs; the defaults do nothing."""
+    """What the CLI's progress bar needs (one task per shard; shards run in parallel); the
+    defaults do nothing."""
 
-    def start(self, label: str, total: int) -> None: ...
-    def advance(self, keys: int) -> None: ...
+    def start(self, label: str, total: int) -> Any:
+        return None
+
+    def advance(self, task: Any, keys: int) -> None: ...
 
 
-# DUMP and PEXPIRETIME of a whole SCAN batch in one round trip and one reply (parsed in C by
-# hiredis): per-key client overhead, not the servers, is what limits a restore. '' = gone.
+# One SCAN batch with each key's DUMP and PEXPIRETIME, in one round trip and one reply (parsed in
+# C by hiredis): per-key client overhead, not the servers, is what limits a restore. The source
+# is a standalone temporary server, so the script may touch keys it was not given.
+# Reply: {next cursor, key, payload ('' = gone), absolute expiry ms (-1 = none), key, ...}.
 READ_BATCH = """
-local out = {}
-for i, key in ipairs(KEYS) do
-    out[2 * i - 1] = redis.call('DUMP', key) or ''
-    out[2 * i] = redis.call('PEXPIRETIME', key)
+local scanned = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
+local out = {scanned[1]}
+for _, key in ipairs(scanned[2]) do
+    out[#out + 1] = key
+    out[#out + 1] = redis.call('DUMP', key) or ''
+    out[#out + 1] = redis.call('PEXPIRETIME', key)
 end
 return out
 """
@@ -321,63 +418,68 @@ return out
 def _read_batches(source: redis.Redis, batch: int) -> Iterator[list[tuple[bytes, bytes | None, int]]]:
     """(key, DUMP payload or None when gone, absolute expiry in ms or -1) per key, SCAN batch by batch."""
     read = source.register_script(READ_BATCH)
-    cursor = 0
+    cursor: bytes | int = 0
     while True:
-        cursor, keys = source.scan(cursor, count=batch)
-        if keys:
-            answers = read(keys=keys)
-            yield [(key if isinstance(key, bytes) else key.encode(), answers[2 * i] or None, int(answers[2 * i + 1]))
-                   for i, key in enumerate(keys)]
-        if cursor == 0:
+        reply = read(args=[cursor, batch])
+        cursor, rest = reply[0], reply[1:]
+        if rest:
+            yield [(rest[i], rest[i + 1] or None, int(rest[i + 2])) for i in range(0, len(rest), 3)]
+        if int(cursor) == 0:
             return
 
 
-def _write(router: Router, items: Sequence[tuple[bytes, bytes, int]], group: str | None, mode: Mode,
-           result: ShardResult) -> list[bytes]:
-    """RESTORE the items, one pipeline per target master (keys grouped by slot owner): every
-    master's commands are sent before any reply is read, so the masters work in parallel.
-    Returns the keys restored (in skip-existing mode, the target's own keys are not)."""
-    restored: list[bytes] = []
-    by_client: dict[int, tuple[redis.Redis, list[tuple[bytes, bytes, int]]]] = {}
+class Reservoir:
+    """A uniform random sample of at most `size` keys of a stream (Algorithm R), chosen before
+    the keys are written, so a caller can drop a choice first (skip-existing: a key the target
+    already holds is not restored, and is meant to differ)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.seen, self.keys = size, 0, list[bytes]()
+
+    def choose(self, keys: Sequence[bytes]) -> list[bytes]:
+        picks = []
+        for key in keys:
+            self.seen += 1
+            if self.seen <= self.size or random.randrange(self.seen) < self.size:
+                picks.append(key)
+        return picks
+
+    def keep(self, picks: Sequence[bytes]) -> None:
+        for key in picks:
+            if len(self.keys) < self.size:
+                self.keys.append(key)
+            else:
+                self.keys[random.randrange(self.size)] = key
+
+
+def _absent(router: Router, keys: Sequence[bytes], group: str | None) -> list[bytes]:
+    """The keys the target does not hold: in skip-existing mode only those are restored, and so
+    only those may join the --verify sample (the target's own keys are meant to differ)."""
+    return [key for key in keys if not router.client_for(key, group).exists(key)]
+
+
+def _write(router: Router, pipes: MassInsert, items: Sequence[tuple[bytes, bytes, int]], group: str | None) -> None:
+    by_master: dict[int, tuple[redis.Redis, list[tuple[bytes, bytes, int]]]] = {}
     for item in items:
         client = router.client_for(item[0], group)
-        by_client.setdefault(id(client), (client, []))[1].append(item)
-    sent = []
-    try:
-        for client, chunk in by_client.values():
-            connection = client.connection_pool.get_connection()
-            sent.append((client, connection, chunk))
-            commands = []
-            for key, payload, expires in chunk:
-                args: list[Any] = ["RESTORE", key, max(expires, 0), payload]
-                if expires > 0:
-                    args.append("ABSTTL")  # the same absolute expiry as in the backup
-                if mode == "replace":
-                    args.append("REPLACE")
-                commands.append(args)
-            connection.send_packed_command(connection.pack_commands(commands))
-        for _, connection, chunk in sent:
-            for key, _, _ in chunk:
-                try:
-                    connection.read_response()
-                    result.restored += 1
-                    restored.append(key)
-                except redis.ResponseError as answer:
-                    if str(answer).startswith("BUSYKEY") and mode == "skip-existing":
-                        result.existing += 1
-                    elif str(answer).startswith("BUSYKEY"):
-                        raise BackupError(f"{key!r} already exists in the target (another writer, or the backup "
-                                          "holds it twice)") from None
-                    else:
-                        raise BackupError(f"RESTORE {key!r} failed: {answer}") from None
-    except BaseException:
-        for _, connection, _ in sent:
-            connection.disconnect()  # unread replies: the connection cannot be reused
-        raise
-    finally:
-        for client, connection, _ in sent:
-            client.connection_pool.release(connection)
-    return restored
+        by_master.setdefault(id(client), (client, []))[1].append(item)
+    for client, chunk in by_master.values():
+        pipes.add(client, chunk)
+
+
+def _account(pipes: MassInsert, mode: Mode, result: ShardResult) -> None:
+    """The replies of a shard's RESTOREs: restored, existing (skip-existing), or an error."""
+    result.restored, errors = pipes.finish()
+    busy = [e for e in errors if e[1].startswith("BUSYKEY")]
+    if mode == "skip-existing":
+        result.existing += len(busy)
+        errors = [e for e in errors if e not in busy]
+    elif busy:
+        raise BackupError(f"{result.label}: {len(busy)} key(s) already existed in the target (another writer, or "
+                          "the backup holds one twice); nothing was overwritten: --mode replace overwrites them")
+    if errors:
+        master, first = errors[0]
+        raise BackupError(f"{result.label}: {len(errors)} RESTORE(s) failed, the first on {master}: {first}")
 
 
 def _content(client: redis.Redis, key: bytes) -> tuple[Any, ...]:
@@ -416,6 +518,65 @@ def _verify(source: redis.Redis, router: Router, sample: Sequence[bytes], group:
     result.verified = result.counts_match and not result.mismatches
 
 
+def parallel_shards(files: Sequence[BackupFile], wanted: int = 4) -> int:
+    """How many shards to restore at once: each holds its RDB in a temporary server's memory
+    (about twice the file's size), so no more than fit in half the memory available now."""
+    budget = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    sizes = sorted((f.path.stat().st_size for f in files), reverse=True)
+    count = 1
+    while count < min(wanted, len(sizes)) and 2 * sum(sizes[: count + 1]) <= budget:
+        count += 1
+    return count
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every shard's restore shares."""
+
+    router: Router
+    target: Target
+    mode: Mode
+    verify: bool
+    batch: int
+    sample: int
+    progress: Progress
+    scratch: Path | None
+    announce: Announce | None
+    stop: threading.Event  # set when another shard failed or the user interrupted
+
+
+def _restore_shard(file: BackupFile, job: _Job) -> ShardResult:
+    """One shard: its temporary server, read batch by batch into its own redis-cli pipes."""
+    result = ShardResult(file.label)
+    started = time.monotonic()
+    pipes = MassInsert(job.target, job.mode)
+    try:
+        with temp_server(file.path, job.scratch, job.announce) as server:
+            result.source_keys = int(server.client.dbsize())
+            task = job.progress.start(file.label, result.source_keys)
+            sampled = Reservoir(job.sample)  # for --verify
+            for rows in _read_batches(server.client, job.batch):
+                if job.stop.is_set():
+                    raise BackupError(f"{file.label}: stopped")
+                now_ms = time.time() * 1000 + 50  # a key about to expire is not worth sending
+                live = [(k, p, e) for k, p, e in rows if p is not None and (e < 0 or e > now_ms)]
+                result.expired += len(rows) - len(live)
+                if job.verify:
+                    picks = sampled.choose([k for k, _, _ in live])
+                    if job.mode == "skip-existing":
+                        picks = _absent(job.router, picks, file.group)
+                    sampled.keep(picks)
+                _write(job.router, pipes, live, file.group)
+                job.progress.advance(task, len(rows))
+            _account(pipes, job.mode, result)
+            if job.verify:
+                _verify(server.client, job.router, sampled.keys, file.group, result)
+    finally:
+        pipes.stop()
+    result.seconds = time.monotonic() - started
+    return result
+
+
 def restore(
     files: Sequence[BackupFile],
     target: Target,
@@ -427,9 +588,10 @@ def restore(
     progress: Progress | None = None,
     scratch: Path | None = None,
     announce: Announce | None = None,
+    parallel: int | None = None,
 ) -> RestoreResult:
-    """Restores every file into `target`; refuses a non-empty target in fail-if-not-empty."""
-    progress = progress or Progress()
+    """Restores every file into `target`, `parallel` shards at once (default: parallel_shards);
+    refuses a non-empty target in fail-if-not-empty."""
     check_files(files)
     begin = time.monotonic()
     router = Router(target)
@@ -440,33 +602,17 @@ def restore(
                 f"the target {target.stack} holds {before} keys: pass --mode skip-existing (keep them) or "
                 "--mode replace (overwrite keys the backup also has)"
             )
-        results = []
-        for file in files:
-            result = ShardResult(file.label)
-            started = time.monotonic()
-            with temp_server(file.path, scratch, announce) as server:
-                result.source_keys = int(server.client.dbsize())
-                progress.start(file.label, result.source_keys)
-                kept: list[bytes] = []  # reservoir sample for --verify
-                seen = 0
-                for rows in _read_batches(server.client, batch):
-                    now_ms = time.time() * 1000 + 50  # a key about to expire is not worth sending
-                    live = [(k, p, e) for k, p, e in rows if p is not None and (e < 0 or e > now_ms)]
-                    result.expired += len(rows) - len(live)
-                    restored = _write(router, live, file.group, mode, result)
-                    progress.advance(len(rows))
-                    # Sample what was restored: a key skip-existing left as the target had it is
-                    # meant to differ from the backup.
-                    for key in restored:
-                        seen += 1
-                        if len(kept) < sample:
-                            kept.append(key)
-                        elif (slot := random.randrange(seen)) < sample:
-                            kept[slot] = key
-                if verify:
-                    _verify(server.client, router, kept, file.group, result)
-            result.seconds = time.monotonic() - started
-            results.append(result)
+        job = _Job(router, target, mode, verify, batch, sample, progress or Progress(), scratch, announce,
+                   threading.Event())
+        pool = ThreadPoolExecutor(max_workers=parallel or parallel_shards(files), thread_name_prefix="restore")
+        try:
+            futures = [pool.submit(_restore_shard, file, job) for file in files]
+            results = [future.result() for future in futures]
+        except BaseException:
+            job.stop.set()  # the other shards stop at their next batch and clean up
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         after = router.key_count()
     finally:
         router.close()

@@ -169,15 +169,21 @@ def test_verify_notices_a_different_target(
     """--verify is not a rubber stamp: a RESTORE that silently stores other bytes is caught."""
     from cachelayer import restore as restore_module
 
-    original = restore_module._write
+    written: list[tuple[Any, bytes]] = []
+    add, account = restore_module.MassInsert.add, restore_module._account
 
-    def corrupting(router: Any, items: Any, group: Any, mode: Any, result: Any) -> list[bytes]:
-        restored: list[bytes] = original(router, items, group, mode, result)
-        for key, _, _ in items:
-            router.client_for(key, group).set(key, b"not what was backed up")
-        return restored
+    def recording(pipes: Any, client: Any, items: Any) -> None:
+        written.extend((client, key) for key, _, _ in items)
+        add(pipes, client, items)
 
-    monkeypatch.setattr(restore_module, "_write", corrupting)
+    def corrupting(pipes: Any, mode: Any, result: Any) -> None:
+        account(pipes, mode, result)  # the shard's RESTOREs are all answered: overwrite them
+        for client, key in written:
+            client.set(key, b"not what was backed up")
+        written.clear()
+
+    monkeypatch.setattr(restore_module.MassInsert, "add", recording)
+    monkeypatch.setattr(restore_module, "_account", corrupting)
     code, result = run_json(["restore", str(taken), "--workdir", str(four_masters.workdir), "--mode", "replace",
                              "--verify", "--sample", "20"], capsys)
     assert code == 1 and result["verified"] is False
@@ -255,6 +261,11 @@ def test_interrupted_restore_leaves_no_temporary_process(
     child.send_signal(signal.SIGCONT)
     assert child.wait(30) != 0, "the restore was still running when interrupted"
     assert not Path(f"/proc/{pid}").exists(), "the temporary redis-server outlived the interrupted restore"
+    for proc in Path("/proc").iterdir():  # nor a redis-cli --pipe into the target
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            assert not (argv[0].endswith(b"redis-cli") and b"--pipe" in argv and b"--user" in argv
+                        and any(a.startswith(b"791") for a in argv)), f"redis-cli --pipe pid {proc.name} outlived it"
     assert list(scratch.iterdir()) == []
 
 
