@@ -6,13 +6,29 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from cachelayer.backup import MANIFEST, BackupError, LocalStore, check_rdb, parse_s3_url, prune
+from cachelayer.backup import (
+    MANIFEST,
+    BackupError,
+    LocalStore,
+    StoredBackup,
+    backup_name,
+    check_rdb,
+    newest_complete,
+    parse_s3_url,
+    prune,
+    take_backup,
+)
+from cachelayer.backup_settings import BackupSettings
+from cachelayer.errors import SettingsError
 from cachelayer.restore import BackupFile, Reservoir, parallel_shards
+from cachelayer.settings import load_settings
+from cachelayer.target import Endpoint, Target
 
 NOW = datetime(2025, 6, 10, 2, 0, tzinfo=UTC)
 
@@ -42,6 +58,27 @@ def test_retention_keeps_the_newest_complete_backup_and_ignores_partial_ones(tmp
     assert prune(store, keep_days=1, keep_copies=None, now=NOW) == ["prod-20250603T020000Z"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prod-20250604T020000Z", "prod-20250609T020000Z"]
     assert prune(store, None, None, now=NOW) == []
+
+
+def test_backups_a_millisecond_apart_get_their_own_names_in_time_order(tmp_path: Path) -> None:
+    first = backup_name("prod", NOW)
+    second = backup_name("prod", NOW + timedelta(milliseconds=1))
+    assert first == "prod-20250610T020000.000Z" and second == "prod-20250610T020000.001Z"
+    make(tmp_path, second)
+    make(tmp_path, first)
+    make(tmp_path, "prod-20250610T020000Z")  # the name an earlier release gave, the same second
+    make(tmp_path, "prod-20250609T235959.999Z")
+    assert [b.name for b in LocalStore(tmp_path).list()] == [
+        "prod-20250609T235959.999Z", first, "prod-20250610T020000Z", second]
+    assert newest_complete(LocalStore(tmp_path)) == StoredBackup(second, True, NOW + timedelta(milliseconds=1))
+
+
+def test_a_backup_never_overwrites_one_of_the_same_name(tmp_path: Path) -> None:
+    make(tmp_path, backup_name("dev", NOW))
+    target = Target("dev", "test", "cluster", (Endpoint("redis-1", "127.0.0.1", 1),))
+    with pytest.raises(BackupError, match="already exists"):
+        take_backup(target, tmp_path, now=lambda: NOW)
+    assert (tmp_path / backup_name("dev", NOW) / MANIFEST).exists()
 
 
 def test_a_truncated_rdb_is_refused(tmp_path: Path) -> None:
@@ -86,3 +123,34 @@ def test_shards_restored_at_once_fit_in_half_the_free_memory(tmp_path: Path, mon
     assert parallel_shards(files) == 4 and parallel_shards(files[:2]) == 2
     pages["free"] = 6  # 3 kB of budget: one shard (2 kB in memory) fits, two do not
     assert parallel_shards(files) == 1
+
+
+@pytest.mark.parametrize(
+    ("backup", "key", "fix"),
+    [
+        ({"secret_access_key": "abc"}, "backup.secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        ({"destination": "s3://x/p", "aws_access_key_id": "AKIA"}, "backup.aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ({"destination": "s3://Bad_Bucket/p"}, "backup.destination", "lowercase letters"),
+        ({"destination": "s3://ab"}, "backup.destination", "3-63"),
+        ({"destination": "gs://bucket/p"}, "backup.destination", "s3://bucket/prefix"),
+        ({"destination": " "}, "backup.destination", "a directory"),
+        ({"destination": "s3://bucket/p", "s3_endpoint": "minio:9000"}, "backup.s3_endpoint", "https://"),
+        ({"destination": "/srv/backups", "s3_endpoint": "https://minio:9000"}, "backup.s3_endpoint", "s3://"),
+        ({"destination": "s3://bucket/p", "s3_region": "Europe West"}, "backup.s3_region", "eu-west-1"),
+        ({"keep": 0}, "backup.keep", "1 or more"),
+        ({"keep_days": -3}, "backup.keep_days", "0 or more"),
+        ({"destinaton": "/srv/backups"}, "backup.destinaton", "did you mean 'destination'"),
+        ({"keep": True}, "backup.keep", "whole number"),
+    ],
+)
+def test_bad_backup_settings_name_the_key_and_the_fix(backup: dict[str, Any], key: str, fix: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"backup": backup}, "dev")
+    assert raised.value.key == key and fix in str(raised.value)
+
+
+def test_backup_settings_are_loaded_and_credentials_stay_out() -> None:
+    settings = load_settings({"backup": {"destination": "s3://learning-cache/prod", "s3_endpoint": "https://minio:9000",
+                                         "s3_region": "eu-west-1", "keep_days": 14, "keep": 30}}, "prod-like")
+    assert settings.backup == BackupSettings("s3://learning-cache/prod", "https://minio:9000", "eu-west-1", 14, 30)
+    assert settings.backup.is_s3 and not load_settings({}, "dev").backup.is_s3

@@ -33,7 +33,8 @@ CONSISTENCY = (
     "Shards are snapshotted one after another, each at its own point in time: the backup is not a "
     "single point in time across shards. Each file is consistent on its own (one RDB of one shard)."
 )
-NAME_STAMP = "%Y%m%dT%H%M%SZ"
+NAME_STAMP = "%Y%m%dT%H%M%S"  # then .mmm (milliseconds) and Z: two backups a second apart never share a name
+NAME_TIME = re.compile(r"-(\d{8}T\d{6})(?:\.(\d{3}))?Z$")  # names without milliseconds: earlier releases
 
 
 class BackupError(RuntimeError):
@@ -247,7 +248,7 @@ def _node_info(target: Target, endpoint: Endpoint) -> tuple[str, int, int]:
 
 
 def backup_name(stack: str, when: datetime) -> str:
-    return f"{stack}-{when.strftime(NAME_STAMP)}"
+    return f"{stack}-{when.strftime(NAME_STAMP)}.{when.microsecond // 1000:03d}Z"
 
 
 def _iso(when: datetime) -> str:
@@ -271,6 +272,8 @@ def take_backup(
     final = directory / name
     partial = directory / f"{name}.partial"
     directory.mkdir(parents=True, exist_ok=True)
+    if final.exists() or partial.exists():
+        raise BackupError(f"{final} already exists (another backup started this very millisecond): not overwritten")
     partial.mkdir(mode=0o700)
     try:
         plans = cluster_plan(target, from_masters) if target.kind == "cluster" else sentinel_plan(target, from_masters)
@@ -343,8 +346,16 @@ class StoredBackup:
 
 
 def _when(name: str) -> datetime | None:
-    found = re.search(r"-(\d{8}T\d{6}Z)$", name)
-    return datetime.strptime(found.group(1), NAME_STAMP).replace(tzinfo=UTC) if found else None
+    found = NAME_TIME.search(name)
+    if not found:
+        return None
+    when = datetime.strptime(found.group(1), NAME_STAMP).replace(tzinfo=UTC)
+    return when + timedelta(milliseconds=int(found.group(2) or 0))
+
+
+def _in_order(backups: list[StoredBackup]) -> list[StoredBackup]:
+    """Oldest first, by the time in the name (not the name: .mmm and older names mix)."""
+    return sorted(backups, key=lambda b: (b.when or datetime.min.replace(tzinfo=UTC), b.name))
 
 
 class Store(Protocol):
@@ -369,7 +380,7 @@ class LocalStore:
             if entry.is_dir() and _when(entry.name.removesuffix(".partial")) is not None:
                 complete = not entry.name.endswith(".partial") and (entry / MANIFEST).exists()
                 found.append(StoredBackup(entry.name, complete, _when(entry.name.removesuffix(".partial"))))
-        return sorted(found, key=lambda b: b.name)
+        return _in_order(found)
 
     def put(self, local: Path) -> str:
         return local.name  # take_backup already wrote it here
@@ -433,11 +444,13 @@ class S3Store:
             if _when(name) is None:
                 continue
             names[name] = names.get(name, False) or rest == MANIFEST
-        return [StoredBackup(n, complete, _when(n)) for n, complete in sorted(names.items())]
+        return _in_order([StoredBackup(n, complete, _when(n)) for n, complete in names.items()])
 
     def put(self, local: Path) -> str:
         """Uploads the shard files, then the manifest: until the manifest is there the prefix is
         a partial upload, never listed as a backup."""
+        if any(self._objects(f"{self.prefix}{local.name}/")):
+            raise BackupError(f"{self.describe(local.name)} already exists: not overwritten")
         files = sorted(p for p in local.iterdir() if p.name != MANIFEST)
         for path in [*files, local / MANIFEST]:
             self.client.upload_file(str(path), self.bucket, f"{self.prefix}{local.name}/{path.name}")

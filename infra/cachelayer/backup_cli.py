@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .backup import BackupError, LocalStore, S3Store, Store, open_store, prune, read_manifest, take_backup
+from .backup_settings import BackupSettings
 from .errors import SettingsError
 from .ops_cli import (
     CANNOT_CHECK,
@@ -84,17 +85,33 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _store(location: str, endpoint: str | None) -> Store:
+def _store(location: str, endpoint: str | None, region: str | None = None) -> Store:
     store = open_store(location, endpoint)
-    if isinstance(store, S3Store) and endpoint:
-        store.endpoint = endpoint
+    if isinstance(store, S3Store):
+        store.endpoint = endpoint or store.endpoint
+        store.region = region or store.region
     return store
+
+
+def stack_backup(target: Any) -> BackupSettings:
+    """The stack's `cachelayer:backup` settings (defaults when the stack file is not at hand)."""
+    settings = getattr(target, "settings", None)
+    return settings.backup if settings is not None else BackupSettings()
+
+
+def destination_of(backup: BackupSettings) -> str:
+    """Where backups go: the stack's destination (a relative directory is the project's), else .backups/."""
+    if backup.destination is None:
+        return str(DEFAULT_DIR)
+    if backup.is_s3 or Path(backup.destination).is_absolute():
+        return backup.destination
+    return str(PROJECT_ROOT / backup.destination)
 
 
 def _backup_to(target: Any, location: str, endpoint: str | None, from_masters: bool,
                keep_days: int | None, keep: int | None, as_json: bool) -> tuple[str, dict[str, Any], list[str]]:
     """Takes the backup into `location`; (where it is, its manifest, backups pruned)."""
-    store = _store(location, endpoint)
+    store = _store(location, endpoint, stack_backup(target).s3_region)
     local_root = store.root if isinstance(store, LocalStore) else Path(tempfile.mkdtemp(prefix="cachelayer-backup-"))
     try:
         with progress(f"Snapshotting {target.stack} shard by shard (redis-cli --rdb, redis-check-rdb)…", as_json):
@@ -123,10 +140,16 @@ def _shards_table(manifest: dict[str, Any]) -> Table:
 
 def backup(
     stack: StackOption = "dev",
-    to: Annotated[str, typer.Option("--to", help="A directory, or s3://bucket/prefix.")] = str(DEFAULT_DIR),
+    to: Annotated[str | None, typer.Option(
+        "--to", help="A directory, or s3://bucket/prefix. Default: the stack's backup.destination, else .backups/.",
+        show_default=False)] = None,
     from_masters: Annotated[bool, typer.Option(help="Snapshot the masters (they fork) instead of a healthy replica.")] = False,
-    keep_days: Annotated[int | None, typer.Option(help="Delete backups older than N days there.", show_default=False)] = None,
-    keep: Annotated[int | None, typer.Option(help="Keep the N newest backups there.", show_default=False)] = None,
+    keep_days: Annotated[int | None, typer.Option(
+        min=0, help="Delete backups older than N days there (0: all but the newest). Default: the stack's "
+        "backup.keep_days.",
+        show_default=False)] = None,
+    keep: Annotated[int | None, typer.Option(
+        min=1, help="Keep the N newest backups there. Default: the stack's backup.keep.", show_default=False)] = None,
     s3_endpoint: EndpointOption = None,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
@@ -136,8 +159,14 @@ def backup(
     """One checked RDB per shard (from a healthy replica) and a manifest.json, in a directory or
     an S3 bucket; then the retention. The newest complete backup is never deleted."""
     target = target_of(stack, seed, workdir, outputs, as_json)
+    settings = stack_backup(target)
+    location = to or destination_of(settings)
+    # The stack's endpoint applies to its own destination, not to another --to.
+    endpoint = s3_endpoint or (settings.s3_endpoint if location == settings.destination else None)
+    keep_days = keep_days if keep_days is not None else settings.keep_days
+    keep = keep if keep is not None else settings.keep
     try:
-        where, manifest, pruned = _backup_to(target, to, s3_endpoint, from_masters, keep_days, keep, as_json)
+        where, manifest, pruned = _backup_to(target, location, endpoint, from_masters, keep_days, keep, as_json)
     except (BackupError, OSError) as error:
         raise fail(str(error), as_json, code=PROBLEM) from None
     if as_json:
@@ -169,7 +198,11 @@ def _restore_table(result: RestoreResult) -> Table:
 def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: int, sample: int,
                  endpoint: str | None, as_json: bool, parallel: int | None) -> RestoreResult:
     announce = None if as_json else (lambda line: errors.print(f"[dim]{line}[/]", highlight=False))
-    with open_backup(location, endpoint) as (source, files):
+    settings = stack_backup(target)
+    if settings.is_s3 and location.startswith(str(settings.destination).rstrip("/")):
+        # A backup in the stack's own destination: its endpoint and region, unless --s3-endpoint says.
+        endpoint = endpoint or settings.s3_endpoint
+    with open_backup(location, endpoint, settings.s3_region) as (source, files):
         if as_json:
             return restore(files, target, mode, verify, source, batch, sample, announce=announce, parallel=parallel)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _KeysPerSecond(),

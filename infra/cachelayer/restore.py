@@ -77,14 +77,15 @@ def _from_host_files(paths: Sequence[Path]) -> list[BackupFile]:
 
 
 @contextmanager
-def open_backup(location: str, endpoint: str | None = None) -> Iterator[tuple[str, list[BackupFile]]]:
+def open_backup(location: str, endpoint: str | None = None,
+                region: str | None = None) -> Iterator[tuple[str, list[BackupFile]]]:
     """(description, files) of a backup: a cluster-wide backup directory (manifest.json), a
     directory of them (the newest complete one), an s3:// URL of either (downloaded to a scratch
     directory, removed after), a directory of the hosts' redis-<port>-<stamp>.rdb files, or one
     .rdb file."""
     with ExitStack() as stack:
         if location.startswith("s3://"):
-            store = S3Store.from_url(location, endpoint)
+            store = S3Store.from_url(location, endpoint, region)
             scratch = Path(tempfile.mkdtemp(prefix="cachelayer-download-"))
             stack.callback(shutil.rmtree, scratch, True)
             names = {b.name: b for b in store.list()}

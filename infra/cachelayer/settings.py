@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .backup_settings import BackupSettings, load_backup_settings
 from .cdn_settings import CdnSettings, load_cdn_settings
 from .checks import (
     DOCKER_IMAGE,
@@ -153,6 +154,7 @@ class Settings:
     hosts: HostsSettings | None = None
     cdn: CdnSettings | None = None
     monitoring: MonitoringSettings = field(default_factory=lambda: MonitoringSettings())
+    backup: BackupSettings = field(default_factory=BackupSettings)
 
     @property
     def image(self) -> str:
@@ -166,7 +168,7 @@ class Settings:
         return self.monitoring.enabled
 
 
-SETTINGS_KEYS = ("redis", "sentinel", "docker", "hosts", "cdn", "monitoring")
+SETTINGS_KEYS = ("redis", "sentinel", "docker", "hosts", "cdn", "monitoring", "backup")
 
 
 def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
@@ -200,7 +202,8 @@ def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
     monitoring = from_mapping(MonitoringSettings, config.get("monitoring"), "monitoring")
     validate_monitoring(redis, sentinel, monitoring, ports)
     return Settings(
-        stack=stack, redis=redis, sentinel=sentinel, docker=docker, hosts=hosts, cdn=cdn, monitoring=monitoring
+        stack=stack, redis=redis, sentinel=sentinel, docker=docker, hosts=hosts, cdn=cdn, monitoring=monitoring,
+        backup=load_backup_settings(config.get("backup")),
     )
 
 

@@ -1,10 +1,10 @@
 """Off-host copies to an S3-compatible server (moto in server mode, started here on a free
-loopback port): upload with the manifest last, retention, partial uploads. Ports 7950-7955."""
+loopback port): upload with the manifest last, retention, partial uploads, and the stack's
+`cachelayer:backup` settings. Ports 7950-7955, 7980-7985."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from moto.server import ThreadedMotoServer
 from cachelayer.backup import MANIFEST
 from cachelayer.cli import main
 from cachelayer.restore import free_loopback_port
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.sandbox import LocalSandbox, sandbox_settings
 
 from .test_backup_restore import admin_cluster
 
@@ -71,7 +71,6 @@ def test_s3_copies_retention_and_partial_uploads(
     name = first["manifest"]["name"]
     assert keys_under(client, f"daily/{name}/") == [f"daily/{name}/{f}" for f in
                                                    (MANIFEST, "shard-1.rdb", "shard-2.rdb", "shard-3.rdb")]
-    time.sleep(1.1)  # backup names have a one-second stamp
     code, second = run_json(["backup", *common, "--keep", "1"], capsys)
     assert code == 0 and second["pruned"] == [name], second
     newest = second["manifest"]["name"]
@@ -81,7 +80,6 @@ def test_s3_copies_retention_and_partial_uploads(
     # counted by retention, and named explicitly it is refused.
     partial = "test-29991231T000000Z"
     client.put_object(Bucket=BUCKET, Key=f"daily/{partial}/shard-1.rdb", Body=b"REDIS0010 half a file")
-    time.sleep(1.1)
     code, pruned = run_json(["backup", *common, "--keep", "1"], capsys)  # the third: prunes the second only
     assert code == 0 and pruned["pruned"] == [newest]
     third = pruned["manifest"]["name"]
@@ -94,8 +92,37 @@ def test_s3_copies_retention_and_partial_uploads(
     assert keys_under(client, f"daily/{partial}/") == [f"daily/{partial}/shard-1.rdb"], "a partial upload is left alone"
 
     # Retention by age never deletes the newest complete backup, however old.
-    time.sleep(1.1)
     code, aged = run_json(["backup", *common, "--keep-days", "0"], capsys)
     assert code == 0 and aged["pruned"] == [third]
     assert [k for k in keys_under(client, "daily/") if k.endswith(MANIFEST)] == [
         f"daily/{aged['manifest']['name']}/{MANIFEST}"]
+
+
+def test_the_stacks_backup_settings_choose_the_bucket_endpoint_and_retention(
+    s3: tuple[str, Any], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No --to, --s3-endpoint or --keep: `cachelayer:backup` says where and what to keep; the
+    credentials come from the environment only."""
+    endpoint, client = s3
+    config: dict[str, Any] = {"redis": {"base_port": 7980},
+                              "backup": {"destination": f"s3://{BUCKET}/stacked", "s3_endpoint": endpoint, "keep": 1}}
+    settings, merged = sandbox_settings(config, "test", topology="cluster")
+    sandbox = LocalSandbox(settings, tmp_path / "sandbox", config=merged)
+    try:
+        sandbox.up()
+        admin_cluster(sandbox).set("stacked", "yes")
+        workdir = ["--workdir", str(sandbox.workdir)]
+        code, first = run_json(["backup", *workdir], capsys)
+        assert code == 0 and first["location"] == f"s3://{BUCKET}/stacked/{first['manifest']['name']}", first
+        code, second = run_json(["backup", *workdir], capsys)
+        assert code == 0 and second["pruned"] == [first["manifest"]["name"]], second  # keep: 1
+        assert {k.split("/")[1] for k in keys_under(client, "stacked/")} == {second["manifest"]["name"]}
+        # A backup in the stack's destination is restored with the stack's endpoint.
+        code, restored = run_json(["restore", f"s3://{BUCKET}/stacked", *workdir, "--mode", "replace", "--verify"],
+                                  capsys)
+        assert code == 0 and restored["verified"] is True and restored["restored"] == 1, restored
+        # An explicit --keep wins over the stack's.
+        code, third = run_json(["backup", *workdir, "--keep", "2"], capsys)
+        assert code == 0 and third["pruned"] == [], third
+    finally:
+        sandbox.down()
