@@ -269,8 +269,9 @@ def test_interrupted_restore_leaves_no_temporary_process(
     assert list(scratch.iterdir()) == []
 
 
-def test_restore_into_sentinel_topology(
-    taken: Path, sandbox_factory: Callable[..., LocalSandbox], capsys: pytest.CaptureFixture[str]
+def test_restore_into_sentinel_topology_then_back_up_its_groups(
+    taken: Path, sandbox_factory: Callable[..., LocalSandbox], four_masters: LocalSandbox, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
 ) -> None:
     sandbox = sandbox_factory(7930, topology="sentinel")
     sandbox.up()
@@ -283,7 +284,40 @@ def test_restore_into_sentinel_topology(
             counts.append(int(client.dbsize()))
     # A cluster backup spreads over the groups by slot share: every group got about a third.
     assert sum(counts) == TOTAL_SLOTS + 7 and min(counts) > TOTAL_SLOTS // 4
+    sandbox.wait_converged()
+
+    # A backup of the sentinel topology: one file per group, from its replica; back into a cluster.
+    code, backup = run_json(["backup", "--workdir", str(sandbox.workdir), "--to", str(tmp_path)], capsys)
+    assert code == 0, backup
+    shards = backup["manifest"]["shards"]
+    assert backup["manifest"]["topology"] == "sentinel"
+    assert [s["group"] for s in shards] == [m.group for m in masters]
+    assert all(s["source"]["role"] == "replica" for s in shards) and [s["rdb_keys"] for s in shards] == counts
+    code, restored = run_json(["restore", backup["location"], "--workdir", str(four_masters.workdir),
+                               "--mode", "replace", "--verify"], capsys)
+    assert code == 0 and restored["verified"] is True and restored["restored"] == TOTAL_SLOTS + 7, restored
     sandbox.down()
+
+
+def test_restore_reads_the_hosts_node_local_files(
+    source: LocalSandbox, four_masters: LocalSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The prod hosts' 02:00 files (redis-<port>-<stamp>.rdb of every node, master and replica
+    alike): the newest per port, one per shard (same replication id), restored like a backup."""
+    env = {**os.environ, "REDISCLI_AUTH": source.passwords.admin}
+    for stamp in ("20250101T020000Z", "20250102T020000Z"):
+        for node in source.topology.nodes:
+            file = tmp_path / f"redis-{node.port}-{stamp}.rdb"
+            subprocess.run(["redis-cli", "--user", "admin", "-p", str(node.port), "--rdb", str(file)],
+                           env=env, check=True, capture_output=True)
+    older = tmp_path / f"redis-{source.topology.nodes[0].port}-20250101T020000Z.rdb"
+    older.write_bytes(b"not an RDB: an older file is never read")
+    code, restored = run_json(["restore", str(tmp_path), "--workdir", str(four_masters.workdir),
+                               "--mode", "replace", "--verify"], capsys)
+    assert code == 0 and restored["verified"] is True, restored
+    assert restored["source"] == f"{tmp_path} (node-local files)"
+    assert len(restored["shards"]) == 3 and all(s["label"].endswith("20250102T020000Z.rdb") for s in restored["shards"])
+    assert restored["restored"] == TOTAL_SLOTS + 7
 
 
 def test_restore_drill_reports_and_cleans_up(source: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
