@@ -65,3 +65,19 @@ def test_preview_comments_with_the_policy_pack_and_drift_files_the_issue() -> No
     assert preview["with"]["policyPacks"] == "policy" and preview["with"]["comment-on-pr"] is True
     drift = "\n".join(s.get("run", "") for s in steps(load("drift.yml")))
     assert "--preview-only --expect-no-changes" in drift and "delivery drift-issue" in drift
+
+
+def test_backup_runs_after_the_hosts_saves_then_the_drill_with_the_buckets_own_credentials() -> None:
+    document = load("backup.yml")
+    schedule = document[True]["schedule"]  # YAML 1.1 reads the key `on` as true
+    assert schedule == [{"cron": "7 3 * * *"}]  # after the hosts' 02:00 node-local saves
+    job = document["jobs"]["backup"]
+    assert job["concurrency"] == {"group": "deploy-prod", "cancel-in-progress": False}
+    runs = [s.get("run", "") for s in job["steps"]]
+    backup = next(i for i, r in enumerate(runs) if "cachelayer backup --stack" in r)
+    drill = next(i for i, r in enumerate(runs) if "cachelayer restore-drill --stack" in r)
+    assert backup < drill
+    assert job["steps"][backup]["env"] == {
+        "AWS_ACCESS_KEY_ID": "${{ secrets.BACKUP_AWS_ACCESS_KEY_ID }}",
+        "AWS_SECRET_ACCESS_KEY": "${{ secrets.BACKUP_AWS_SECRET_ACCESS_KEY }}",
+    }
