@@ -68,7 +68,7 @@ def test_preview_comments_with_the_policy_pack_and_drift_files_the_issue() -> No
 
 
 def test_backup_runs_after_the_hosts_saves_then_the_drill_with_the_buckets_own_credentials() -> None:
-    document = load("backup.yml")
+    document: dict[Any, Any] = load("backup.yml")
     schedule = document[True]["schedule"]  # YAML 1.1 reads the key `on` as true
     assert schedule == [{"cron": "7 3 * * *"}]  # after the hosts' 02:00 node-local saves
     job = document["jobs"]["backup"]

@@ -1,7 +1,8 @@
 """`cachelayer backup` / `restore` / `restore-drill` on real redis-server processes.
 
 Ports: source cluster 7900-7905, a 4-master target 7910-7917, sentinel target 7930-7935 +
-27930-27932, the drill's sandbox 7940-7945; temporary servers take free loopback ports.
+27930-27932, the drill's sandbox 7940-7945, a TLS cluster 7990-7995; temporary servers take
+free loopback ports.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from redis.crc import key_slot
 from cachelayer import backup as backup_module
 from cachelayer.backup import sha256_of
 from cachelayer.cli import main
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox
+from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox, sandbox_settings
 from cachelayer.stack_file import PROJECT_ROOT
+from tls_certificates import make_test_certificates
 
 pytestmark = pytest.mark.integration
 
@@ -328,3 +330,29 @@ def test_restore_drill_reports_and_cleans_up(source: LocalSandbox, capsys: pytes
     assert figures["restored_keys"] >= TOTAL_SLOTS and figures["keys_per_second"] > 0
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=7940, socket_connect_timeout=1).ping()  # the throwaway sandbox is gone
+
+
+def test_backup_and_restore_over_tls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The prod stack runs TLS: redis-cli --rdb (backup) and redis-cli --pipe (restore) with the CA."""
+    certificates = make_test_certificates(tmp_path / "tls")
+    settings, config = sandbox_settings({"redis": {"base_port": 7990, "tls": True}}, "test", topology="cluster",
+                                        tls_dir=certificates)
+    sandbox = LocalSandbox(settings, tmp_path / "sandbox", config=config, tls_dir=certificates)
+    try:
+        sandbox.up()
+        client = RedisCluster(startup_nodes=[ClusterNode(n.address, n.port) for n in sandbox.topology.nodes],
+                              username="admin", password=sandbox.passwords.admin, ssl=True,
+                              ssl_ca_certs=str(certificates / "ca.crt"))
+        for i in range(2000):
+            client.hset(f"tls:{i}", mapping={"n": i, "b": BINARY})
+        workdir = ["--workdir", str(sandbox.workdir)]
+        code, backup = run_json(["backup", *workdir, "--to", str(tmp_path / "backups")], capsys)
+        assert code == 0, backup
+        assert sum(s["rdb_keys"] for s in backup["manifest"]["shards"]) == 2000
+        for master in client.get_primaries():
+            client.get_redis_connection(master).flushall()
+        code, restored = run_json(["restore", backup["location"], *workdir, "--verify", "--sample", "500"], capsys)
+        assert code == 0 and restored["verified"] is True and restored["restored"] == 2000, restored
+        assert client.hget("tls:1999", "b") == BINARY
+    finally:
+        sandbox.down()
