@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from cachelayer.backup import (
     MANIFEST,
@@ -26,7 +30,7 @@ from cachelayer.backup import (
 )
 from cachelayer.backup_settings import BackupSettings
 from cachelayer.errors import SettingsError
-from cachelayer.restore import BackupFile, Reservoir, parallel_shards
+from cachelayer.restore import BackupFile, Reservoir, free_loopback_port, parallel_shards, temp_server
 from cachelayer.settings import load_settings
 from cachelayer.target import Endpoint, Target
 
@@ -154,3 +158,32 @@ def test_backup_settings_are_loaded_and_credentials_stay_out() -> None:
                                          "s3_region": "eu-west-1", "keep_days": 14, "keep": 30}}, "prod-like")
     assert settings.backup == BackupSettings("s3://learning-cache/prod", "https://minio:9000", "eu-west-1", 14, 30)
     assert settings.backup.is_s3 and not load_settings({}, "dev").backup.is_s3
+
+
+@pytest.mark.integration
+def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_path: Path) -> None:
+    """Ctrl-C, or another shard's failure, must not wait for a large RDB to finish loading."""
+    port = free_loopback_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.set("k", "v")
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        client.save()
+    finally:
+        server.terminate()
+        server.wait(10)
+    stop = threading.Event()
+    stop.set()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(BackupError, match=r"stopped while loading dump\.rdb"), temp_server(
+        tmp_path / "dump.rdb", scratch, timeout=600, stop=stop
+    ):
+        pytest.fail("the restore went on after the stop")
+    assert list(scratch.iterdir()) == []  # its directory is gone, and with it the process (cwd)

@@ -150,9 +150,10 @@ Announce = Callable[[str], None]
 
 @contextmanager
 def temp_server(rdb: Path, scratch: Path | None = None, announce: Announce | None = None,
-                timeout: float = 600) -> Iterator[TempServer]:
+                timeout: float = 600, stop: threading.Event | None = None) -> Iterator[TempServer]:
     """A standalone redis-server that loads `rdb` (never writes it: no save points), on a free
-    loopback port; stopped and its directory removed on the way out, whatever happened."""
+    loopback port; stopped and its directory removed on the way out, whatever happened. `stop`
+    set while it loads (another shard failed, Ctrl-C) ends the wait at once."""
     directory = Path(tempfile.mkdtemp(prefix="cachelayer-restore-", dir=scratch))
     process: subprocess.Popen[bytes] | None = None
     try:
@@ -170,6 +171,8 @@ def temp_server(rdb: Path, scratch: Path | None = None, announce: Announce | Non
             client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
             deadline = time.monotonic() + timeout
             while process.poll() is None and time.monotonic() < deadline:
+                if stop is not None and stop.is_set():
+                    raise BackupError(f"stopped while loading {rdb.name}")
                 try:
                     if client.info("persistence").get("loading") == 0:
                         break
@@ -552,7 +555,7 @@ def _restore_shard(file: BackupFile, job: _Job) -> ShardResult:
     started = time.monotonic()
     pipes = MassInsert(job.target, job.mode)
     try:
-        with temp_server(file.path, job.scratch, job.announce) as server:
+        with temp_server(file.path, job.scratch, job.announce, stop=job.stop) as server:
             result.source_keys = int(server.client.dbsize())
             task = job.progress.start(file.label, result.source_keys)
             sampled = Reservoir(job.sample)  # for --verify
