@@ -38,8 +38,8 @@ from cachelayer.render_hosts import (
     render_node_unit,
     render_sentinel_unit,
     render_thp_unit,
-    shipped_scripts,
 )
+from cachelayer.rendered_files import rendered_files
 from cachelayer.settings import Settings, load_settings
 from cachelayer.stack_file import read_stack_config
 from cachelayer.topology import Topology, build_topology
@@ -67,13 +67,12 @@ def rendered(settings: Settings) -> tuple[Topology, tuple[HostPlan, ...], dict[i
 
 
 def all_scripts() -> list[tuple[str, str]]:
+    """Every shell script the prod stack ships or pipes to a host (`cachelayer render`'s tree)."""
     scripts = []
     for topology_kind in ("cluster", "sentinel"):
         settings = prod_settings(topology=topology_kind)
-        topology, plans, confs = rendered(settings)
-        for plan in plans:
-            for name, text in shipped_scripts(settings, topology, plan, confs, PASSWORDS).items():
-                scripts.append((f"{topology_kind}/{plan.name}/{name}", text))
+        files = rendered_files(settings, build_topology(settings), PASSWORDS)
+        scripts += [(f"{topology_kind}/{path}", text) for path, text in files.items() if path.endswith(".sh")]
     return scripts
 
 
@@ -94,9 +93,13 @@ def test_shipped_scripts_pass_bash_n_and_shellcheck(label: str, text: str, tmp_p
     assert "admin-password" not in text and "repl-password" not in text and "REDISCLI_AUTH=" not in from_file
 
 
-def test_bootstrap_variants_cover_both_topologies() -> None:
+def test_the_scripts_of_both_topologies_are_all_checked() -> None:
     labels = {label for label, _ in SCRIPTS}
-    assert "sentinel/cache-1/sentinel-set.sh" in labels and "cluster/cache-6/rolling-restart.sh" in labels
+    assert {"sentinel/hosts/cache-1/stdin/sentinel-set.sh", "sentinel/hosts/cache-1/stdin/bootstrap.sh",
+            "sentinel/hosts/cache-4/etc/redis/redis-7003-start.sh",
+            "cluster/hosts/cache-6/opt/redis/scripts/rolling-restart.sh",
+            "cluster/hosts/cache-2/opt/redis/scripts/health-check.sh",
+            "cluster/hosts/cache-3/stdin/host-install.sh"} <= labels, sorted(labels)
 
 
 # --- a real TLS redis-server with the admin user ----------------------------------------------

@@ -380,25 +380,3 @@ def render_sentinel_set(settings: Settings, topology: Topology, host: HostPlan, 
         sentinel_settings=settings.sentinel,
         **_cli_context(settings),
     )
-
-
-def shipped_scripts(
-    settings: Settings, topology: Topology, host: HostPlan, confs: dict[int, str], passwords: Passwords
-) -> dict[str, str]:
-    """Every shell script the component runs or installs on `host`, by name (for checks)."""
-    scripts = {
-        "host-install.sh": render_install_script(settings, host),
-        "host-dirs.sh": render_dirs_script(settings, host),
-        "redis-backup.sh": render_backup_script(settings, host),
-        "health-check.sh": render_health_check(settings, host),
-        "rolling-restart.sh": render_rolling_restart(settings, topology, host),
-        "apply-config.sh": render_apply_config(settings, host, confs),
-    }
-    if settings.hosts is not None and settings.hosts.kernel_tuning:
-        scripts["kernel-apply.sh"] = render_kernel_apply(settings, host)
-    if host.sentinels:
-        scripts["sentinel-set.sh"] = render_sentinel_set(settings, topology, host, passwords)
-    if topology.kind == "sentinel":
-        for node in host.nodes:
-            scripts[f"{node.name}-start.sh"] = render_node_start(settings, topology, node)
-    return scripts
