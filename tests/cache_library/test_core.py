@@ -291,6 +291,30 @@ def test_get_or_set_loads_once_then_hits(cache: Cache, backend: MemoryBackend) -
     assert cache.get_or_set("c", loader, tags=["t"]) == {"n": 2}
 
 
+class LeaderFinishesFirst(MemoryBackend):
+    """Between a follower's miss and its lock attempt, the leader stores the entry and releases
+    its lock: the interleaving that made two threads load (the follower then won the free lock)."""
+
+    def _one(self, args: tuple[Any, ...], options: Any) -> Any:
+        if args[0] == "SET" and args[1] == "~lock:lms:c" and "lms:c" not in self.data:
+            self.data["lms:c"] = encode_entry("from the leader", JsonSerializer(), (), int(time.time() * 1000) + 60_000, 300)
+        return super()._one(args, options)
+
+
+def test_the_lock_winner_reads_again_before_loading() -> None:
+    backend = LeaderFinishesFirst()
+    cache = Cache(CONFIG, backend=backend)
+    calls: list[int] = []
+
+    def loader() -> str:
+        calls.append(1)
+        return "loaded twice"
+
+    assert cache.get_or_set("c", loader) == "from the leader"
+    assert calls == [] and cache.get_stats()["namespaces"]["lms"]["loads"] == 0
+    assert "~lock:lms:c" not in backend.data  # released
+
+
 def test_a_failing_loader_releases_the_lock_and_raises(cache: Cache, backend: MemoryBackend) -> None:
     def broken() -> Any:
         raise RuntimeError("database down")

@@ -333,8 +333,9 @@ class Core:
     ) -> Plan[Any]:
         """The value, loading it (the executor's loader, through Load) on a miss.
 
-        Single flight: on a miss, one caller wins `SET ~lock:<key> NX PX lock_ttl` and runs the
-        loader; the others poll for the entry (or for the lock to go, when the loader failed) and
+        Single flight: on a miss, one caller wins `SET ~lock:<key> NX PX lock_ttl`, reads the
+        entry once more (the previous leader may have just stored it) and runs the loader; the
+        others poll for the entry (or for the lock to go, when the loader failed) and
         load themselves only after lock_wait. Early refresh: a hit that XFetch picks is refreshed
         by whoever wins the lock, while everyone else keeps getting the current value."""
         ns = self.keys.ns(namespace)
@@ -365,6 +366,18 @@ class Core:
             if won:
                 if entry is not None:
                     self.stats.add(ns, "early_refreshes")
+                    return (yield from self._load_and_store(full, ns, ttl_ms, tags, lock, token))
+                # Between our miss and our lock, the leader may have stored the value and let go
+                # of its lock: read again before loading (double-checked), or two loads run.
+                try:
+                    (entry,) = yield from self._read([full])
+                except Exception as error:
+                    yield from self._release(lock, token)
+                    self._unavailable(ns, error, self.config.fail_open_reads)
+                    return (yield Load())
+                if entry is not None:
+                    yield from self._release(lock, token)
+                    return entry.value
                 return (yield from self._load_and_store(full, ns, ttl_ms, tags, lock, token))
             if entry is not None:
                 return entry.value  # someone else is refreshing it early: the current value is fine
