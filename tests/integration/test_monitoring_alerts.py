@@ -68,6 +68,15 @@ def resolved(monitoring: SandboxMonitoring, alert: str, **labels: str) -> Callab
     return check
 
 
+@pytest.fixture(scope="module", autouse=True)
+def print_measurements() -> Iterator[None]:
+    """The module's fault -> firing times, once at its end (shown with -s)."""
+    yield
+    print("\nfault -> firing (s), scrape and evaluation every 1 s, for: 1 s:")
+    for name, seconds in MEASURED.items():
+        print(f"  {name}: {seconds:.1f}")
+
+
 def measure(name: str, seconds: float) -> None:
     MEASURED[name] = seconds
     print(f"\nfault -> firing: {name}: {seconds:.1f} s")
@@ -253,9 +262,3 @@ def test_sentinel_failover_fires(sentinel: tuple[LocalSandbox, SandboxMonitoring
     sandbox.wait_converged()
     wait_for(resolved(monitoring, "RedisDown", process=master), ALERT_TIMEOUT, "down resolved")
     wait_for(resolved(monitoring, "RedisFailover"), ALERT_TIMEOUT, "failover resolved")
-
-
-def test_print_measurements() -> None:
-    print("\nfault -> firing (s), scrape and evaluation every 1 s, for: 1 s:")
-    for name, seconds in MEASURED.items():
-        print(f"  {name}: {seconds:.1f}")
