@@ -30,7 +30,15 @@ from cachelayer.backup import (
 )
 from cachelayer.backup_settings import BackupSettings
 from cachelayer.errors import SettingsError
-from cachelayer.restore import BackupFile, Reservoir, free_loopback_port, parallel_shards, temp_server
+from cachelayer.restore import (
+    READ_BATCH,
+    BackupFile,
+    Reservoir,
+    _read_batches,
+    free_loopback_port,
+    parallel_shards,
+    temp_server,
+)
 from cachelayer.settings import load_settings
 from cachelayer.target import Endpoint, Target
 
@@ -160,24 +168,66 @@ def test_backup_settings_are_loaded_and_credentials_stay_out() -> None:
     assert settings.backup.is_s3 and not load_settings({}, "dev").backup.is_s3
 
 
-@pytest.mark.integration
-def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_path: Path) -> None:
-    """Ctrl-C, or another shard's failure, must not wait for a large RDB to finish loading."""
+def saved_rdb(directory: Path, fill: Any) -> Path:
+    """`directory`/dump.rdb as a real redis-server saves it after `fill(client)`."""
     port = free_loopback_port()
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
         client = redis.Redis(port=port)
         for _ in range(100):
             try:
-                client.set("k", "v")
+                client.ping()
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
+        fill(client)
         client.save()
     finally:
         server.terminate()
         server.wait(10)
+    return directory / "dump.rdb"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("replace", [False, True])
+def test_the_temporary_server_writes_each_restore_as_redis_py_encodes_it(tmp_path: Path, replace: bool) -> None:
+    """The RESTORE commands are written as RESP by the Lua script: byte for byte what a client
+    library sends, binary keys, absolute expiries and REPLACE included; expired keys skipped."""
+    binary = b"bin\r\n\x00\xff{tag}"
+
+    def fill(client: redis.Redis) -> None:
+        client.set(binary, b"\x00\r\n" * 50)
+        client.hset("hash", mapping={"a": "1"})
+        client.set("ttl", "v", ex=3600)
+        client.set("short", "v", px=400)
+
+    rdb = saved_rdb(tmp_path, fill)
+    time.sleep(0.5)  # "short" has expired by now
+    with temp_server(rdb, tmp_path) as server:
+        payloads = {key: server.client.dump(key) for key in (binary, b"hash", b"ttl")}
+        expiry = server.client.execute_command("PEXPIRETIME", "ttl")
+        (batch,) = list(_read_batches(server.client, 1000, replace))
+        # A key expiring before the script's deadline (ARGV[3]) is skipped and counted, not sent.
+        later = server.client.register_script(READ_BATCH)(args=[0, 1000, expiry + 1, int(replace)])
+        assert later[1] == 1 and sorted(later[2::2]) == sorted([binary, b"hash"])
+    tail = ("REPLACE",) if replace else ()
+    packer = redis.connection.Connection()
+    expected = {
+        binary: packer.pack_command("RESTORE", binary, 0, payloads[binary], *tail),
+        b"hash": packer.pack_command("RESTORE", "hash", 0, payloads[b"hash"], *tail),
+        b"ttl": packer.pack_command("RESTORE", "ttl", expiry, payloads[b"ttl"], "ABSTTL", *tail),
+    }
+    assert dict(zip(batch.keys, batch.commands, strict=True)) == {k: b"".join(v) for k, v in expected.items()}
+    assert expiry > time.time() * 1000 + 3_000_000
+    # "short" expired in the file: the server dropped it while loading, or the script skipped it.
+    assert batch.scanned - batch.skipped == 3 and b"short" not in batch.keys
+
+
+@pytest.mark.integration
+def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_path: Path) -> None:
+    """Ctrl-C, or another shard's failure, must not wait for a large RDB to finish loading."""
+    saved_rdb(tmp_path, lambda client: client.set("k", "v"))
     stop = threading.Event()
     stop.set()
     scratch = tmp_path / "scratch"

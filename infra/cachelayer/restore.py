@@ -1,10 +1,11 @@
 """Restore a backup into any deployment, whatever its shape.
 
 Each shard's RDB is loaded into a temporary standalone redis-server on a free loopback port (so
-the target's version and number of masters do not matter), read with SCAN + DUMP + PEXPIRETIME,
-and written with RESTORE ... ABSTTL into one `redis-cli --pipe` per target master, each key to
-the master of its slot. Keys already expired are skipped. Temporary servers and files go away whatever happens
-(an exception, Ctrl-C, SIGTERM turned into KeyboardInterrupt by the CLI).
+the target's version and number of masters do not matter), read with SCAN + DUMP + PEXPIRETIME
+by a Lua script that writes each key's RESTORE ... ABSTTL as RESP, and streamed into one
+`redis-cli --pipe` per target master, each command to the master of its key's slot. Keys already
+expired are skipped. Temporary servers and files go away whatever happens (an exception, Ctrl-C,
+SIGTERM turned into KeyboardInterrupt by the CLI).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class BackupFile:
     group: str | None = None  # sentinel group it came from
     sha256: str | None = None  # from the manifest
     keys: int | None = None  # redis-check-rdb's count, from the manifest
+    checked: bool = False  # redis-check-rdb already accepted it while the backup was being read
 
 
 # ------------------------------------------------------------------------------ sources
@@ -73,7 +75,8 @@ def _from_host_files(paths: Sequence[Path]) -> list[BackupFile]:
         key = check.repl_id or str(path)
         if key not in by_shard or check.repl_offset > by_shard[key][0]:
             by_shard[key] = (check.repl_offset, path)
-    return [BackupFile(path.name, path) for _, path in sorted(by_shard.values(), key=lambda pair: pair[1].name)]
+    return [BackupFile(path.name, path, checked=True)
+            for _, path in sorted(by_shard.values(), key=lambda pair: pair[1].name)]
 
 
 @contextmanager
@@ -120,13 +123,18 @@ def open_backup(location: str, endpoint: str | None = None,
 
 
 def check_files(files: Sequence[BackupFile]) -> None:
-    """Every file is whole before anything is written: sha256 (manifest) and redis-check-rdb."""
+    """Every file is whole before anything is written. A manifest's file must match its sha256:
+    the backup wrote that sum only after redis-check-rdb accepted these very bytes, so the same
+    check is not run twice. Any other file goes through redis-check-rdb here."""
     for file in files:
         if not file.path.exists():
             raise BackupError(f"{file.label}: {file.path} is missing")
-        if file.sha256 and sha256_of(file.path) != file.sha256:
-            raise BackupError(f"{file.label}: {file.path} does not match the sha256 in the manifest (damaged or incomplete)")
-        check_rdb(file.path)
+        if file.sha256:
+            if sha256_of(file.path) != file.sha256:
+                raise BackupError(
+                    f"{file.label}: {file.path} does not match the sha256 in the manifest (damaged or incomplete)")
+        elif not file.checked:
+            check_rdb(file.path)
 
 
 # ------------------------------------------------------------------- temporary servers
@@ -266,34 +274,23 @@ def address_of(client: redis.Redis) -> tuple[str, int]:
 
 class MassInsert:
     """One `redis-cli --pipe` per target master: the mass-insertion path the Redis docs give
-    (https://redis.io/docs/latest/develop/use/patterns/bulk-loading/). The RESTOREs are written
-    as RESP to its stdin; redis-cli, in C, sends them and reads the replies, so Python only
-    formats. It prints each error reply on stderr and `errors: E, replies: R` at the end; both
-    go to unnamed files (a full stderr pipe would stall it)."""
+    (https://redis.io/docs/latest/develop/use/patterns/bulk-loading/). The RESTOREs arrive as
+    RESP and go to its stdin; redis-cli, in C, sends them and reads the replies. It prints each
+    error reply on stderr and `errors: E, replies: R` at the end; both go to unnamed files (a
+    full stderr pipe would stall it)."""
 
-    def __init__(self, target: Target, mode: Mode) -> None:
+    def __init__(self, target: Target) -> None:
         self.target = target
-        self.suffix = b"$7\r\nREPLACE\r\n" if mode == "replace" else b""
         self.children: dict[int, tuple[tuple[str, int], subprocess.Popen[bytes], Any, Any]] = {}
         self.buffers: dict[int, bytearray] = {}
 
-    def add(self, client: redis.Redis, items: Sequence[tuple[bytes, bytes, int]]) -> None:
-        """Queues RESTOREs of (key, payload, absolute expiry ms or -1) for `client`'s master."""
+    def add(self, client: redis.Redis, commands: Sequence[bytes]) -> None:
+        """Queues RESP-formatted RESTOREs for `client`'s master."""
         buffer = self.buffers.get(id(client))
         if buffer is None:
             buffer = self.buffers[id(client)] = bytearray()
             self._start(id(client), address_of(client))
-        suffix, extra = self.suffix, bool(self.suffix)
-        buffer += b"".join(
-            # ABSTTL: the same absolute expiry as in the backup.
-            b"*%d\r\n$7\r\nRESTORE\r\n$%d\r\n%s\r\n$%d\r\n%d\r\n$%d\r\n%s\r\n%s%s" % (
-                5 + extra, len(key), key, len(b"%d" % expires), expires, len(payload), payload,
-                b"$6\r\nABSTTL\r\n", suffix)
-            if expires > 0 else
-            b"*%d\r\n$7\r\nRESTORE\r\n$%d\r\n%s\r\n$1\r\n0\r\n$%d\r\n%s\r\n%s" % (
-                4 + extra, len(key), key, len(payload), payload, suffix)
-            for key, payload, expires in items
-        )
+        buffer += b"".join(commands)
         if len(buffer) > 1 << 18:
             self._flush(id(client))
 
@@ -403,31 +400,61 @@ class Progress:
     def advance(self, task: Any, keys: int) -> None: ...
 
 
-# One SCAN batch with each key's DUMP and PEXPIRETIME, in one round trip and one reply (parsed in
-# C by hiredis): per-key client overhead, not the servers, is what limits a restore. The source
-# is a standalone temporary server, so the script may touch keys it was not given.
-# Reply: {next cursor, key, payload ('' = gone), absolute expiry ms (-1 = none), key, ...}.
+# One SCAN batch read in one round trip, with each key's RESTORE already written as RESP by the
+# server (DUMP, PEXPIRETIME): per-key work in Python, not the servers, is what limits a restore,
+# so Python only routes each command to its master. The source is a standalone temporary
+# server, so the script may touch keys it was not given. Keys gone, or expiring before ARGV[3]
+# (ms), are skipped and counted. ABSTTL keeps the backup's absolute expiry; ARGV[4] = '1' adds
+# REPLACE. Reply: {next cursor, skipped, key, command, key, command, ...}.
 READ_BATCH = """
 local scanned = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
-local out = {scanned[1]}
+local soon, replace = tonumber(ARGV[3]), ARGV[4] == '1'
+local tail = replace and '$7\\r\\nREPLACE\\r\\n' or ''
+local extra = replace and 1 or 0
+local out, n, skipped = {scanned[1], 0}, 2, 0
 for _, key in ipairs(scanned[2]) do
-    out[#out + 1] = key
-    out[#out + 1] = redis.call('DUMP', key) or ''
-    out[#out + 1] = redis.call('PEXPIRETIME', key)
+    local payload = redis.call('DUMP', key)
+    local expires = redis.call('PEXPIRETIME', key)
+    if not payload or (expires > 0 and expires <= soon) then
+        skipped = skipped + 1
+    else
+        -- One concatenation per command: Lua builds (and interns) a single string.
+        if expires > 0 then
+            local at = string.format('%d', expires)
+            out[n + 2] = '*' .. (5 + extra) .. '\\r\\n$7\\r\\nRESTORE\\r\\n$' .. #key .. '\\r\\n' .. key .. '\\r\\n$' .. #at
+                .. '\\r\\n' .. at .. '\\r\\n$' .. #payload .. '\\r\\n' .. payload .. '\\r\\n$6\\r\\nABSTTL\\r\\n' .. tail
+        else
+            out[n + 2] = '*' .. (4 + extra) .. '\\r\\n$7\\r\\nRESTORE\\r\\n$' .. #key .. '\\r\\n' .. key
+                .. '\\r\\n$1\\r\\n0\\r\\n$' .. #payload .. '\\r\\n' .. payload .. '\\r\\n' .. tail
+        end
+        out[n + 1] = key
+        n = n + 2
+    end
 end
+out[2] = skipped
 return out
 """
 
 
-def _read_batches(source: redis.Redis, batch: int) -> Iterator[list[tuple[bytes, bytes | None, int]]]:
-    """(key, DUMP payload or None when gone, absolute expiry in ms or -1) per key, SCAN batch by batch."""
+@dataclass(frozen=True)
+class Batch:
+    scanned: int  # keys SCAN returned
+    skipped: int  # gone or expiring before they could be written
+    keys: list[bytes]
+    commands: list[bytes]  # keys[i]'s RESTORE, as RESP
+
+
+def _read_batches(source: redis.Redis, batch: int, replace: bool) -> Iterator[Batch]:
+    """The source's keys as RESTORE commands, SCAN batch by SCAN batch."""
     read = source.register_script(READ_BATCH)
     cursor: bytes | int = 0
     while True:
-        reply = read(args=[cursor, batch])
-        cursor, rest = reply[0], reply[1:]
-        if rest:
-            yield [(rest[i], rest[i + 1] or None, int(rest[i + 2])) for i in range(0, len(rest), 3)]
+        soon = int(time.time() * 1000) + 50  # a key about to expire is not worth sending
+        reply = read(args=[cursor, batch, soon, int(replace)])
+        cursor, skipped = reply[0], int(reply[1])
+        keys, commands = reply[2::2], reply[3::2]
+        if keys or skipped:
+            yield Batch(len(keys) + skipped, skipped, keys, commands)
         if int(cursor) == 0:
             return
 
@@ -462,13 +489,21 @@ def _absent(router: Router, keys: Sequence[bytes], group: str | None) -> list[by
     return [key for key in keys if not router.client_for(key, group).exists(key)]
 
 
-def _write(router: Router, pipes: MassInsert, items: Sequence[tuple[bytes, bytes, int]], group: str | None) -> None:
-    by_master: dict[int, tuple[redis.Redis, list[tuple[bytes, bytes, int]]]] = {}
-    for item in items:
-        client = router.client_for(item[0], group)
-        by_master.setdefault(id(client), (client, []))[1].append(item)
-    for client, chunk in by_master.values():
-        pipes.add(client, chunk)
+def _write(router: Router, pipes: MassInsert, keys: Sequence[bytes], commands: Sequence[bytes],
+           group: str | None) -> None:
+    """Each key's RESTORE to the pipe of its master."""
+    if group in router.groups:
+        pipes.add(router.groups[group], commands)  # a sentinel group into the group of the same name
+        return
+    by_slot, by_master = router.by_slot, dict[int, tuple[redis.Redis, list[bytes]]]()
+    for key, command in zip(keys, commands, strict=True):
+        client = by_slot[key_slot(key)]
+        chunk = by_master.get(id(client))
+        if chunk is None:
+            chunk = by_master[id(client)] = (client, [])
+        chunk[1].append(command)
+    for client, chunk_commands in by_master.values():
+        pipes.add(client, chunk_commands)
 
 
 def _account(pipes: MassInsert, mode: Mode, result: ShardResult) -> None:
@@ -553,25 +588,23 @@ def _restore_shard(file: BackupFile, job: _Job) -> ShardResult:
     """One shard: its temporary server, read batch by batch into its own redis-cli pipes."""
     result = ShardResult(file.label)
     started = time.monotonic()
-    pipes = MassInsert(job.target, job.mode)
+    pipes = MassInsert(job.target)
     try:
         with temp_server(file.path, job.scratch, job.announce, stop=job.stop) as server:
             result.source_keys = int(server.client.dbsize())
             task = job.progress.start(file.label, result.source_keys)
             sampled = Reservoir(job.sample)  # for --verify
-            for rows in _read_batches(server.client, job.batch):
+            for batch in _read_batches(server.client, job.batch, job.mode == "replace"):
                 if job.stop.is_set():
                     raise BackupError(f"{file.label}: stopped")
-                now_ms = time.time() * 1000 + 50  # a key about to expire is not worth sending
-                live = [(k, p, e) for k, p, e in rows if p is not None and (e < 0 or e > now_ms)]
-                result.expired += len(rows) - len(live)
+                result.expired += batch.skipped
                 if job.verify:
-                    picks = sampled.choose([k for k, _, _ in live])
+                    picks = sampled.choose(batch.keys)
                     if job.mode == "skip-existing":
                         picks = _absent(job.router, picks, file.group)
                     sampled.keep(picks)
-                _write(job.router, pipes, live, file.group)
-                job.progress.advance(task, len(rows))
+                _write(job.router, pipes, batch.keys, batch.commands, file.group)
+                job.progress.advance(task, batch.scanned)
             _account(pipes, job.mode, result)
             if job.verify:
                 _verify(server.client, job.router, sampled.keys, file.group, result)

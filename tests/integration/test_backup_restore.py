@@ -148,6 +148,8 @@ def test_non_empty_target_is_refused_unless_a_mode_says(
     taken: Path, four_masters: LocalSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     workdir = ["--workdir", str(four_masters.workdir)]
+    code, _ = run_json(["restore", str(taken), *workdir, "--mode", "replace"], capsys)  # holds the backup, run alone too
+    assert code == 0
     code, refused = run_json(["restore", str(taken), *workdir], capsys)
     assert code == 1 and "holds" in refused["error"] and "--mode" in refused["error"]
     dst = admin_cluster(four_masters)
@@ -172,11 +174,11 @@ def test_verify_notices_a_different_target(
     from cachelayer import restore as restore_module
 
     written: list[tuple[Any, bytes]] = []
-    add, account = restore_module.MassInsert.add, restore_module._account
+    write, account = restore_module._write, restore_module._account
 
-    def recording(pipes: Any, client: Any, items: Any) -> None:
-        written.extend((client, key) for key, _, _ in items)
-        add(pipes, client, items)
+    def recording(router: Any, pipes: Any, keys: Any, commands: Any, group: Any) -> None:
+        written.extend((router.client_for(key, group), key) for key in keys)
+        write(router, pipes, keys, commands, group)
 
     def corrupting(pipes: Any, mode: Any, result: Any) -> None:
         account(pipes, mode, result)  # the shard's RESTOREs are all answered: overwrite them
@@ -184,7 +186,7 @@ def test_verify_notices_a_different_target(
             client.set(key, b"not what was backed up")
         written.clear()
 
-    monkeypatch.setattr(restore_module.MassInsert, "add", recording)
+    monkeypatch.setattr(restore_module, "_write", recording)
     monkeypatch.setattr(restore_module, "_account", corrupting)
     code, result = run_json(["restore", str(taken), "--workdir", str(four_masters.workdir), "--mode", "replace",
                              "--verify", "--sample", "20"], capsys)
