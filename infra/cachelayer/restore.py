@@ -400,38 +400,25 @@ class Progress:
     def advance(self, task: Any, keys: int) -> None: ...
 
 
-# One SCAN batch read in one round trip, with each key's RESTORE already written as RESP by the
-# server (DUMP, PEXPIRETIME): per-key work in Python, not the servers, is what limits a restore,
-# so Python only routes each command to its master. The source is a standalone temporary
-# server, so the script may touch keys it was not given. Keys gone, or expiring before ARGV[3]
-# (ms), are skipped and counted. ABSTTL keeps the backup's absolute expiry; ARGV[4] = '1' adds
-# REPLACE. Reply: {next cursor, skipped, key, command, key, command, ...}.
+# One SCAN batch with each key's DUMP and PEXPIRETIME, in one round trip and one reply (parsed in
+# C by hiredis): per-key client overhead, not the servers, is what limits a restore. Keys gone,
+# or expiring before ARGV[3] (ms), are skipped and counted. The source is a standalone temporary
+# server, so the script may touch keys it was not given.
+# Reply: {next cursor, skipped, key, payload, absolute expiry ms (-1 = none), key, ...}.
 READ_BATCH = """
 local scanned = redis.call('SCAN', ARGV[1], 'COUNT', ARGV[2])
-local soon, replace = tonumber(ARGV[3]), ARGV[4] == '1'
-local tail = replace and '$7\\r\\nREPLACE\\r\\n' or ''
-local extra = replace and 1 or 0
-local out, n, skipped = {scanned[1], 0}, 2, 0
+local soon = tonumber(ARGV[3])
+local out, n = {scanned[1], 0}, 2
 for _, key in ipairs(scanned[2]) do
     local payload = redis.call('DUMP', key)
     local expires = redis.call('PEXPIRETIME', key)
-    if not payload or (expires > 0 and expires <= soon) then
-        skipped = skipped + 1
+    if payload and (expires < 0 or expires > soon) then
+        out[n + 1], out[n + 2], out[n + 3] = key, payload, expires
+        n = n + 3
     else
-        -- One concatenation per command: Lua builds (and interns) a single string.
-        if expires > 0 then
-            local at = string.format('%d', expires)
-            out[n + 2] = '*' .. (5 + extra) .. '\\r\\n$7\\r\\nRESTORE\\r\\n$' .. #key .. '\\r\\n' .. key .. '\\r\\n$' .. #at
-                .. '\\r\\n' .. at .. '\\r\\n$' .. #payload .. '\\r\\n' .. payload .. '\\r\\n$6\\r\\nABSTTL\\r\\n' .. tail
-        else
-            out[n + 2] = '*' .. (4 + extra) .. '\\r\\n$7\\r\\nRESTORE\\r\\n$' .. #key .. '\\r\\n' .. key
-                .. '\\r\\n$1\\r\\n0\\r\\n$' .. #payload .. '\\r\\n' .. payload .. '\\r\\n' .. tail
-        end
-        out[n + 1] = key
-        n = n + 2
+        out[2] = out[2] + 1
     end
 end
-out[2] = skipped
 return out
 """
 
@@ -444,17 +431,33 @@ class Batch:
     commands: list[bytes]  # keys[i]'s RESTORE, as RESP
 
 
+def _restore_commands(keys: Sequence[bytes], payloads: Sequence[bytes], expiries: Sequence[int],
+                      replace: bool) -> list[bytes]:
+    """RESTORE key 0|<absolute ms> payload [ABSTTL] [REPLACE], written as RESP."""
+    tail, extra = (b"$7\r\nREPLACE\r\n", 1) if replace else (b"", 0)
+    forever = b"*%d\r\n$7\r\nRESTORE\r\n$%%d\r\n%%s\r\n$1\r\n0\r\n$%%d\r\n%%s\r\n%s" % (4 + extra, tail)
+    until = b"*%d\r\n$7\r\nRESTORE\r\n$%%d\r\n%%s\r\n$%%d\r\n%%s\r\n$%%d\r\n%%s\r\n$6\r\nABSTTL\r\n%s" % (
+        5 + extra, tail)
+    commands = []
+    for key, payload, expires in zip(keys, payloads, expiries, strict=True):
+        if expires < 0:
+            commands.append(forever % (len(key), key, len(payload), payload))
+        else:
+            at = b"%d" % expires
+            commands.append(until % (len(key), key, len(at), at, len(payload), payload))
+    return commands
+
+
 def _read_batches(source: redis.Redis, batch: int, replace: bool) -> Iterator[Batch]:
     """The source's keys as RESTORE commands, SCAN batch by SCAN batch."""
     read = source.register_script(READ_BATCH)
     cursor: bytes | int = 0
     while True:
         soon = int(time.time() * 1000) + 50  # a key about to expire is not worth sending
-        reply = read(args=[cursor, batch, soon, int(replace)])
-        cursor, skipped = reply[0], int(reply[1])
-        keys, commands = reply[2::2], reply[3::2]
+        reply = read(args=[cursor, batch, soon])
+        cursor, skipped, keys = reply[0], int(reply[1]), reply[2::3]
         if keys or skipped:
-            yield Batch(len(keys) + skipped, skipped, keys, commands)
+            yield Batch(len(keys) + skipped, skipped, keys, _restore_commands(keys, reply[3::3], reply[4::3], replace))
         if int(cursor) == 0:
             return
 
