@@ -21,7 +21,7 @@ from typing import Any
 
 import redis
 
-from .health import TOTAL_SLOTS
+from .health import TOTAL_SLOTS, read_cluster_nodes
 from .render import (
     USERS,
     Passwords,
@@ -264,7 +264,7 @@ def find_drift(target: Target, settings: Settings) -> tuple[list[Drift], list[st
         for endpoint in target.nodes:
             try:
                 with target.client(endpoint) as client:
-                    drifts += shape_drift(client.execute_command("CLUSTER NODES"), settings)
+                    drifts += shape_drift(read_cluster_nodes(client), settings)
                     break
             except redis.RedisError:
                 continue

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import redis
 
-from .health import check_open_slots, check_slots, node_facts
+from .health import check_open_slots, check_slots, node_facts, read_cluster_nodes
 from .target import Endpoint, Target
 
 
@@ -21,7 +21,7 @@ class RebalanceError(RuntimeError):
 def members(target: Target) -> list[Endpoint]:
     """The target's nodes the cluster knows (a drained node answers but is no longer a member)."""
     with target.client(seed(target)) as client:
-        known = {address.split("@")[0] for address in client.execute_command("CLUSTER NODES")}
+        known = set(read_cluster_nodes(client))
     return [e for e in target.nodes if e.address in known]
 
 
@@ -82,7 +82,7 @@ def rebalance(target: Target) -> str:
 def node_id(target: Target, endpoint: Endpoint) -> tuple[str, bool]:
     """(its cluster node id, whether it is a master)."""
     with target.client(endpoint) as client:
-        nodes = client.execute_command("CLUSTER NODES")
+        nodes = read_cluster_nodes(client)
     for detail in nodes.values():
         if "myself" in detail["flags"]:
             return str(detail["node_id"]), "master" in detail["flags"]
@@ -101,7 +101,7 @@ def drain(target: Target, endpoint: Endpoint) -> str:
         # Redis 7 turns a master that gave away its last slot into a replica of the node that took
         # it, so it may hold a copy of that node's keys by now: what must be gone is its slots.
         with target.client(endpoint) as client:
-            nodes = client.execute_command("CLUSTER NODES")
+            nodes = read_cluster_nodes(client)
         if any(d["slots"] for d in nodes.values() if "myself" in d["flags"]):
             raise RebalanceError(f"{endpoint.name} still owns slots after the rebalance")
     output += redis_cli_cluster(target, "del-node", other.address, ident)

@@ -542,12 +542,18 @@ class LocalSandbox:
     def _wait_exit(self, record: ProcessRecord, timeout: float) -> None:
         child = self._children.pop(record.pid, None)
         deadline = time.monotonic() + timeout
+        resend = time.monotonic() + 1
         while time.monotonic() < deadline:
             if child is not None:
                 if child.poll() is not None:
                     return
             elif not is_our_process(record):
                 return
+            if time.monotonic() >= resend and is_our_process(record):
+                # redis-server drops a SIGTERM it cannot act on yet ("Writing initial AOF, can't
+                # exit": a replica just after its full sync), and does not try again by itself.
+                os.kill(record.pid, signal.SIGTERM)
+                resend = time.monotonic() + 1
             time.sleep(0.05)
         if is_our_process(record):
             os.kill(record.pid, signal.SIGKILL)

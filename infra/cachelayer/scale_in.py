@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .health import read_cluster_nodes
 from .rebalance import RebalanceError, node_id, postcheck, preflight, redis_cli_cluster
 from .sandbox import LocalSandbox
 from .target import Endpoint, Target, target_of_sandbox
@@ -74,7 +75,7 @@ def retire(target: Target, leaving: tuple[Endpoint, ...], masters_wanted: int, r
 def myself(target: Target, endpoint: Endpoint) -> dict[str, Any]:
     """The node's own line of CLUSTER NODES: what it says of itself is never stale gossip."""
     with target.client(endpoint) as client:
-        nodes = client.execute_command("CLUSTER NODES")
+        nodes = read_cluster_nodes(client)
     return next(d for d in nodes.values() if "myself" in d["flags"])
 
 

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import redis
 
 from .errors import SettingsError
+from .health import read_cluster_nodes
 from .render import USERS
 from .sandbox import LocalSandbox, SandboxError, default_workdir
 from .settings import Settings, load_settings
@@ -293,11 +294,11 @@ def _discover_cluster(target: Target) -> Target:
             with target.client(seed) as client:
                 if not client.info("cluster").get("cluster_enabled"):
                     return target
-                nodes = client.execute_command("CLUSTER NODES")
+                nodes = read_cluster_nodes(client)
         except redis.RedisError:
             continue
         found = {
-            parse_address(address.split("@")[0]) for address, detail in nodes.items() if "noaddr" not in detail["flags"]
+            parse_address(address) for address, detail in nodes.items() if "noaddr" not in detail["flags"]
         }
         endpoints = tuple(Endpoint(f"redis-{port}", host, port) for host, port in sorted(found, key=lambda a: (a[1], a[0])))
         return replace(target, nodes=endpoints)
