@@ -110,3 +110,30 @@ def test_no_file_of_a_sentinel_sandbox_is_readable_by_others(sandbox_factory: Ca
     assert conf in private and any(p.name == "passwords.json" for p in private), private
     exposed = [str(p.relative_to(sandbox.workdir)) for p in private if p.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO)]
     assert exposed == [], f"secrets or data readable by group or others: {exposed}"
+
+
+def test_a_node_stopped_while_writing_its_first_aof_still_exits_cleanly(
+    sandbox_factory: Callable[..., LocalSandbox],
+) -> None:
+    """Redis drops a SIGTERM while it writes its initial AOF ("Writing initial AOF, can't exit", as
+    a replica does right after a full sync) and never tries again: `stop` must repeat it rather than
+    wait for its timeout and SIGKILL the node (the prod unit's ExecStop does the same)."""
+    sandbox = sandbox_factory(7180)
+    sandbox.start(names=["redis-7180"])
+    node = sandbox.topology.node(7180)
+    with sandbox.admin_client(node) as admin:
+        admin.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)  # a one-node cluster takes writes
+        wait_until(lambda: admin.cluster("info")["cluster_state"] == "ok", 10, "the one-node cluster")
+        pipe = admin.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.set(f"{{k}}{i}", "v")
+        pipe.execute()
+        admin.config_set("rdb-key-save-delay", 2000)  # 2 ms a key: the first AOF takes ~2 s
+        admin.config_set("appendonly", "no")
+        admin.config_set("appendonly", "yes")  # starts the initial AOF rewrite
+        assert admin.info("persistence")["aof_rewrite_in_progress"] == 1
+    log = Path(sandbox.paths(node).log_file)
+    sandbox.stop(names=[node.name])
+    tail = log.read_text(errors="replace")
+    assert "Writing initial AOF, can't exit." in tail, tail[-2000:]
+    assert "Redis is now ready to exit, bye bye..." in tail.split("Writing initial AOF, can't exit.")[-1], tail[-2000:]

@@ -140,6 +140,45 @@ def test_a_renewed_certificate_rolls_through_the_nodes_without_losing_acknowledg
     rehearsal.timings["rolling_restart"] = replay.seconds
 
 
+def wait_rejoined(rehearsal: Rehearsal, address: str, port: int, seconds: float = 90) -> None:
+    """Until the cluster check covers every slot with the node in it and the node sees it ok."""
+    deadline = time.monotonic() + seconds
+    while True:
+        report = rehearsal.cli(FIRST, 7000, "--cluster", "check", f"{FIRST}:7000")
+        if report.returncode == 0 and "[OK] All 16384 slots covered." in report.stdout and f"{address}:{port}" in report.stdout:
+            nodes = rehearsal.cli(address, port, "cluster", "info").stdout
+            if "cluster_state:ok" in nodes:
+                return
+        assert time.monotonic() < deadline, report.stdout + report.stderr
+        time.sleep(1)
+
+
+def test_a_replica_stopped_while_writing_its_first_aof_exits_cleanly(rehearsal: Rehearsal) -> None:
+    """Redis drops a SIGTERM while it writes its initial AOF (a replica right after a full sync)
+    and never tries again; the unit's ExecStop repeats it, so `systemctl stop` ends in a clean
+    exit, not in a SIGKILL after TimeoutStopSec."""
+    name = next(n for n, a in SIX_HOSTS.items() if rehearsal.cli(a, PORTS[n], "role").stdout.split()[0] == "slave")
+    address, port = SIX_HOSTS[name], PORTS[name]
+    client = rehearsal.cluster()
+    for i in range(3000):
+        client.set(f"first-aof:{i}", "v")
+    client.close()
+    keys = int(rehearsal.cli(address, port, "dbsize").stdout)
+    assert keys >= 500, keys
+    for setting, value in (("rdb-key-save-delay", str(3_000_000 // keys)), ("appendonly", "no"), ("appendonly", "yes")):
+        assert rehearsal.cli(address, port, "config", "set", setting, value).stdout.strip() == "OK"  # ~3 s rewrite
+    assert "aof_rewrite_in_progress:1" in rehearsal.cli(address, port, "info", "persistence").stdout
+    started = time.monotonic()
+    stop = f"systemctl stop redis-{port}.service; systemctl show -p Result --value redis-{port}.service"
+    result = rehearsal.hosts.sh(name, stop, timeout=180)[1]  # longer than TimeoutStopSec=120
+    rehearsal.timings["stop_during_first_aof"] = time.monotonic() - started
+    log = host_sh(rehearsal, name, f"tail -n 60 /var/log/redis/redis-{port}.log")
+    assert result.strip() == "success", result  # "timeout": it was SIGKILLed
+    assert "Writing initial AOF, can't exit." in log and "ready to exit" in log.split("can't exit.")[-1], log
+    host_sh(rehearsal, name, f"systemctl start redis-{port}.service")
+    wait_rejoined(rehearsal, address, port)
+
+
 def test_a_rebooted_host_comes_back_and_its_node_rejoins(rehearsal: Rehearsal) -> None:
     name, address, port = "cache-2", SIX_HOSTS["cache-2"], PORTS["cache-2"]
     # When the host's systemd started (containers share the kernel's boot id).
@@ -147,15 +186,7 @@ def test_a_rebooted_host_comes_back_and_its_node_rejoins(rehearsal: Rehearsal) -
     started = time.monotonic()
     rehearsal.hosts.stop(name)
     rehearsal.hosts.start(name)
-    deadline = time.monotonic() + 90
-    while True:
-        report = rehearsal.cli(FIRST, 7000, "--cluster", "check", f"{FIRST}:7000")
-        if report.returncode == 0 and "[OK] All 16384 slots covered." in report.stdout and f"{address}:{port}" in report.stdout:
-            nodes = rehearsal.cli(address, port, "cluster", "info").stdout
-            if "cluster_state:ok" in nodes:
-                break
-        assert time.monotonic() < deadline, report.stdout + report.stderr
-        time.sleep(1)
+    wait_rejoined(rehearsal, address, port)
     rehearsal.timings["reboot_rejoin"] = time.monotonic() - started
     assert int(rehearsal.info(address, port, "uptime_in_seconds")) <= time.monotonic() - started + 1
     assert host_sh(rehearsal, name, "ps -o lstart= -p 1") != booted, "the host did not reboot"
