@@ -7,6 +7,7 @@
 # --down removes what a killed rehearsal left (rh-* namespaces, rhbr0, nspawn processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PYTHONPATH="infra:tests${PYTHONPATH:+:$PYTHONPATH}"
 scenario="" keep=no
 for arg in "$@"; do
     case "$arg" in
@@ -16,5 +17,4 @@ for arg in "$@"; do
         *) scenario="$arg" ;;
     esac
 done
-export PYTHONPATH="infra:tests${PYTHONPATH:+:$PYTHONPATH}"
 exec venv/bin/python -m rehearsal run --scenario "$scenario" --keep "$keep"
