@@ -1,4 +1,5 @@
-"""`python -m rehearsal run|down` (PYTHONPATH=infra:tests): scripts/rehearse.sh's engine room."""
+"""`python -m rehearsal run|down|image` (PYTHONPATH=infra:tests): scripts/rehearse.sh's engine room,
+and the host image scripts/test.sh builds in the background while the linters run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import sys
 import time
 
 from rehearsal import test_prod_rehearsal as scenarios
-from rehearsal.hosts import BRIDGE, leftovers, run
+from rehearsal.hosts import BRIDGE, build_image, leftovers, require_tools, run
 from rehearsal.scenario import Rehearsal
 
 
@@ -36,12 +37,17 @@ def down() -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["run", "down"])
+    parser.add_argument("command", choices=["run", "down", "image"])
     parser.add_argument("--scenario", default="")
     parser.add_argument("--keep", default="no")
     args = parser.parse_args()
     if args.command == "down":
         return down()
+    if args.command == "image":
+        require_tools()
+        started = time.monotonic()
+        print(f"host image ready: {build_image().rootfs} ({time.monotonic() - started:.0f} s)")
+        return 0
     tests = [(n, f) for n, f in inspect.getmembers(scenarios, inspect.isfunction) if n.startswith("test_")]
     tests.sort(key=lambda item: item[1].__code__.co_firstlineno)
     names = [n for n, _ in tests]

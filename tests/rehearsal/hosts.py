@@ -15,6 +15,7 @@ machine-wide vm.* settings (it has to report that it could not apply them instea
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -96,12 +97,22 @@ def image_key() -> str:
 
 
 def build_image(log: Path | None = None) -> Image:
-    """The root filesystem, built once per package list and cached (debootstrap, ~1 min)."""
+    """The root filesystem, built once per package list and cached (debootstrap, ~1 min). One
+    build at a time: scripts/test.sh starts it in the background, and a caller that comes
+    meanwhile waits for it, then finds it ready."""
     directory = CACHE_DIR / image_key()
     image = Image(directory / "rootfs", directory / "deploy_ed25519")
     if (directory / "ready").exists():
         return image
     directory.mkdir(parents=True, exist_ok=True)
+    with (directory / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / "ready").exists():
+            _debootstrap(directory, image, log)
+    return image
+
+
+def _debootstrap(directory: Path, image: Image, log: Path | None) -> None:
     building = directory / "rootfs.tmp"
     if building.exists():
         shutil.rmtree(building)
@@ -120,7 +131,6 @@ def build_image(log: Path | None = None) -> Image:
         shutil.rmtree(image.rootfs)
     building.rename(image.rootfs)
     (directory / "ready").touch()
-    return image
 
 
 def _customise(rootfs: Path, key_file: Path) -> None:
