@@ -495,6 +495,8 @@ def _absent(router: Router, keys: Sequence[bytes], group: str | None) -> list[by
 def _write(router: Router, pipes: MassInsert, keys: Sequence[bytes], commands: Sequence[bytes],
            group: str | None) -> None:
     """Each key's RESTORE to the pipe of its master."""
+    if not commands:
+        return
     if group in router.groups:
         pipes.add(router.groups[group], commands)  # a sentinel group into the group of the same name
         return
