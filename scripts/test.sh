@@ -12,7 +12,7 @@ scripts/setup.sh
 image_log=$(mktemp)
 image_pid=""
 if [ "$(id -u)" = 0 ]; then
-    PYTHONPATH=infra:tests venv/bin/python -m rehearsal image >"$image_log" 2>&1 &
+    PYTHONPATH=tests venv/bin/python -m rehearsal image >"$image_log" 2>&1 &
     image_pid=$!
 fi
 

@@ -5,6 +5,7 @@ all slots are served and none is left open. The admin password goes in REDISCLI_
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -65,9 +66,14 @@ def preflight(target: Target) -> None:
     redis_cli_cluster(target, "check", seed(target).address)
 
 
-def postcheck(target: Target, ignore: Sequence[Endpoint] = ()) -> None:
+def postcheck(target: Target, ignore: Sequence[Endpoint] = (), settle: float = 15.0) -> None:
+    """Every slot served and none open, on every member. redis-cli tells only a slot's old and new
+    owner; the other nodes learn by gossip a moment later (and a node that forgot a drained master
+    sees its slots unassigned until then), so the check waits up to `settle` seconds for that."""
     remaining = replace(target, nodes=tuple(e for e in target.nodes if e not in ignore))
-    problems = slot_problems(remaining)
+    deadline = time.monotonic() + settle
+    while (problems := slot_problems(remaining)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if problems:
         raise RebalanceError("after the move: " + "; ".join(problems))
 

@@ -1,6 +1,7 @@
 """The sandbox as an operator lives with it: health that notices a master short of replicas,
 a second `up` that would start an unrelated deployment, `down` that keeps the passwords, and
-files that stay private after Sentinel rewrites its config. Ports 7160-7185 (sentinels 27176-27178)."""
+files that stay private after Sentinel rewrites its config, a stop while a node writes its first AOF.
+Ports 7160-7186 (sentinels 27176-27178)."""
 
 from __future__ import annotations
 
@@ -118,9 +119,9 @@ def test_a_node_stopped_while_writing_its_first_aof_still_exits_cleanly(
     """Redis drops a SIGTERM while it writes its initial AOF ("Writing initial AOF, can't exit", as
     a replica does right after a full sync) and never tries again: `stop` must repeat it rather than
     wait for its timeout and SIGKILL the node (the prod unit's ExecStop does the same)."""
-    sandbox = sandbox_factory(7180)
-    sandbox.start(names=["redis-7180"])
-    node = sandbox.topology.node(7180)
+    sandbox = sandbox_factory(7186)  # only its first node runs: 7186 (bus 17186)
+    sandbox.start(names=["redis-7186"])
+    node = sandbox.topology.node(7186)
     with sandbox.admin_client(node) as admin:
         admin.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)  # a one-node cluster takes writes
         wait_until(lambda: admin.cluster("info")["cluster_state"] == "ok", 10, "the one-node cluster")
