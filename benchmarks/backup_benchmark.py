@@ -33,10 +33,11 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+import redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.backup import take_backup
-from cachelayer.restore import Router, open_backup, restore, temp_server
+from cachelayer.restore import Router, open_backup, read_batches, restore, temp_server
 from cachelayer.sandbox import LocalSandbox, sandbox_settings
 from cachelayer.target import target_of_sandbox
 
@@ -72,42 +73,31 @@ def fill(box: LocalSandbox, keys: int) -> None:
     client.close()
 
 
-def resp(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
 def raw_commands(backup: Path, box: LocalSandbox, scratch: Path) -> tuple[int, list[int]]:
-    """Writes the backup's RESTORE commands as one RESP file per owning master (`<port>.resp`
-    in `scratch`); (commands, ports)."""
+    """Writes the backup's RESTORE commands, exactly as the restore builds them, as one RESP file
+    per owning master (`<port>.resp` in `scratch`); (commands, ports)."""
     router = Router(target_of_sandbox(box))
     files: dict[int, BinaryIO] = {}
     count = 0
     with open_backup(str(backup)) as (_, shards):
         for shard in shards:
             with temp_server(shard.path) as server:
-                cursor = 0
-                while True:
-                    cursor, keys = server.client.scan(cursor, count=1000)
-                    pipe = server.client.pipeline(transaction=False)
-                    for key in keys:
-                        pipe.dump(key)
-                        pipe.execute_command("PEXPIRETIME", key)
-                    answers = pipe.execute()
-                    for i, name in enumerate(keys):
-                        key = name if isinstance(name, bytes) else name.encode()
-                        payload, expires = answers[2 * i], int(answers[2 * i + 1])
+                for batch in read_batches(server.client, 1000, replace=False):
+                    for key, command in zip(batch.keys, batch.commands, strict=True):
                         port = router.client_for(key, None).connection_pool.connection_kwargs["port"]
                         if port not in files:
                             files[port] = (scratch / f"{port}.resp").open("wb")
-                        extra = (b"ABSTTL",) if expires > 0 else ()
-                        files[port].write(resp(b"RESTORE", key, str(max(expires, 0)).encode(), payload, *extra))
-                        count += 1
-                    if cursor == 0:
-                        break
+                        files[port].write(command)
+                    count += len(batch.keys)
     for stream in files.values():
         stream.close()
     router.close()
     return count, list(files)
+
+
+def wait_for_aof_rewrite(client: redis.Redis) -> None:
+    while (state := client.info("persistence"))["aof_rewrite_in_progress"] or state["aof_rewrite_scheduled"]:
+        time.sleep(0.1)
 
 
 def flush(box: LocalSandbox) -> None:
@@ -121,14 +111,9 @@ def flush(box: LocalSandbox) -> None:
     box.wait_converged()
     for node in target.nodes:
         with target.client(node, timeout=30) as client:
-            while True:
-                state = client.info("persistence")
-                if not state["aof_rewrite_in_progress"] and not state["aof_rewrite_scheduled"]:
-                    break
-                time.sleep(0.1)
+            wait_for_aof_rewrite(client)
             client.bgrewriteaof()
-            while client.info("persistence")["aof_rewrite_in_progress"] or client.info("persistence")["aof_rewrite_scheduled"]:
-                time.sleep(0.1)
+            wait_for_aof_rewrite(client)
     time.sleep(1)
 
 

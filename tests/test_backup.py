@@ -34,9 +34,9 @@ from cachelayer.restore import (
     READ_BATCH,
     BackupFile,
     Reservoir,
-    _read_batches,
     free_loopback_port,
     parallel_shards,
+    read_batches,
     temp_server,
 )
 from cachelayer.settings import load_settings
@@ -191,8 +191,8 @@ def saved_rdb(directory: Path, fill: Any) -> Path:
 
 @pytest.mark.integration
 @pytest.mark.parametrize("replace", [False, True])
-def test_the_temporary_server_writes_each_restore_as_redis_py_encodes_it(tmp_path: Path, replace: bool) -> None:
-    """The RESTORE commands written as RESP from what the Lua script reads: byte for byte what a client
+def test_each_restore_read_from_a_temporary_server_is_encoded_as_redis_py_does(tmp_path: Path, replace: bool) -> None:
+    """The RESTORE commands built from what the Lua script reads: byte for byte what a client
     library sends, binary keys, absolute expiries and REPLACE included; expired keys skipped."""
     binary = b"bin\r\n\x00\xff{tag}"
 
@@ -207,7 +207,7 @@ def test_the_temporary_server_writes_each_restore_as_redis_py_encodes_it(tmp_pat
     with temp_server(rdb, tmp_path) as server:
         payloads = {key: server.client.dump(key) for key in (binary, b"hash", b"ttl")}
         expiry = server.client.execute_command("PEXPIRETIME", "ttl")
-        (batch,) = list(_read_batches(server.client, 1000, replace))
+        (batch,) = list(read_batches(server.client, 1000, replace))
         # A key expiring before the script's deadline (ARGV[3]) is skipped and counted, not sent.
         later = server.client.register_script(READ_BATCH)(args=[0, 1000, expiry + 1])
         assert later[1] == 1 and sorted(later[2::3]) == sorted([binary, b"hash"])

@@ -2,9 +2,8 @@
 
 Each shard's RDB is loaded into a temporary standalone redis-server on a free loopback port (so
 the target's version and number of masters do not matter), read with SCAN + DUMP + PEXPIRETIME
-by a Lua script that writes each key's RESTORE ... ABSTTL as RESP, and streamed into one
-`redis-cli --pipe` per target master, each command to the master of its key's slot. Keys already
-expired are skipped. Temporary servers and files go away whatever happens (an exception, Ctrl-C,
+(one Lua call per batch), and written as RESTORE ... ABSTTL into one `redis-cli --pipe` per
+target master, each key to the master of its slot. Keys already expired are skipped. Temporary servers and files go away whatever happens (an exception, Ctrl-C,
 SIGTERM turned into KeyboardInterrupt by the CLI).
 """
 
@@ -401,7 +400,7 @@ class Progress:
 
 
 # One SCAN batch with each key's DUMP and PEXPIRETIME, in one round trip and one reply (parsed in
-# C by hiredis): per-key client overhead, not the servers, is what limits a restore. Keys gone,
+# C by hiredis), so the client adds little per key to the server's own reading work. Keys gone,
 # or expiring before ARGV[3] (ms), are skipped and counted. The source is a standalone temporary
 # server, so the script may touch keys it was not given.
 # Reply: {next cursor, skipped, key, payload, absolute expiry ms (-1 = none), key, ...}.
@@ -448,7 +447,7 @@ def _restore_commands(keys: Sequence[bytes], payloads: Sequence[bytes], expiries
     return commands
 
 
-def _read_batches(source: redis.Redis, batch: int, replace: bool) -> Iterator[Batch]:
+def read_batches(source: redis.Redis, batch: int, replace: bool) -> Iterator[Batch]:
     """The source's keys as RESTORE commands, SCAN batch by SCAN batch."""
     read = source.register_script(READ_BATCH)
     cursor: bytes | int = 0
@@ -599,7 +598,7 @@ def _restore_shard(file: BackupFile, job: _Job) -> ShardResult:
             result.source_keys = int(server.client.dbsize())
             task = job.progress.start(file.label, result.source_keys)
             sampled = Reservoir(job.sample)  # for --verify
-            for batch in _read_batches(server.client, job.batch, job.mode == "replace"):
+            for batch in read_batches(server.client, job.batch, job.mode == "replace"):
                 if job.stop.is_set():
                     raise BackupError(f"{file.label}: stopped")
                 result.expired += batch.skipped
