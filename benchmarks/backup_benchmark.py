@@ -36,10 +36,10 @@ from typing import BinaryIO
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.backup import take_backup
-from cachelayer.restore import Router, open_backup, read_batches, restore, temp_server
-from cachelayer.sandbox import LocalSandbox, sandbox_settings
-from cachelayer.target import target_of_sandbox
+from cachelayer.ops.backup import take_backup
+from cachelayer.ops.restore import Router, open_backup, read_batches, restore, temp_server
+from cachelayer.ops.target import target_of_sandbox
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
 
 def sandbox(base_port: int, workdir: Path) -> LocalSandbox:

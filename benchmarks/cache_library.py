@@ -26,8 +26,8 @@ sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "cache_library" / "src")]
 
 from redis.cluster import ClusterNode, RedisCluster  # noqa: E402
 
-from cachelayer.sandbox import LocalSandbox, sandbox_settings  # noqa: E402
-from cachelayer.stack_file import read_stack_config  # noqa: E402
+from cachelayer.config.stack_file import read_stack_config  # noqa: E402
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings  # noqa: E402
 from platform_cache import Cache, CacheConfig  # noqa: E402
 
 BASE_PORT = 7850

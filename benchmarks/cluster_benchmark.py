@@ -28,10 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
 
 import redis
 
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox, require_binaries, sandbox_settings
-from cachelayer.stack_file import PROJECT_ROOT, read_stack_config
+from cachelayer.config.stack_file import read_stack_config
+from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, require_binaries, sandbox_settings
 
-README = PROJECT_ROOT / "README.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
 OURS_PORT, STOCK_PORT, STOCK_AOF_PORT, FAILOVER_PORTS = 7200, 7300, 7310, (7210, 7220)
 REDIS_DEFAULT_NODE_TIMEOUT = 15000

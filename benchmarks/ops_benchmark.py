@@ -17,11 +17,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from cachelayer.drift import find_drift
-from cachelayer.failover import cluster_failover, default_replica
-from cachelayer.ops_cli import health_checks
-from cachelayer.sandbox import LocalSandbox, sandbox_settings
-from cachelayer.target import target_of_sandbox
+from cachelayer.cli.ops import health_checks
+from cachelayer.ops.drift import find_drift
+from cachelayer.ops.failover import cluster_failover, default_replica
+from cachelayer.ops.target import target_of_sandbox
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
 
 def timed(work: object) -> float:

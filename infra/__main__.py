@@ -2,17 +2,17 @@
 
 import pulumi
 
-from cachelayer.advice import settings_warnings
 from cachelayer.components.cdn import CloudflareCdn, CloudflareCdnArgs
 from cachelayer.components.credentials import RedisCredentials, RedisCredentialsArgs
 from cachelayer.components.monitoring import export_outputs
 from cachelayer.components.program_config import project_config, secret_settings
 from cachelayer.components.redis_docker import RedisDockerArgs, RedisDockerDeployment
 from cachelayer.components.redis_hosts import RedisHostsArgs, RedisHostsDeployment
+from cachelayer.config.settings import load_settings, validate_deployment
 from cachelayer.errors import SettingsError
-from cachelayer.render import USERS
-from cachelayer.settings import load_settings, validate_deployment
-from cachelayer.topology import build_topology
+from cachelayer.plan.advice import settings_warnings
+from cachelayer.plan.topology import build_topology
+from cachelayer.render.nodes import USERS
 
 secrets = secret_settings()
 try:

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cachelayer.acl_policy import verdicts
-from cachelayer.cdn_rules import BYPASS_PARAMETERS, Request
-from cachelayer.cdn_settings import RULE_TTL_MINIMUM, YEAR, ZONE_BROWSER_TTLS, CdnSettings
+from cachelayer.cdn.rules import BYPASS_PARAMETERS, Request
+from cachelayer.cdn.settings import RULE_TTL_MINIMUM, YEAR, ZONE_BROWSER_TTLS, CdnSettings
+from cachelayer.plan.acl_policy import verdicts
 
 ReportViolation = Callable[..., None]  # (message, urn=None)
 
@@ -151,7 +151,7 @@ def app_rule_problems(rules: Sequence[str]) -> list[str]:
 
 def acl_default_off_app_least_privilege(args: ResourceArgs, report_violation: ReportViolation) -> None:
     """In every ACL (node ACL files, sentinel configs) the default user is off; on the nodes the
-    app user holds only what cachelayer.acl_policy allows."""
+    app user holds only what cachelayer.plan.acl_policy allows."""
     for text in acl_contents(args):
         users = acl_users(text)
         if not users:

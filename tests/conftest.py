@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from cachelayer.stack_file import PROJECT_ROOT
-from program_harness import ProgramRun, run_program
+from support.program_harness import ProgramRun, run_program
+from support.repo import REPO_ROOT
 
-STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_ROOT.glob("Pulumi.*.yaml"))
+STACKS = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in REPO_ROOT.glob("Pulumi.*.yaml"))
 _runs: dict[str, ProgramRun] = {}
 
 
@@ -56,4 +56,4 @@ def program() -> Callable[..., ProgramRun]:
 
 @pytest.fixture
 def repo_root() -> Path:
-    return PROJECT_ROOT
+    return REPO_ROOT

@@ -5,6 +5,6 @@ Not the Pulumi program: that is infra/__main__.py, which the Pulumi language hos
 
 import sys
 
-from .cli import main
+from cachelayer.cli.app import main
 
 sys.exit(main())

@@ -15,7 +15,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args, get_origin
 
-from .errors import SettingsError
+from cachelayer.errors import SettingsError
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.sandbox.local import LocalSandbox
 from integration.conftest import sandbox_factory  # noqa: F401  (the fixture, re-exported)
 from platform_cache import AsyncCache, Cache, CacheConfig
 

@@ -14,7 +14,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.sandbox.local import LocalSandbox
 from integration.conftest import cluster_client
 from platform_cache import AsyncCache, Cache, ValueTooLargeError
 

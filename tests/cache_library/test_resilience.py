@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox
+from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox
 from integration.conftest import cluster_nodes, wait_until
 from platform_cache import AsyncCache, Cache
 

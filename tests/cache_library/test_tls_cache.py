@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from redis.exceptions import RedisClusterException
 
-from cachelayer.sandbox import LocalSandbox, sandbox_settings
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from platform_cache import Cache, CacheConfig, from_stack_output
-from tls_certificates import make_test_certificates
+from support.tls_certificates import make_test_certificates
 
 from .conftest import make_client
 

@@ -20,9 +20,9 @@ import pytest
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.render import USERS
-from cachelayer.sandbox import LocalSandbox, process_cmdline, sandbox_settings
-from cachelayer.topology import Placement
+from cachelayer.plan.topology import Placement
+from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.local import LocalSandbox, process_cmdline, sandbox_settings
 
 README_TEST_COMMAND = "scripts/test.sh"
 

@@ -15,9 +15,9 @@ import pytest
 import redis
 from redis.sentinel import Sentinel
 
-from cachelayer.acl_policy import app_rules, verdicts
-from cachelayer.render import USERS
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.plan.acl_policy import app_rules, verdicts
+from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import BootedSandbox, boot, cluster_client
 

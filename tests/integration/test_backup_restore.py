@@ -24,12 +24,12 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from cachelayer import backup as backup_module
-from cachelayer.backup import sha256_of
-from cachelayer.cli import main
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox, sandbox_settings
-from cachelayer.stack_file import PROJECT_ROOT
-from tls_certificates import make_test_certificates
+from cachelayer.cli.app import main
+from cachelayer.ops import backup as backup_module
+from cachelayer.ops.backup import sha256_of
+from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, sandbox_settings
+from support.repo import REPO_ROOT
+from support.tls_certificates import make_test_certificates
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +171,7 @@ def test_verify_notices_a_different_target(
     taken: Path, four_masters: LocalSandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """--verify is not a rubber stamp: a RESTORE that silently stores other bytes is caught."""
-    from cachelayer import restore as restore_module
+    from cachelayer.ops import restore as restore_module
 
     written: list[tuple[Any, bytes]] = []
     write, account = restore_module._write, restore_module._account
@@ -229,7 +229,7 @@ def test_interrupted_restore_leaves_no_temporary_process(
     # Ctrl-C as at a terminal: a test run started in the background (nohup ... &) inherits
     # SIGINT ignored, and Python then never raises KeyboardInterrupt.
     code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            f"import sys; sys.path.insert(0, {str(PROJECT_ROOT / 'infra')!r}); from cachelayer.cli import main; "
+            f"import sys; sys.path.insert(0, {str(REPO_ROOT / 'infra')!r}); from cachelayer.cli.app import main; "
             f"sys.exit(main(['restore', {str(taken)!r}, '--workdir', {str(four_masters.workdir)!r}, "
             "'--mode', 'replace', '--batch', '1']))")
     scratch = tmp_path / "tmp"

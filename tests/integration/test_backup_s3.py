@@ -13,10 +13,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from cachelayer.backup import MANIFEST
-from cachelayer.cli import main
-from cachelayer.restore import free_loopback_port
-from cachelayer.sandbox import LocalSandbox, sandbox_settings
+from cachelayer.cli.app import main
+from cachelayer.ops.backup import MANIFEST
+from cachelayer.ops.restore import free_loopback_port
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
 from .test_backup_restore import admin_cluster
 

@@ -14,8 +14,8 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from cachelayer.render import USERS
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox, process_cmdline, process_start_time
+from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, process_cmdline, process_start_time
 
 from .conftest import BootedSandbox, boot, cluster_client, cluster_nodes
 

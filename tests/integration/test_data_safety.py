@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from cachelayer.checks import INT_RANGES
+from cachelayer.config.checks import INT_RANGES
 from cachelayer.fields import parse_memory
-from cachelayer.rollout import conf_directives
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.render.rollout import conf_directives
+from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import boot, cluster_client
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox, sandbox_settings
+from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, sandbox_settings
 
 from .conftest import cluster_client, cluster_nodes, wait_until
 

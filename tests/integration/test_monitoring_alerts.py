@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
-from cachelayer.render import USERS
-from cachelayer.sandbox import LocalSandbox, process_cmdline, sandbox_settings
-from cachelayer.sandbox_monitoring import SandboxMonitoring
+from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.local import LocalSandbox, process_cmdline, sandbox_settings
+from cachelayer.sandbox.monitoring import SandboxMonitoring
 
 from .conftest import cluster_client, require_redis
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cachelayer.cli import main
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.cli.app import main
+from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import cluster_nodes, wait_until
 

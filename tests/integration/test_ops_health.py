@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from cachelayer.cli import main
-from cachelayer.render_hosts import HEALTH_MODULE, health_module_source, health_plan, host_plans, render_health_check
-from cachelayer.sandbox import LocalSandbox
-from cachelayer.settings import load_settings
-from cachelayer.stack_file import read_stack_config
-from cachelayer.topology import build_topology
+from cachelayer.cli.app import main
+from cachelayer.config.settings import load_settings
+from cachelayer.config.stack_file import read_stack_config
+from cachelayer.plan.topology import build_topology
+from cachelayer.render.hosts import HEALTH_MODULE, health_module_source, health_plan, host_plans, render_health_check
+from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import cluster_nodes, wait_until
 

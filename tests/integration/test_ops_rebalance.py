@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 
-from cachelayer.cli import main
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.cli.app import main
+from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import cluster_client, cluster_nodes
 

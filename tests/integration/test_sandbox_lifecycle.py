@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cachelayer.cli import main
-from cachelayer.render import password_hash
-from cachelayer.sandbox import LocalSandbox, SandboxError, sandbox_settings
+from cachelayer.cli.app import main
+from cachelayer.render.nodes import password_hash
+from cachelayer.sandbox.local import LocalSandbox, SandboxError, sandbox_settings
 
 from .conftest import cluster_nodes, wait_until
 

@@ -14,8 +14,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from cachelayer.sandbox import TOTAL_SLOTS, LocalSandbox, SandboxError, sandbox_settings
-from cachelayer.scale_in import retire_sandbox_nodes
+from cachelayer.ops.scale_in import retire_sandbox_nodes
+from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, SandboxError, sandbox_settings
 
 from .conftest import cluster_client, cluster_nodes
 

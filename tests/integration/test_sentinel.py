@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import redis
 
-from cachelayer.render import USERS
-from cachelayer.sandbox import LocalSandbox
+from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import BootedSandbox, boot, wait_until
 

@@ -24,9 +24,9 @@ import pytest
 import redis
 import redis.sentinel
 
-from cachelayer.render import USERS
-from cachelayer.sandbox import LocalSandbox, SandboxError
-from cachelayer.topology import Node
+from cachelayer.plan.topology import Node
+from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.local import LocalSandbox, SandboxError
 
 from .conftest import BootedSandbox, CmdlineWatch, boot, wait_until
 
@@ -210,7 +210,7 @@ def test_a_restarted_old_master_comes_back_as_a_replica_of_the_new_one(
     # The start script asked the sentinels (it says so in the node's console log); no password
     # on any command line the /proc watch saw meanwhile. Its redis-cli calls last a few ms and
     # may slip between two scans: that the script passes the password in REDISCLI_AUTH only is
-    # checked on the rendered script (tests/test_node_start_script.py).
+    # checked on the rendered script (tests/unit/test_node_start_script.py).
     console = (Path(sandbox.paths(old).conf_dir) / "console.log").read_text()
     assert f"{old.name}: starting as a replica of {new.address} {new.port} (the newest configuration" in console, console
     assert watch.seen, "the /proc watch saw nothing: it proves nothing"

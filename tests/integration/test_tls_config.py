@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cachelayer.render import (
+from cachelayer.config.settings import Settings, load_settings
+from cachelayer.config.stack_file import read_stack_config
+from cachelayer.plan.topology import build_topology, local_placement
+from cachelayer.render.nodes import (
     Passwords,
     cli_tls_flags,
     render_auth_conf,
@@ -19,12 +22,9 @@ from cachelayer.render import (
     render_users_acl,
     sandbox_paths,
 )
-from cachelayer.rollout import live_values
-from cachelayer.settings import Settings, load_settings
-from cachelayer.stack_file import read_stack_config
-from cachelayer.topology import build_topology, local_placement
-from free_ports import free_port_block
-from tls_certificates import make_test_certificates
+from cachelayer.render.rollout import live_values
+from support.free_ports import free_port_block
+from support.tls_certificates import make_test_certificates
 
 BASE_PORT = free_port_block(7300, 7390, offsets=(10000,))
 PASSWORDS = Passwords(

@@ -1,6 +1,6 @@
 """The prod program under mocks, with the outputs the commands need computed for real.
 
-The program is loaded exactly as the language host loads it (tests/program_harness.py). Where
+The program is loaded exactly as the language host loads it (tests/support/program_harness.py). Where
 a provider computes an output that ends up on a host, the mocks compute a real one: pulumi-tls
 keys and certificates (a real CA and per-host certificates, the subject, SANs and uses the
 component asks for) and pulumi-random passwords. Like the Pulumi state, `ProviderState` keeps
@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from cachelayer.stack_file import read_stack_config
-from program_harness import FAKE_SECRETS, ProgramRun, RecordingMocks, run_program, unwrap
+from cachelayer.config.stack_file import read_stack_config
+from support.program_harness import FAKE_SECRETS, ProgramRun, RecordingMocks, run_program, unwrap
 
 COMMAND = "command:remote:Command"
 COPY_TO_REMOTE = "command:remote:CopyToRemote"

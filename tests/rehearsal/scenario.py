@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.render import USERS
+from cachelayer.render.nodes import USERS
 
 from .engine import Engine, Replay, StepFailed
 from .hosts import APP_NETWORK, SUBNET, Hosts, build_image, require_tools

@@ -1,6 +1,6 @@
 """CloudflareCdn: the zone's cache rules, page rules and bandwidth settings as typed resources.
 
-A thin shell: what to declare comes from cachelayer.cdn_rules (pure). Nested inputs are written
+A thin shell: what to declare comes from cachelayer.cdn.rules (pure). Nested inputs are written
 as the provider's `*ArgsDict` TypedDicts, so a type checker refuses a misspelt key (at runtime
 the provider would silently ignore it).
 """
@@ -23,7 +23,7 @@ from pulumi_cloudflare._inputs import (
     RulesetRuleArgsDict,
 )
 
-from ..cdn_rules import (
+from cachelayer.cdn.rules import (
     RULESET_PHASE,
     CacheAction,
     CacheRule,
@@ -33,7 +33,7 @@ from ..cdn_rules import (
     build_page_rules,
     zone_setting_values,
 )
-from ..cdn_settings import CdnSettings
+from cachelayer.cdn.settings import CdnSettings
 
 
 @dataclass(frozen=True)

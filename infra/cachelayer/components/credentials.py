@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_random as random
 
-from ..render import Passwords
-from ..settings import MIN_PASSWORD_LENGTH, PASSWORD_KEYS
+from cachelayer.config.settings import MIN_PASSWORD_LENGTH, PASSWORD_KEYS
+from cachelayer.render.nodes import Passwords
 
 GENERATED_LENGTH = 32
 assert GENERATED_LENGTH >= MIN_PASSWORD_LENGTH, "generated passwords must pass the settings check"

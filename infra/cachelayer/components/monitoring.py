@@ -16,7 +16,9 @@ import pulumi
 import pulumi_docker as docker
 from pulumi_docker import ContainerNetworksAdvancedArgsDict, ContainerPortArgsDict, ContainerUploadArgsDict
 
-from ..monitoring import (
+from cachelayer.config.settings import Settings
+from cachelayer.plan.topology import Topology
+from cachelayer.render.monitoring import (
     DOCKER_PASSWORD_FILE,
     ExporterTarget,
     dashboard_json,
@@ -29,9 +31,7 @@ from ..monitoring import (
     scrape_targets,
     stack_targets,
 )
-from ..render import Passwords
-from ..settings import Settings
-from ..topology import Topology
+from cachelayer.render.nodes import Passwords
 
 # The upstream image runs as this uid (USER 59000:59000 in its Dockerfile).
 EXPORTER_IMAGE_UID = "59000"

@@ -8,8 +8,8 @@ from typing import Any
 import pulumi
 import pulumi.runtime.config as runtime_config
 
-from .. import PROJECT
-from ..settings import SECRET_KEYS
+from cachelayer import PROJECT
+from cachelayer.config.settings import SECRET_KEYS
 
 
 def project_config() -> dict[str, Any]:

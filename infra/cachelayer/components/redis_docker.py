@@ -17,7 +17,10 @@ from pulumi_docker import (
     NetworkIpamConfigArgsDict,
 )
 
-from ..render import (
+from cachelayer.components.monitoring import docker_exporters
+from cachelayer.config.settings import Settings
+from cachelayer.plan.topology import Topology
+from cachelayer.render.nodes import (
     Passwords,
     Paths,
     cli_tls_flags,
@@ -30,9 +33,6 @@ from ..render import (
     render_sentinel_conf,
     render_users_acl,
 )
-from ..settings import Settings
-from ..topology import Topology
-from .monitoring import docker_exporters
 
 # The official image's entrypoint (on PATH): it runs `redis-server ...` as the redis user.
 DOCKER_ENTRYPOINT = "docker-entrypoint.sh"

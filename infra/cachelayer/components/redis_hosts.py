@@ -9,7 +9,7 @@ Config changes never restart every node at once: the unit is started only when t
 resource is created; later config uploads are followed by `apply-config` (CONFIG SET of the
 live-settable directives on each host) and, only for nodes whose restart-needing directives
 changed, one rolling-restart step per node, chained replicas first, then masters after a
-failover (see cachelayer.rollout and docs/prod-hosts.md).
+failover (see cachelayer.render.rollout and docs/prod-hosts.md).
 """
 
 from __future__ import annotations
@@ -22,16 +22,12 @@ import pulumi
 import pulumi_command as command
 from pulumi_command.remote import ConnectionArgsDict
 
-from ..hosts_settings import Machine
-from ..render import (
-    Passwords,
-    render_auth_conf,
-    render_bootstrap_script,
-    render_redis_conf,
-    render_sentinel_conf,
-    render_users_acl,
-)
-from ..render_hosts import (
+from cachelayer.components.monitoring import host_exporter_files
+from cachelayer.components.tls_material import RedisTlsArgs, RedisTlsMaterial, create_tls_material
+from cachelayer.config.hosts import Machine
+from cachelayer.config.settings import Settings
+from cachelayer.plan.topology import SentinelNode, Topology
+from cachelayer.render.hosts import (
     ADMIN_PASS_FILE,
     BACKUP_SCRIPT,
     CONF_DIR,
@@ -73,11 +69,15 @@ from ..render_hosts import (
     sudo_prefix,
     write_file_command,
 )
-from ..rollout import content_hash, restart_fingerprint, rolling_plan
-from ..settings import Settings
-from ..topology import SentinelNode, Topology
-from .monitoring import host_exporter_files
-from .tls_material import RedisTlsArgs, RedisTlsMaterial, create_tls_material
+from cachelayer.render.nodes import (
+    Passwords,
+    render_auth_conf,
+    render_bootstrap_script,
+    render_redis_conf,
+    render_sentinel_conf,
+    render_users_acl,
+)
+from cachelayer.render.rollout import content_hash, restart_fingerprint, rolling_plan
 
 LOGGING = command.remote.Logging.STDOUT_AND_STDERR
 

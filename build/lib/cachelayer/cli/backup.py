@@ -1,0 +1,331 @@
+"""`cachelayer backup`, `restore` and `restore-drill` (docs/backups.md). cli.py registers them.
+
+Exit codes as the other operator commands: 0 done (and verified, when asked), 1 refused or
+failed (a corrupt file, a non-empty target, a verification that did not match), 2 no deployment.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+from rich.table import Table
+from rich.text import Text
+
+from cachelayer.cli.ops import (
+    CANNOT_CHECK,
+    OK,
+    PROBLEM,
+    JsonOption,
+    OutputsOption,
+    SeedOption,
+    StackOption,
+    WorkdirOption,
+    _emit_json,
+    console,
+    errors,
+    fail,
+    progress,
+    target_of,
+)
+from cachelayer.config.backup import BackupSettings
+from cachelayer.errors import SettingsError
+from cachelayer.ops.backup import BackupError, LocalStore, S3Store, Store, open_store, prune, read_manifest, take_backup
+from cachelayer.ops.restore import MODES, Mode, Progress, RestoreResult, open_backup, restore
+from cachelayer.ops.target import TargetError, target_of_sandbox
+from cachelayer.paths import project_root
+from cachelayer.sandbox.local import LocalSandbox, SandboxError, port_is_free, sandbox_settings
+
+DEFAULT_DIR = ".backups"  # in the project
+EndpointOption = Annotated[
+    str | None,
+    typer.Option("--s3-endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).",
+                 show_default=False),
+]
+
+
+class _KeysPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{task.speed or 0:,.0f} keys/s")
+
+
+class _Bar(Progress):
+    """The restore's progress: one bar per shard, on stderr."""
+
+    def __init__(self, bar: RichProgress) -> None:
+        self.bar = bar
+
+    def start(self, label: str, total: int) -> Any:
+        return self.bar.add_task(label, total=total)
+
+    def advance(self, task: Any, keys: int) -> None:
+        self.bar.advance(task, keys)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGTERM as Ctrl-C: the same clean-up (temporary servers stopped, files removed)."""
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _store(location: str, endpoint: str | None, region: str | None = None) -> Store:
+    store = open_store(location, endpoint)
+    if isinstance(store, S3Store):
+        store.endpoint = endpoint or store.endpoint
+        store.region = region or store.region
+    return store
+
+
+def stack_backup(target: Any) -> BackupSettings:
+    """The stack's `cachelayer:backup` settings (defaults when the stack file is not at hand)."""
+    settings = getattr(target, "settings", None)
+    return settings.backup if settings is not None else BackupSettings()
+
+
+def destination_of(backup: BackupSettings) -> str:
+    """Where backups go: the stack's destination (a relative directory is the project's), else .backups/."""
+    if backup.destination is None:
+        return str(project_root() / DEFAULT_DIR)
+    if backup.is_s3 or Path(backup.destination).is_absolute():
+        return backup.destination
+    return str(project_root() / backup.destination)
+
+
+def _backup_to(target: Any, location: str, endpoint: str | None, from_masters: bool,
+               keep_days: int | None, keep: int | None, as_json: bool) -> tuple[str, dict[str, Any], list[str]]:
+    """Takes the backup into `location`; (where it is, its manifest, backups pruned)."""
+    store = _store(location, endpoint, stack_backup(target).s3_region)
+    local_root = store.root if isinstance(store, LocalStore) else Path(tempfile.mkdtemp(prefix="cachelayer-backup-"))
+    try:
+        with progress(f"Snapshotting {target.stack} shard by shard (redis-cli --rdb, redis-check-rdb)…", as_json):
+            path = take_backup(target, local_root, from_masters)
+        manifest = read_manifest(path)
+        if not isinstance(store, LocalStore):
+            with progress(f"Uploading to {store.describe()} (manifest last)…", as_json):
+                store.put(path)
+        pruned = prune(store, keep_days, keep)
+        return store.describe(path.name), manifest, pruned
+    finally:
+        if not isinstance(store, LocalStore):
+            shutil.rmtree(local_root, ignore_errors=True)
+
+
+def _shards_table(manifest: dict[str, Any]) -> Table:
+    table = Table(title=f"backup {manifest['name']} ({manifest['topology']}, Redis {manifest['redis_version']})")
+    for column in ("shard", "slots / group", "from", "keys", "bytes", "sha256", "s"):
+        table.add_column(column, overflow="fold")
+    for shard in manifest["shards"]:
+        where = shard["group"] or " ".join(f"{a}-{b}" for a, b in shard["slots"])
+        table.add_row(str(shard["index"]), where, f"{shard['source']['address']} ({shard['source']['role']})",
+                      str(shard["rdb_keys"]), str(shard["bytes"]), shard["sha256"][:12], f"{shard['seconds']:.2f}")
+    return table
+
+
+def backup(
+    stack: StackOption = "dev",
+    to: Annotated[str | None, typer.Option(
+        "--to", help="A directory, or s3://bucket/prefix. Default: the stack's backup.destination, else .backups/.",
+        show_default=False)] = None,
+    from_masters: Annotated[bool, typer.Option(help="Snapshot the masters (they fork) instead of a healthy replica.")] = False,
+    keep_days: Annotated[int | None, typer.Option(
+        min=0, help="Delete backups older than N days there (0: all but the newest). Default: the stack's "
+        "backup.keep_days.",
+        show_default=False)] = None,
+    keep: Annotated[int | None, typer.Option(
+        min=1, help="Keep the N newest backups there. Default: the stack's backup.keep.", show_default=False)] = None,
+    s3_endpoint: EndpointOption = None,
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One checked RDB per shard (from a healthy replica) and a manifest.json, in a directory or
+    an S3 bucket; then the retention. The newest complete backup is never deleted."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    settings = stack_backup(target)
+    location = to or destination_of(settings)
+    # The stack's endpoint applies to its own destination, not to another --to.
+    endpoint = s3_endpoint or (settings.s3_endpoint if location == settings.destination else None)
+    keep_days = keep_days if keep_days is not None else settings.keep_days
+    keep = keep if keep is not None else settings.keep
+    try:
+        where, manifest, pruned = _backup_to(target, location, endpoint, from_masters, keep_days, keep, as_json)
+    except (BackupError, OSError) as error:
+        raise fail(str(error), as_json, code=PROBLEM) from None
+    if as_json:
+        _emit_json({"command": "backup", "target": target.describe(), "ok": True, "location": where,
+                    "manifest": manifest, "pruned": pruned})
+        raise typer.Exit(code=OK)
+    console.print(_shards_table(manifest))
+    console.print(f"[green]saved[/] {where}; shards were snapshotted one after another (not one point in time)",
+                  highlight=False, soft_wrap=True)
+    for name in pruned:
+        console.print(f"pruned {name}", highlight=False)
+    raise typer.Exit(code=OK)
+
+
+def _restore_table(result: RestoreResult) -> Table:
+    table = Table(title=f"restore of {result.source} ({result.mode})")
+    for column in ("shard", "in backup", "restored", "existing", "expired", "keys/s", "verify"):
+        table.add_column(column, overflow="fold")
+    for shard in result.shards:
+        rate = shard.restored / shard.seconds if shard.seconds else 0
+        verdict = "-" if shard.verified is None else (
+            f"[green]ok[/] ({shard.sampled} sampled)" if shard.verified
+            else f"[red]FAILED[/] counts {'match' if shard.counts_match else 'differ'}, {len(shard.mismatches)} differ")
+        table.add_row(shard.label, str(shard.source_keys), str(shard.restored), str(shard.existing),
+                      str(shard.expired), f"{rate:,.0f}", verdict)
+    return table
+
+
+def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: int, sample: int,
+                 endpoint: str | None, as_json: bool, parallel: int | None) -> RestoreResult:
+    announce = None if as_json else (lambda line: errors.print(f"[dim]{line}[/]", highlight=False))
+    settings = stack_backup(target)
+    if settings.is_s3 and location.startswith(str(settings.destination).rstrip("/")):
+        # A backup in the stack's own destination: its endpoint and region, unless --s3-endpoint says.
+        endpoint = endpoint or settings.s3_endpoint
+    with open_backup(location, endpoint, settings.s3_region) as (source, files):
+        if as_json:
+            return restore(files, target, mode, verify, source, batch, sample, announce=announce, parallel=parallel)
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _KeysPerSecond(),
+                   TimeElapsedColumn())
+        with RichProgress(*columns, console=errors, transient=False) as bar:
+            return restore(files, target, mode, verify, source, batch, sample, _Bar(bar), announce=announce,
+                           parallel=parallel)
+
+
+def restore_command(
+    backup_location: Annotated[str, typer.Argument(
+        metavar="BACKUP", help="A backup directory, a folder of them (newest), s3://..., or the hosts' .rdb files.")],
+    into: Annotated[str, typer.Option("--into", help="The stack to restore into.")] = "dev",
+    mode: Annotated[str, typer.Option(help="fail-if-not-empty, skip-existing or replace.")] = "fail-if-not-empty",
+    verify: Annotated[bool, typer.Option(help="Check counts per shard and compare a sample by DUMP payload.")] = False,
+    batch: Annotated[int, typer.Option(help="Keys per SCAN batch and pipeline.")] = 1000,
+    sample: Annotated[int, typer.Option(help="Keys per shard compared by --verify.")] = 100,
+    parallel: Annotated[int | None, typer.Option(
+        min=1, help="Shards restored at once (each in a temporary redis-server's memory). "
+        "Default: up to 4, as many as fit in half the free memory.")] = None,
+    s3_endpoint: EndpointOption = None,
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Load each shard's RDB into a temporary redis-server and RESTORE its keys (ABSTTL) into the
+    target through its masters, whatever its shape. Refuses a non-empty target unless --mode says."""
+    if mode not in MODES:
+        raise fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", as_json, code=PROBLEM)
+    target = target_of(into, seed, workdir, outputs, as_json)
+    try:
+        with _interruptible():
+            result = _run_restore(backup_location, target, mode, verify, batch, sample, s3_endpoint, as_json, parallel)
+    except (BackupError, OSError) as error:
+        raise fail(str(error), as_json, code=PROBLEM) from None
+    ok = result.verified is not False
+    if as_json:
+        _emit_json({"command": "restore", "target": target.describe(), "ok": ok, **result.as_json()})
+        raise typer.Exit(code=OK if ok else PROBLEM)
+    console.print(_restore_table(result))
+    console.print(f"restored {result.restored} keys in {result.seconds:.1f} s ({result.keys_per_second:,.0f} keys/s); "
+                  f"target keys {result.target_keys_before} → {result.target_keys_after}", highlight=False)
+    if not ok:
+        raise fail("verification failed: the restored data does not match the backup", code=PROBLEM)
+    raise typer.Exit(code=OK)
+
+
+def free_base_port(first: int = 17000, last: int = 18000, sentinels: bool = False) -> int:
+    """A base port with 6 node ports, their bus ports (+10000) and, for sentinel, +20000 free."""
+    for base in range(first, last, 10):
+        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
+        ports += [base + 20000 + i for i in range(3)] if sentinels else []
+        if all(port_is_free("127.0.0.1", port) for port in ports):
+            return base
+    raise SandboxError(f"no free block of ports in {first}-{last}: pass --base-port")
+
+
+def restore_drill(
+    stack: StackOption = "dev",
+    base_port: Annotated[int | None, typer.Option(help="Ports of the throwaway sandbox (default: a free block from 17000).",
+                                                  show_default=False)] = None,
+    from_masters: Annotated[bool, typer.Option(help="Snapshot the masters instead of a healthy replica.")] = False,
+    sample: Annotated[int, typer.Option(help="Keys per shard compared by DUMP payload.")] = 100,
+    seed: SeedOption = None,
+    workdir: WorkdirOption = None,
+    outputs: OutputsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Back the stack up, restore it into a throwaway local sandbox of the same topology, verify
+    (counts and sampled DUMP payloads), report the figures, clean up. Exit 1 when any step fails."""
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    scratch = Path(tempfile.mkdtemp(prefix="cachelayer-drill-"))
+    figures: dict[str, Any] = {}
+    sandbox: LocalSandbox | None = None
+    try:
+        with _interruptible():
+            begin = time.monotonic()
+            with progress("Backing up…", as_json):
+                path = take_backup(target, scratch / "backups", from_masters)
+            manifest = read_manifest(path)
+            figures["backup_seconds"] = round(time.monotonic() - begin, 3)
+            figures["backup_bytes"] = sum(s["bytes"] for s in manifest["shards"])
+            figures["backup_keys"] = sum(s["rdb_keys"] for s in manifest["shards"])
+            port = base_port or free_base_port(sentinels=target.kind == "sentinel")
+            config: dict[str, Any] = {"redis": {"maxmemory": "4gb"}}
+            if target.kind == "sentinel":
+                config["sentinel"] = {"ports": [port + 20000 + i for i in range(3)]}
+            settings, merged = sandbox_settings(config, f"{stack}-drill", target.kind, port)
+            sandbox = LocalSandbox(settings, scratch / "sandbox", config=merged)
+            with progress(f"Starting a throwaway {target.kind} sandbox on {port}…", as_json):
+                figures["sandbox_seconds"] = round(sandbox.up().seconds, 3)
+            drill_target = target_of_sandbox(sandbox, "restore drill sandbox")
+            with open_backup(str(path)) as (source, files), progress("Restoring and verifying…", as_json):
+                result = restore(files, drill_target, "fail-if-not-empty", True, source, sample=sample)
+    except (BackupError, SandboxError, SettingsError, TargetError, OSError) as error:
+        raise fail(f"restore drill failed: {error}", as_json, code=PROBLEM) from None
+    finally:
+        if sandbox is not None:
+            sandbox.down(purge=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    figures |= {"restore_seconds": round(result.seconds, 3), "restored_keys": result.restored,
+                "keys_per_second": round(result.keys_per_second), "expired": sum(s.expired for s in result.shards),
+                "sampled": sum(s.sampled for s in result.shards), "verified": bool(result.verified)}
+    ok = bool(result.verified)
+    if as_json:
+        _emit_json({"command": "restore-drill", "target": target.describe(), "ok": ok, "figures": figures,
+                    "restore": result.as_json()})
+        raise typer.Exit(code=OK if ok else PROBLEM)
+    console.print(_restore_table(result))
+    table = Table(title=f"restore drill of {target.stack}: {'[green]passed' if ok else '[red]FAILED'}")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for name, value in figures.items():
+        table.add_row(name, str(value))
+    console.print(table)
+    raise typer.Exit(code=OK if ok else PROBLEM)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("backup")(backup)
+    app.command("restore")(restore_command)
+    app.command("restore-drill")(restore_drill)
+
+
+__all__ = ["CANNOT_CHECK", "register"]

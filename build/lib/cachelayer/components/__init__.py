@@ -1,0 +1,1 @@
+"""Pulumi ComponentResources: each turns a plan from the pure core into resources."""

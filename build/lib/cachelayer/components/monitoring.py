@@ -1,0 +1,136 @@
+"""Monitoring resources: the exporters of both targets and the stack's monitoring outputs.
+
+The hosts target declares its exporter files and units through RedisHostsDeployment's own
+file/service building blocks (see `host_exporter_files`); the docker target gets one exporter
+container per Redis container (`docker_exporters`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import pulumi
+import pulumi_docker as docker
+from pulumi_docker import ContainerNetworksAdvancedArgsDict, ContainerPortArgsDict, ContainerUploadArgsDict
+
+from cachelayer.config.settings import Settings
+from cachelayer.plan.topology import Topology
+from cachelayer.render.monitoring import (
+    DOCKER_PASSWORD_FILE,
+    ExporterTarget,
+    dashboard_json,
+    exporter_args,
+    exporter_password_file,
+    exporter_unit_name,
+    render_exporter_unit,
+    render_password_file,
+    rules_yaml,
+    scrape_targets,
+    stack_targets,
+)
+from cachelayer.render.nodes import Passwords
+
+# The upstream image runs as this uid (USER 59000:59000 in its Dockerfile).
+EXPORTER_IMAGE_UID = "59000"
+
+
+def export_outputs(settings: Settings, topology: Topology) -> None:
+    """Stack outputs for the platform's Prometheus and Grafana (docs/monitoring.md)."""
+    pulumi.export("monitoring_targets", scrape_targets(settings, stack_targets(settings, topology)))
+    pulumi.export("monitoring_rules", rules_yaml(settings))
+    pulumi.export("monitoring_dashboard", dashboard_json(settings))
+
+
+# ------------------------------------------------------------------------------------ hosts
+@dataclass(frozen=True)
+class ExporterFiles:
+    """What one exporter needs on its host: a root-only password file and its unit."""
+
+    target: ExporterTarget
+    unit_name: str
+    unit: str
+    password_path: str
+    password_json: pulumi.Output[str]  # secret
+
+
+def host_exporter_files(
+    settings: Settings,
+    topology: Topology,
+    host: str,
+    passwords: pulumi.Output[Passwords],
+    conf_dir: str,
+    tls_ca_file: str | None,
+) -> list[ExporterFiles]:
+    """The exporters of the processes on machine `host`."""
+    tls = settings.redis.tls
+    found = []
+    for target in stack_targets(settings, topology):
+        if target.host != host:
+            continue
+        password_json: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(partial(_host_password, target, tls)))
+        found.append(
+            ExporterFiles(
+                target,
+                exporter_unit_name(target),
+                render_exporter_unit(settings, target, conf_dir, tls_ca_file if tls else None),
+                exporter_password_file(target, conf_dir),
+                password_json,
+            )
+        )
+    return found
+
+
+# ----------------------------------------------------------------------------------- docker
+def docker_exporters(
+    name: str,
+    settings: Settings,
+    topology: Topology,
+    network: docker.Network,
+    passwords: pulumi.Output[Passwords],
+    depends_on: Sequence[pulumi.Resource],
+    parent: pulumi.Resource,
+) -> list[docker.Container]:
+    """One upstream exporter container per Redis container, its metrics port published."""
+    child = pulumi.ResourceOptions(parent=parent)
+    image = docker.RemoteImage(f"{name}-exporter-image", name=settings.monitoring.exporter_image, keep_locally=True, opts=child)
+    containers = []
+    for target in stack_targets(settings, topology):
+        port = int(target.listen.rsplit(":", 1)[1])
+        inside = dataclasses.replace(target, listen=f"0.0.0.0:{port}")
+        password: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(partial(_password_json, target)))
+        upload: ContainerUploadArgsDict = {
+            "file": DOCKER_PASSWORD_FILE,
+            "content": password,
+            "owner": EXPORTER_IMAGE_UID,
+            "group": EXPORTER_IMAGE_UID,
+            "permissions": "0400",
+        }
+        networks: list[ContainerNetworksAdvancedArgsDict] = [{"name": network.name}]
+        ports: list[ContainerPortArgsDict] = [{"internal": port, "external": port, "ip": settings.docker.publish_address}]
+        containers.append(
+            docker.Container(
+                f"{name}-{exporter_unit_name(target)}",
+                name=exporter_unit_name(target),
+                image=image.image_id,
+                # The password comes from the uploaded file, never the command line or environment.
+                command=[*exporter_args(inside), f"--redis.password-file={DOCKER_PASSWORD_FILE}"],
+                networks_advanced=networks,
+                ports=ports,
+                uploads=[upload],
+                restart="unless-stopped",
+                must_run=True,
+                opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+            )
+        )
+    return containers
+
+
+def _host_password(target: ExporterTarget, tls: bool, passwords: Passwords) -> str:
+    return render_password_file(target, passwords.monitor, tls)
+
+
+def _password_json(target: ExporterTarget, passwords: Passwords) -> str:
+    return render_password_file(target, passwords.monitor, tls=False)

@@ -1,0 +1,196 @@
+"""The dev stack's Redis: one container per node (and per sentinel) on a Docker network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+from pulumi_docker import (
+    ContainerHealthcheckArgsDict,
+    ContainerNetworksAdvancedArgsDict,
+    ContainerPortArgsDict,
+    ContainerUploadArgsDict,
+    ContainerVolumeArgsDict,
+    NetworkIpamConfigArgsDict,
+)
+
+from cachelayer.components.monitoring import docker_exporters
+from cachelayer.config.settings import Settings
+from cachelayer.plan.topology import Topology
+from cachelayer.render.nodes import (
+    Passwords,
+    Paths,
+    cli_tls_flags,
+    docker_paths,
+    docker_sentinel_paths,
+    render_auth_conf,
+    render_bootstrap_script,
+    render_node_start_script,
+    render_redis_conf,
+    render_sentinel_conf,
+    render_users_acl,
+)
+
+# The official image's entrypoint (on PATH): it runs `redis-server ...` as the redis user.
+DOCKER_ENTRYPOINT = "docker-entrypoint.sh"
+
+
+def secret_upload(file: str, content: pulumi.Input[str]) -> ContainerUploadArgsDict:
+    """A file holding secrets, readable by the image's redis user (uid 999) only."""
+    return {"file": file, "content": content, "owner": "999", "group": "999", "permissions": "0640"}
+
+
+@dataclass
+class RedisDockerArgs:
+    settings: Settings
+    topology: Topology
+    passwords: pulumi.Output[Passwords]  # secret
+
+
+def health_check_command(port: int, tls_flags: tuple[str, ...]) -> str:
+    """Alive means the node answers, even if only to say it wants a password: the check then
+    needs no secret in the container's environment."""
+    cli = " ".join(["redis-cli", *tls_flags, "-p", str(port), "ping"])
+    return f"{cli} 2>&1 | grep -qE 'PONG|NOAUTH'"
+
+
+class RedisDockerDeployment(pulumi.ComponentResource):
+    """Six node containers (plus three sentinels in sentinel topology) and the bootstrap that
+    forms the cluster once they all answer."""
+
+    container_names: pulumi.Output[list[str]]
+    bootstrap_output: pulumi.Output[str]
+
+    def __init__(self, name: str, args: RedisDockerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("cachelayer:docker:RedisDockerDeployment", name, None, opts)
+        settings, topology, passwords = args.settings, args.topology, args.passwords
+        child = pulumi.ResourceOptions(parent=self)
+        tls_flags = cli_tls_flags(settings, f"{docker_paths('').conf_dir}/tls")
+
+        image = docker.RemoteImage(f"{name}-image", name=settings.image, keep_locally=True, opts=child)
+        ipam: NetworkIpamConfigArgsDict = {"subnet": settings.docker.subnet}
+        network = docker.Network(
+            f"{name}-network", name=settings.docker.network_name, driver="bridge", ipam_configs=[ipam], opts=child
+        )
+
+        containers: list[docker.Container] = []
+        acl = passwords.apply(lambda p: render_users_acl(settings, p))
+        for node in topology.nodes:
+            paths = docker_paths(node.name)
+            # The node's RDB and AOF: protected, so neither a replace nor `pulumi destroy` drops them
+            # unnoticed (`pulumi destroy --exclude-protected` keeps them; docs/delivery.md).
+            volume = docker.Volume(
+                f"{name}-{node.name}-data",
+                name=f"{settings.docker.network_name}-{node.name}-data",
+                opts=pulumi.ResourceOptions(parent=self, protect=True),
+            )
+            uploads: list[ContainerUploadArgsDict] = [
+                {"file": paths.conf_file, "content": render_redis_conf(settings, topology, node, paths)},
+                secret_upload(paths.acl_file, acl),
+                secret_upload(paths.auth_file, passwords.apply(partial(render_auth_conf, node.name))),
+            ]
+            ports: list[ContainerPortArgsDict] = [
+                {"internal": node.port, "external": node.port, "ip": settings.docker.publish_address}
+            ]
+            command_line = ["redis-server", paths.conf_file]
+            if topology.kind == "sentinel":
+                # The start script asks the sentinels for the node's role, then execs the image's
+                # entrypoint, which drops to the redis user as it does for `redis-server ...`.
+                start = render_node_start_script(settings, topology, node, paths, [DOCKER_ENTRYPOINT, "redis-server"])
+                uploads.append({"file": paths.start_script, "content": start})
+                command_line = ["sh", paths.start_script]
+            containers.append(
+                self._container(
+                    name, node.name, paths, image, network, node.address, ports, uploads, tls_flags, node.port, volume,
+                    command_line,
+                )
+            )
+        for sentinel in topology.sentinels:
+            paths = docker_sentinel_paths(sentinel.name)
+            conf = passwords.apply(partial(render_sentinel_conf, settings, topology, sentinel, paths))
+            containers.append(
+                self._container(
+                    name,
+                    sentinel.name,
+                    paths,
+                    image,
+                    network,
+                    sentinel.address,
+                    [{"internal": sentinel.port, "external": sentinel.port, "ip": settings.docker.publish_address}],
+                    [secret_upload(paths.conf_file, conf)],
+                    tls_flags,
+                    sentinel.port,
+                    volume=None,
+                    command_line=["redis-server", paths.conf_file, "--sentinel"],
+                    sentinel=True,
+                )
+            )
+
+        script = render_bootstrap_script(settings, topology, f"{docker_paths('').conf_dir}/tls")
+        first = topology.nodes[0]
+        bootstrap = command.local.Command(
+            f"{name}-bootstrap",
+            # The password travels in the environment (REDISCLI_AUTH), never on a command line.
+            create=f"docker exec -i --env REDISCLI_AUTH {first.name} sh -s",
+            stdin=script,
+            environment={"REDISCLI_AUTH": passwords.apply(lambda p: p.admin)},
+            # Re-run when the set of nodes changes; the script leaves an existing cluster alone.
+            triggers=[node.endpoint for node in topology.nodes] + [s.endpoint for s in topology.sentinels],
+            logging=command.local.Logging.STDOUT_AND_STDERR,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=containers),
+        )
+        if settings.monitoring_enabled:
+            # Monitoring: one exporter container per Redis container (components/monitoring.py).
+            docker_exporters(name, settings, topology, network, passwords, containers, self)
+        self.container_names = pulumi.Output.all(*(c.name for c in containers))
+        self.bootstrap_output = bootstrap.stdout
+        self.register_outputs({"container_names": self.container_names, "bootstrap_output": self.bootstrap_output})
+
+    def _container(
+        self,
+        name: str,
+        process: str,
+        paths: Paths,
+        image: docker.RemoteImage,
+        network: docker.Network,
+        address: str,
+        ports: list[ContainerPortArgsDict],
+        uploads: list[ContainerUploadArgsDict],
+        tls_flags: tuple[str, ...],
+        port: int,
+        volume: docker.Volume | None,
+        command_line: list[str],
+        sentinel: bool = False,
+    ) -> docker.Container:
+        networks: list[ContainerNetworksAdvancedArgsDict] = [{"name": network.name, "ipv4_address": address}]
+        healthcheck: ContainerHealthcheckArgsDict = {
+            "tests": ["CMD-SHELL", health_check_command(port, tls_flags)],
+            "interval": "5s",
+            "timeout": "3s",
+            "retries": 5,
+            "start_period": "5s",
+        }
+        volumes: list[ContainerVolumeArgsDict] = (
+            [{"volume_name": volume.name, "container_path": paths.data_dir}] if volume is not None else []
+        )
+        return docker.Container(
+            f"{name}-{process}",
+            name=process,
+            image=image.image_id,
+            command=command_line,
+            networks_advanced=networks,
+            ports=ports,
+            uploads=uploads,
+            volumes=volumes,
+            restart="unless-stopped",
+            healthcheck=healthcheck,
+            must_run=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # Sentinel rewrites its own config: upload it once, never replace it on a re-render.
+                ignore_changes=["uploads"] if sentinel else None,
+            ),
+        )

@@ -1,0 +1,156 @@
+"""`cachelayer:hosts`: the prod stack's Linux servers and which node runs where. Pure Python."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cachelayer.config.checks import INT_RANGES, MACHINE_NAME, USER_NAME, calendar_ok
+from cachelayer.errors import SettingsError
+from cachelayer.fields import from_mapping
+
+if TYPE_CHECKING:
+    from cachelayer.config.settings import RedisSettings
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One server reachable over SSH."""
+
+    name: str
+    address: str
+    ssh_user: str | None = None  # falls back to hosts.ssh_user
+    ssh_port: int = 22
+    # The server's SSH host public key as known_hosts writes it ("ssh-ed25519 AAAA..."). When
+    # set, the deployment refuses a server presenting another key; unset, the key is not checked.
+    ssh_host_key: str | None = None
+
+
+@dataclass(frozen=True)
+class HostsSettings:
+    machines: tuple[Machine, ...] = ()
+    ssh_user: str = "root"
+    # Machine name per node, in port order. Empty: masters round-robin, each replica one host on.
+    placement: tuple[str, ...] = ()
+    # Networks (CIDR) of the application servers allowed to reach the client ports.
+    app_networks: tuple[str, ...] = ()
+    # vm.overcommit_memory=1, transparent huge pages off, somaxconn: what Redis asks for.
+    kernel_tuning: bool = True
+    backup_retention_days: int = 7
+    backup_on_calendar: str = "*-*-* 02:00:00"
+
+
+def check_user_name(key: str, name: str) -> None:
+    if not USER_NAME.match(name):
+        raise SettingsError(
+            key,
+            f"'{name}' is not a Linux user name",
+            "use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 (e.g. deploy)",
+            "deploy",
+        )
+
+
+def default_placement(machines: tuple[Machine, ...], node_count: int, replicas_per_master: int) -> tuple[str, ...]:
+    """One node per machine when there are enough machines. Otherwise master m on machine m and
+    its r-th replica r machines further on, so a master and its replicas never share a machine
+    while there are more machines than nodes per group."""
+    names = [m.name for m in machines]
+    if len(names) >= node_count:
+        return tuple(names[:node_count])
+    masters = node_count // (replicas_per_master + 1)
+    return tuple(names[(index % masters + index // masters) % len(names)] for index in range(node_count))
+
+
+def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> HostsSettings:
+    hosts = from_mapping(HostsSettings, raw, "hosts")
+    if not hosts.machines:
+        raise SettingsError("hosts.machines", "no machine is listed", "list the servers with name and address")
+    names = [m.name for m in hosts.machines]
+    if len(set(names)) != len(names):
+        raise SettingsError("hosts.machines", "two machines share a name", "give every machine its own name")
+    check_user_name("hosts.ssh_user", hosts.ssh_user)
+    addresses: dict[str, int] = {}
+    for index, machine in enumerate(hosts.machines):
+        if not MACHINE_NAME.match(machine.name):
+            raise SettingsError(
+                f"hosts.machines[{index}].name",
+                f"'{machine.name}' cannot name resources, certificates and files",
+                "use lower-case letters, digits and inner hyphens, at most 63 (e.g. cache-1)",
+                f"cache-{index + 1}",
+            )
+        if machine.ssh_user is not None:
+            check_user_name(f"hosts.machines[{index}].ssh_user", machine.ssh_user)
+        try:
+            ipaddress.ip_address(machine.address)
+        except ValueError:
+            raise SettingsError(
+                f"hosts.machines[{index}].address", f"'{machine.address}' is not an IP address", "write the server's IP"
+            ) from None
+        if machine.address in addresses:
+            # Two names for one server: placement would put a master and its replica together.
+            raise SettingsError(
+                f"hosts.machines[{index}].address",
+                f"{machine.address} is also the address of hosts.machines[{addresses[machine.address]}]",
+                "give each machine its own server's address, or list the server once",
+            )
+        addresses[machine.address] = index
+        if not 1 <= machine.ssh_port <= 65535:
+            raise SettingsError(f"hosts.machines[{index}].ssh_port", "is not a TCP port", "use 22 or your SSH port")
+        if machine.ssh_host_key is not None and len(machine.ssh_host_key.split()) < 2:
+            raise SettingsError(
+                f"hosts.machines[{index}].ssh_host_key",
+                "is not a public key line",
+                "paste the key as `ssh-keyscan <address>` prints it, without the address: 'ssh-ed25519 AAAA...'",
+            )
+    for index, network in enumerate(hosts.app_networks):
+        try:
+            ipaddress.ip_network(network)
+        except ValueError:
+            raise SettingsError(f"hosts.app_networks[{index}]", f"'{network}' is not a network", "write CIDR") from None
+    retention = INT_RANGES["hosts.backup_retention_days"]
+    if not retention.low <= hosts.backup_retention_days <= retention.high:
+        raise SettingsError(
+            "hosts.backup_retention_days", f"must be between {retention.low} and {retention.high} days", "use 7", 7
+        )
+    calendar = hosts.backup_on_calendar
+    # It lands in OnCalendar= of a systemd timer, which refuses to load on a bad expression.
+    if not calendar_ok(calendar):
+        raise SettingsError(
+            "hosts.backup_on_calendar",
+            f"{calendar!r} is not a calendar expression of the supported systemd.time(7) forms",
+            "write e.g. 'daily', '*-*-* 02:00:00' or 'Mon..Fri 02:30' (check with `systemd-analyze calendar`)",
+            "*-*-* 02:00:00",
+        )
+
+    placement = hosts.placement or default_placement(hosts.machines, redis.node_count, redis.replicas_per_master)
+    if len(placement) != redis.node_count:
+        raise SettingsError(
+            "hosts.placement",
+            f"names {len(placement)} machines for {redis.node_count} nodes",
+            "name one machine per node, in port order, or remove placement",
+        )
+    for index, name in enumerate(placement):
+        if name not in names:
+            raise SettingsError(
+                f"hosts.placement[{index}]", f"'{name}' is not a listed machine", f"use one of {', '.join(names)}"
+            )
+    masters = redis.masters
+    for index, name in enumerate(placement):
+        if index >= masters and name == placement[index % masters]:
+            raise SettingsError(
+                f"hosts.placement[{index}]",
+                f"node {redis.base_port + index} would be a replica on the same machine ({name}) as its master "
+                f"{redis.base_port + index % masters}, so losing that machine loses the shard",
+                "put each replica on another machine than its master",
+            )
+    return HostsSettings(
+        machines=hosts.machines,
+        ssh_user=hosts.ssh_user,
+        placement=tuple(placement),
+        app_networks=hosts.app_networks,
+        kernel_tuning=hosts.kernel_tuning,
+        backup_retention_days=hosts.backup_retention_days,
+        backup_on_calendar=hosts.backup_on_calendar,
+    )

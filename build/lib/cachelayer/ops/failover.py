@@ -1,0 +1,235 @@
+"""Planned failover with a probe client: CLUSTER FAILOVER on a replica (cluster) or SENTINEL
+FAILOVER on a group (sentinel), checks before, polling after until the new roles are in place,
+and what a client writing and reading throughout saw (errors, longest gap)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
+
+from cachelayer.errors import CachelayerError
+from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.ops.target import Endpoint, Target
+
+
+class FailoverError(CachelayerError):
+    """A pre-check refused, or the new roles did not settle in time."""
+
+
+@dataclass
+class Probe:
+    """Writes then reads one key every `interval` seconds from a thread, counting errors."""
+
+    client: Any  # RedisCluster or a Sentinel-managed Redis
+    interval: float = 0.01
+    ops: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    longest_gap: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        last_ok = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            try:
+                self.client.set("cachelayer:failover-probe", n)
+                if int(self.client.get("cachelayer:failover-probe")) != n:
+                    self.errors["stale read"] += 1
+                now = time.monotonic()
+                self.longest_gap = max(self.longest_gap, now - last_ok)
+                last_ok = now
+            except (redis.RedisError, OSError) as error:
+                self.errors[type(error).__name__] += 1
+            self.ops += 1
+            time.sleep(self.interval)
+
+    def __enter__(self) -> Probe:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.client.close()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ops": self.ops, "errors": sum(self.errors.values()), "error_kinds": dict(self.errors),
+                "longest_gap_seconds": round(self.longest_gap, 3)}
+
+
+@dataclass(frozen=True)
+class FailoverResult:
+    mode: str  # graceful, force, takeover, sentinel
+    subject: str  # the replica promoted, or the sentinel group
+    old_master: str
+    new_master: str
+    switch_seconds: float  # from the failover command to the new master serving all its slots
+    probe: dict[str, Any]
+    dry_run: bool = False
+    checks: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"mode": self.mode, "subject": self.subject, "old_master": self.old_master, "new_master": self.new_master,
+                "switch_seconds": round(self.switch_seconds, 3), "probe": self.probe, "dry_run": self.dry_run,
+                "checks": list(self.checks)}
+
+
+# ---------------------------------------------------------------------------- cluster
+def _cluster_probe(target: Target) -> RedisCluster:
+    ssl: dict[str, Any] = {"ssl": True, "ssl_ca_certs": target.tls_ca} if target.tls_ca else {}
+    return RedisCluster(
+        startup_nodes=[ClusterNode(e.host, e.port) for e in target.nodes],
+        username=target.admin_user, password=target.admin_password, decode_responses=True,
+        socket_timeout=1, socket_connect_timeout=1, **ssl,
+    )
+
+
+def default_replica(target: Target) -> Endpoint:
+    """A replica of the first master in port order."""
+    for endpoint in target.nodes:
+        with target.client(endpoint) as client:
+            info = client.info("replication")
+        if info.get("role") == "slave" and info.get("master_link_status") == "up":
+            return endpoint
+    raise FailoverError("no replica with its link up: nothing to fail over to")
+
+
+def cluster_prechecks(target: Target, replica: Endpoint, max_lag: int) -> tuple[str, list[str]]:
+    """(its master's address, problems)."""
+    with target.client(replica) as client:
+        info = client.info("replication")
+    if info.get("role") != "slave":
+        return "-", [f"{replica.name} is a master, not a replica: name a replica"]
+    master = f"{info['master_host']}:{info['master_port']}"
+    problems = []
+    if info.get("master_link_status") != "up":
+        problems.append(f"{replica.name}'s link to {master} is {info.get('master_link_status')}")
+    try:
+        with target.client(Endpoint("master", info["master_host"], int(info["master_port"]))) as client:
+            master_info = client.info("replication")
+        for key, value in master_info.items():
+            if key.startswith("slave") and isinstance(value, dict) and int(value.get("port", 0)) == replica.port \
+                    and str(value.get("ip")) == replica.host and int(value.get("lag", 0)) > max_lag:
+                problems.append(f"{replica.name} lags {value['lag']} s behind {master} (limit {max_lag} s)")
+    except redis.RedisError as error:
+        problems.append(f"its master {master} does not answer ({error}): use --force")
+    return master, problems
+
+
+def cluster_failover(
+    target: Target, replica: Endpoint, mode: str = "graceful", timeout: float = 60, max_lag: int = 5, dry_run: bool = False
+) -> FailoverResult:
+    master, problems = cluster_prechecks(target, replica, max_lag)
+    if mode == "graceful" and problems:
+        raise FailoverError("; ".join(problems))
+    checks = tuple(problems) or ("replica link up, lag within limits",)
+    if dry_run:
+        return FailoverResult(mode, replica.name, master, replica.address, 0.0, {}, True, checks)
+    with Probe(_cluster_probe(target)) as probe:
+        time.sleep(0.2)  # a baseline before the switch
+        begin = time.monotonic()
+        deadline = begin + timeout
+        while True:
+            with target.client(replica) as client:
+                client.execute_command("CLUSTER FAILOVER", *([] if mode == "graceful" else [mode.upper()]))
+            # Redis aborts a manual failover that does not complete within 5 s (CLUSTER_MF_TIMEOUT,
+            # e.g. a busy master slow to pause): then ask again, until the overall deadline.
+            try:
+                _wait_cluster_settled(target, replica, min(deadline, time.monotonic() + MANUAL_FAILOVER_WAIT))
+                break
+            except FailoverError:
+                if time.monotonic() >= deadline:
+                    raise
+        switch = time.monotonic() - begin
+        time.sleep(0.2)
+    return FailoverResult(mode, replica.name, master, replica.address, switch, probe.as_json(), False, checks)
+
+
+# Redis's manual-failover timeout (5 s) plus the time the cluster takes to agree on the new roles.
+MANUAL_FAILOVER_WAIT = 8.0
+
+
+def _wait_cluster_settled(target: Target, replica: Endpoint, deadline: float) -> None:
+    """The replica is master and every reachable node sees all slots served."""
+    while time.monotonic() < deadline:
+        try:
+            with target.client(replica, timeout=1) as client:
+                promoted = client.info("replication").get("role") == "master"
+            if promoted and all(_slots_ok(target, e) for e in target.nodes):
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.02)
+    raise FailoverError(f"{replica.name} did not become a master serving all slots in time")
+
+
+def _slots_ok(target: Target, endpoint: Endpoint) -> bool:
+    try:
+        with target.client(endpoint, timeout=1) as client:
+            info = client.execute_command("CLUSTER INFO")
+        return info.get("cluster_state") == "ok" and int(info.get("cluster_slots_ok", 0)) == TOTAL_SLOTS
+    except redis.RedisError:
+        return True  # a node that is down does not block the switch (health reports it)
+
+
+# --------------------------------------------------------------------------- sentinel
+def _sentinel(target: Target) -> Sentinel:
+    auth = {"username": target.sentinel_user, "password": target.sentinel_password, "socket_timeout": 1}
+    return Sentinel(
+        [(e.host, e.port) for e in target.sentinels], sentinel_kwargs=auth,
+        username=target.admin_user, password=target.admin_password, socket_timeout=1, decode_responses=True,
+    )
+
+
+def sentinel_failover(target: Target, group: str, timeout: float = 60, dry_run: bool = False) -> FailoverResult:
+    sentinel_endpoint = target.sentinels[0]
+    with target.client(sentinel_endpoint) as client:
+        old: Any = client.sentinel_get_master_addr_by_name(group)
+        try:
+            quorum = str(client.execute_command("SENTINEL CKQUORUM", group))
+        except redis.ResponseError as error:
+            raise FailoverError(f"CKQUORUM {group}: {error}") from None
+    old_master = f"{old[0]}:{old[1]}"
+    if dry_run:
+        return FailoverResult("sentinel", group, old_master, "?", 0.0, {}, True, (quorum,))
+    with Probe(_sentinel(target).master_for(group, socket_timeout=1)) as probe:
+        time.sleep(0.2)
+        begin = time.monotonic()
+        with target.client(sentinel_endpoint) as client:
+            client.execute_command("SENTINEL FAILOVER", group)
+        new_master = _wait_sentinel_settled(target, group, old_master, begin + timeout)
+        switch = time.monotonic() - begin
+        time.sleep(0.2)
+    return FailoverResult("sentinel", group, old_master, new_master, switch, probe.as_json(), False, (quorum,))
+
+
+def _wait_sentinel_settled(target: Target, group: str, old_master: str, deadline: float) -> str:
+    """Every sentinel names the same new master, and it says it is a master."""
+    while time.monotonic() < deadline:
+        try:
+            named = set()
+            for endpoint in target.sentinels:
+                with target.client(endpoint, timeout=1) as client:
+                    address: Any = client.sentinel_get_master_addr_by_name(group)
+                    named.add(f"{address[0]}:{address[1]}")
+            if len(named) == 1 and old_master not in named:
+                (new,) = named
+                host, port = new.rsplit(":", 1)
+                with target.client(Endpoint("new", host, int(port)), timeout=1) as client:
+                    if client.info("replication").get("role") == "master":
+                        return new
+        except redis.RedisError:
+            pass
+        time.sleep(0.02)
+    raise FailoverError(f"the sentinels did not agree on a new master for {group} in time")

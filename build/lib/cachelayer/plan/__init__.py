@@ -1,0 +1,1 @@
+"""What the settings mean: topology, ACL policy, advice. Imports config and below."""

@@ -1,0 +1,435 @@
+"""Monitoring, generated from the stack: exporter targets, Prometheus alert rules, a Grafana
+dashboard. Pure (no Pulumi): the components, the local sandbox and the tests all use it.
+
+One Redis exporter (oliver006/redis_exporter 1.45) runs per node and per sentinel and logs in as
+the `monitor` user (rights in acl_policy.MONITOR_*). Every metric name below is one that
+version exports; docs/monitoring.md has the alert table with each rule's runbook line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import yaml
+
+from cachelayer.config.settings import Settings, exporter_ports
+from cachelayer.plan.topology import Node, SentinelNode, Topology
+from cachelayer.render.nodes import render_template
+
+# Where the Docker exporter container finds its password (an uploaded file, never argv or env).
+DOCKER_PASSWORD_FILE = "/exporter/password.json"
+
+JOB = "cachelayer-redis"  # the scrape job's name: the rules read `up{job=...}`
+EXPORTER_BINARY = "prometheus-redis-exporter"  # Debian's name for redis_exporter
+Severity = Literal["critical", "warning"]
+
+
+@dataclass(frozen=True)
+class ExporterTarget:
+    """One exporter: which process it reads and where Prometheus scrapes it."""
+
+    process: str  # redis-7000, redis-sentinel-26379
+    kind: Literal["node", "sentinel"]
+    host: str  # the machine (or container) it runs on
+    redis_address: str  # what the exporter connects to (host:port)
+    listen: str  # where it serves /metrics (address:port)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"process": self.process, "kind": self.kind, "host": self.host}
+
+
+def exporter_targets(
+    settings: Settings,
+    topology: Topology,
+    listen_address: Callable[[Node | SentinelNode], str],
+    redis_address: Callable[[Node | SentinelNode], str],
+) -> tuple[ExporterTarget, ...]:
+    """The stack's exporters: node i on exporter_base_port + i, then the sentinels. The callbacks
+    give, per target, the address the exporter listens on and the one it reads Redis from."""
+    processes: list[Node | SentinelNode] = [*topology.nodes, *topology.sentinels]
+    ports = exporter_ports(settings.redis, settings.sentinel, settings.monitoring)
+    return tuple(
+        ExporterTarget(
+            process.name,
+            "sentinel" if isinstance(process, SentinelNode) else "node",
+            process.host,
+            f"{redis_address(process)}:{process.port}",
+            f"{listen_address(process)}:{port}",
+        )
+        for process, port in zip(processes, ports, strict=True)
+    )
+
+
+def stack_targets(settings: Settings, topology: Topology) -> tuple[ExporterTarget, ...]:
+    """Where the platform's Prometheus scrapes each exporter, and what each exporter reads.
+
+    Hosts: the exporter listens on its machine's address and reads its node over loopback.
+    Docker: Prometheus scrapes the port published on docker.publish_address; the exporter reads
+    its node on the stack's network."""
+    if settings.redis.target == "hosts":
+        return exporter_targets(settings, topology, lambda p: p.address, lambda p: "127.0.0.1")
+    return exporter_targets(settings, topology, lambda p: settings.docker.publish_address, lambda p: p.address)
+
+
+def exporter_args(target: ExporterTarget, tls_ca_file: str | None = None) -> list[str]:
+    """The exporter's command line after its binary. No password: it reads REDIS_PASSWORD from its
+    environment (a root-only EnvironmentFile on the hosts, the process environment elsewhere)."""
+    scheme = "rediss" if tls_ca_file else "redis"
+    args = [
+        f"--redis.addr={scheme}://{target.redis_address}",
+        "--redis.user=monitor",
+        f"--web.listen-address={target.listen}",
+        # Sentinel and node metrics come from INFO; the go runtime's own are noise here.
+        "--redis-only-metrics",
+    ]
+    if tls_ca_file:
+        # tls-auth-clients is optional on the nodes: the CA to check them is all it needs.
+        args.append(f"--tls-ca-cert-file={tls_ca_file}")
+    return args
+
+
+def scrape_targets(settings: Settings, targets: Sequence[ExporterTarget]) -> list[dict[str, Any]]:
+    """Prometheus file_sd entries (one per exporter), labelled with the stack and the process."""
+    return [{"targets": [t.listen], "labels": {"stack": settings.stack, **t.labels}} for t in targets]
+
+
+# ------------------------------------------------------------------------------------ rules
+@dataclass(frozen=True)
+class AlertRule:
+    name: str
+    expr: str
+    for_seconds: int
+    severity: Severity
+    summary: str
+    runbook: str  # what to do, and which cachelayer command helps
+
+
+def _window(settings: Settings) -> str:
+    # rate() needs two samples in its window: never less than twice the scrape interval.
+    monitoring = settings.monitoring
+    return f"{max(monitoring.rate_window_seconds, 2 * monitoring.scrape_interval_seconds)}s"
+
+
+def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
+    """The stack's alerts: thresholds from `monitoring`, shape from `redis`/`sentinel`."""
+    m, redis, stack = settings.monitoring, settings.redis, settings.stack
+    hold, window = m.for_seconds, _window(settings)
+    health = f"venv/bin/cachelayer health --stack {stack}"
+    report = f"venv/bin/cachelayer report --stack {stack}"
+    rules = [
+        AlertRule(
+            "RedisDown",
+            "redis_up == 0",
+            hold,
+            "critical",
+            "{{ $labels.process }} on {{ $labels.host }} does not answer its exporter",
+            f"`{health}`; on the host `systemctl status {{{{ $labels.process }}}}` and its log in /var/log/redis; "
+            "start it again (`systemctl start`); a master is failed over meanwhile",
+        ),
+        AlertRule(
+            "RedisExporterDown",
+            f'up{{job="{JOB}"}} == 0',
+            hold,
+            "warning",
+            "the exporter of {{ $labels.process }} cannot be scraped",
+            "on the host `systemctl status {{ $labels.process }}-exporter`; check the firewall lets monitoring.scrape_networks in; "
+            f"the node itself: `{health}`",
+        ),
+        AlertRule(
+            "RedisRejectedConnections",
+            f"increase(redis_rejected_connections_total[{window}]) > 0",
+            0,
+            "warning",
+            "{{ $labels.process }} refused connections (maxclients reached)",
+            f"`{report}` (connected and rejected clients); find the client that leaks connections; "
+            "raise maxclients only with LimitNOFILE",
+        ),
+        AlertRule(
+            "RedisMemoryHigh",
+            f"redis_memory_used_bytes / (redis_memory_max_bytes > 0) * 100 > {m.memory_percent}",
+            hold,
+            "warning",
+            f"{{{{ $labels.process }}}} uses more than {m.memory_percent}% of maxmemory",
+            f"`{report}` (biggest keys, fragmentation); expire or shrink the keys, or raise redis.maxmemory "
+            f"(`pulumi up` applies it live) or add shards (`venv/bin/cachelayer rebalance --stack {stack}`)",
+        ),
+        AlertRule(
+            "RedisEvictions",
+            f"rate(redis_evicted_keys_total[{window}]) > {m.evictions_per_second}",
+            hold,
+            "warning",
+            "{{ $labels.process }} is evicting keys to stay under maxmemory",
+            f"`{report}` (memory, biggest keys); the cache is too small for its working set: raise redis.maxmemory or add shards",
+        ),
+        AlertRule(
+            "RedisPersistenceError",
+            "redis_rdb_last_bgsave_status == 0 or redis_aof_last_write_status == 0 or redis_aof_last_bgrewrite_status == 0",
+            0,
+            "critical",
+            "{{ $labels.process }} failed to write its RDB or AOF",
+            f"`{health}` (persistence); on the host: disk space and permissions of /var/lib/redis/<port>, "
+            "the node's log; then `redis-cli BGSAVE` as admin",
+        ),
+        AlertRule(
+            "RedisNoRecentSave",
+            f"redis_rdb_changes_since_last_save > 0 and time() - redis_rdb_last_save_timestamp_seconds > {m.save_max_age_seconds}",
+            0,
+            "warning",
+            f"{{{{ $labels.process }}}} has changes not saved for {m.save_max_age_seconds // 3600} h (the nightly backup missed)",
+            f"`{health} --max-save-age {m.save_max_age_seconds}`; on the host `systemctl status redis-backup.service` "
+            "and `journalctl -u redis-backup`; run it by hand: `systemctl start redis-backup.service`",
+        ),
+        AlertRule(
+            "RedisFailover",
+            # An instance seen in two roles within the window: a failover promoted or demoted it.
+            f"count by (stack, process, host) (group by (stack, process, host, role) "
+            f"(last_over_time(redis_instance_info[{m.failover_window_seconds}s]))) > 1",
+            0,
+            "warning",
+            "{{ $labels.process }} changed role (failover) in the last "
+            f"{m.failover_window_seconds // 60} min",
+            f"`{health}` (who is master now, replicas linked); find why the old master failed in its log; "
+            f"planned switch-backs: `venv/bin/cachelayer failover --stack {stack} --dry-run`",
+        ),
+    ]
+    if redis.replicas_per_master > 0:
+        rules += [
+            AlertRule(
+                "RedisMasterMissingReplicas",
+                f'redis_connected_slaves < {redis.replicas_per_master} and on (instance) redis_instance_info{{role="master"}}',
+                hold,
+                "critical",
+                f"master {{{{ $labels.process }}}} has fewer than {redis.replicas_per_master} linked replica(s): "
+                "one more failure loses its shard",
+                f"`{health}` (replicas); start the missing replica on its host (`systemctl start redis-<port>`); "
+                "it resyncs by itself",
+            ),
+            AlertRule(
+                "RedisReplicationBroken",
+                'redis_master_link_up == 0 and on (instance) redis_instance_info{role="slave"}',
+                hold,
+                "critical",
+                "replica {{ $labels.process }} lost the link to its master",
+                f"`{health}` (replicas, replica_lag); the master may be down (see RedisDown) or unreachable: "
+                "check the firewall and the replica's log for the sync error",
+            ),
+            AlertRule(
+                "RedisReplicationLag",
+                f"redis_connected_slave_lag_seconds > {m.replication_lag_seconds}",
+                hold,
+                "warning",
+                f"a replica of {{{{ $labels.process }}}} has not acknowledged for over {m.replication_lag_seconds} s",
+                f"`{health} --max-lag {m.replication_lag_seconds}`; look for a slow disk, a full sync in progress "
+                "or network trouble between the two hosts",
+            ),
+        ]
+    if redis.is_cluster:
+        rules += [
+            AlertRule(
+                "RedisClusterStateNotOk",
+                "redis_cluster_enabled == 1 and redis_cluster_state == 0",
+                hold,
+                "critical",
+                "{{ $labels.process }} says cluster_state is fail: some slots are not served",
+                f"`{health}` (cluster_state, slots, node_flags); a master without a replica to promote needs "
+                f"its node started; `venv/bin/cachelayer failover --stack {stack} --force` for a dead master's replica",
+            ),
+            AlertRule(
+                "RedisClusterSlotsFailing",
+                "redis_cluster_slots_fail > 0 or redis_cluster_slots_pfail > 0",
+                hold,
+                "critical",
+                "{{ $labels.process }} sees slots on a failing (PFAIL/FAIL) master",
+                f"`{health}` (node_flags); the master is down or partitioned; its replica takes over after "
+                "cluster_node_timeout, else start the node",
+            ),
+        ]
+    else:
+        quorum = settings.sentinel.quorum
+        rules += [
+            AlertRule(
+                "RedisSentinelNoQuorum",
+                # CKQUORUM also fails when no majority of sentinels is reachable to authorise a failover.
+                f"redis_sentinel_master_ckquorum_status == 0 or redis_sentinel_master_ok_sentinels < {quorum}",
+                hold,
+                "critical",
+                f"fewer than {quorum} sentinels (the quorum) are up for {{{{ $labels.master_name }}}}: no failover is possible",
+                f"`{health}` (sentinel_quorum, runs SENTINEL CKQUORUM); start the stopped sentinels "
+                "(`systemctl start redis-sentinel-<port>`)",
+            ),
+            AlertRule(
+                "RedisSentinelsDisagree",
+                "count by (stack, master_name) (count by (stack, master_name, master_address) "
+                "(redis_sentinel_master_status)) > 1",
+                hold,
+                "critical",
+                "the sentinels name different masters for {{ $labels.master_name }}",
+                f"`{health}` (sentinel_agreement); a partitioned sentinel or one after a restart: check its log; "
+                f"`venv/bin/cachelayer drift --stack {stack}` for their settings",
+            ),
+        ]
+    return tuple(rules)
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds}s"
+
+
+def rules_document(settings: Settings) -> dict[str, Any]:
+    group: dict[str, Any] = {
+        "name": f"cachelayer-redis-{settings.stack}",
+        "interval": _duration(settings.monitoring.scrape_interval_seconds),
+        "rules": [],
+    }
+    for rule in alert_rules(settings):
+        entry: dict[str, Any] = {"alert": rule.name, "expr": rule.expr}
+        if rule.for_seconds:
+            entry["for"] = _duration(rule.for_seconds)
+        entry["labels"] = {"severity": rule.severity, "stack": settings.stack}
+        entry["annotations"] = {"summary": rule.summary, "runbook": rule.runbook}
+        group["rules"].append(entry)
+    return {"groups": [group]}
+
+
+def rules_yaml(settings: Settings) -> str:
+    """The Prometheus rules file (`promtool check rules` accepts it)."""
+    return yaml.safe_dump(rules_document(settings), sort_keys=False, width=1000)
+
+
+def prometheus_config(settings: Settings, rules_file: str, targets_file: str) -> str:
+    """A Prometheus configuration scraping the exporters listed in `targets_file` (file_sd)."""
+    interval = _duration(settings.monitoring.scrape_interval_seconds)
+    config = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
+        "rule_files": [rules_file],
+        "scrape_configs": [
+            {"job_name": JOB, "file_sd_configs": [{"files": [targets_file], "refresh_interval": "30s"}]},
+        ],
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+# -------------------------------------------------------------------------------- dashboard
+_PANELS: tuple[tuple[str, str, str, str], ...] = (
+    # title, PromQL, legend, unit
+    ("Cluster state (1 = ok)", 'redis_cluster_state{stack="$stack"}', "{{process}}", "short"),
+    ("Nodes up", 'redis_up{stack="$stack"}', "{{process}}", "short"),
+    ("Operations per second", 'rate(redis_commands_processed_total{stack="$stack"}[$__rate_interval])', "{{process}}", "ops"),
+    (
+        "Hit ratio",
+        'rate(redis_keyspace_hits_total{stack="$stack"}[$__rate_interval]) / (rate(redis_keyspace_hits_total{stack="$stack"}'
+        '[$__rate_interval]) + rate(redis_keyspace_misses_total{stack="$stack"}[$__rate_interval]))',
+        "{{process}}",
+        "percentunit",
+    ),
+    ("Memory used / maxmemory", 'redis_memory_used_bytes{stack="$stack"} / redis_memory_max_bytes{stack="$stack"}',
+     "{{process}}", "percentunit"),
+    ("Evictions per second", 'rate(redis_evicted_keys_total{stack="$stack"}[$__rate_interval])', "{{process}}", "ops"),
+    ("Replication lag (s since last ack)", 'redis_connected_slave_lag_seconds{stack="$stack"}',
+     "{{process}} → {{slave_ip}}:{{slave_port}}", "s"),
+    # Roles an instance had within the last hour: 2 means it was failed over (as RedisFailover reads it).
+    ("Failovers (roles seen in the last hour)",
+     'count by (process) (group by (process, role) (last_over_time(redis_instance_info{stack="$stack"}[1h])))',
+     "{{process}}", "short"),
+    ("Linked replicas per master", 'redis_connected_slaves{stack="$stack"} and on (instance) redis_instance_info{role="master"}',
+     "{{process}}", "short"),
+    ("Slowlog length", 'redis_slowlog_length{stack="$stack"}', "{{process}}", "short"),
+    ("Backup age (s since last save)", 'time() - redis_rdb_last_save_timestamp_seconds{stack="$stack"}', "{{process}}", "s"),
+    ("Rejected connections", 'increase(redis_rejected_connections_total{stack="$stack"}[$__rate_interval])', "{{process}}",
+     "short"),
+)
+
+
+def dashboard_json(settings: Settings) -> str:
+    """A Grafana dashboard (import it: Dashboards → New → Import, pick the Prometheus data source)."""
+    panels = []
+    for index, (title, expr, legend, unit) in enumerate(_PANELS):
+        panels.append(
+            {
+                "id": index + 1,
+                "type": "timeseries",
+                "title": title,
+                "datasource": {"type": "prometheus", "uid": "${DS_PROMETHEUS}"},
+                "gridPos": {"h": 8, "w": 12, "x": 12 * (index % 2), "y": 8 * (index // 2)},
+                "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+                "targets": [{"refId": "A", "expr": expr, "legendFormat": legend}],
+            }
+        )
+    dashboard = {
+        "__inputs": [
+            {"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource", "pluginId": "prometheus"}
+        ],
+        "title": f"cachelayer Redis ({settings.stack})",
+        "uid": f"cachelayer-redis-{settings.stack}"[:40],
+        "tags": ["cachelayer", "redis"],
+        "timezone": "utc",
+        "schemaVersion": 38,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "stack",
+                    "type": "custom",
+                    "query": settings.stack,
+                    "current": {"text": settings.stack, "value": settings.stack},
+                }
+            ]
+        },
+        "panels": panels,
+    }
+    return json.dumps(dashboard, indent=2) + "\n"
+
+
+# ------------------------------------------------------------------------------------- hosts
+HOST_EXPORTER_BINARY = f"/usr/bin/{EXPORTER_BINARY}"
+
+
+def exporter_unit_name(target: ExporterTarget) -> str:
+    return f"{target.process}-exporter"
+
+
+def exporter_password_file(target: ExporterTarget, conf_dir: str) -> str:
+    """Root-only (0600) on the host; systemd's LoadCredential hands it to the exporter."""
+    return f"{conf_dir}/{exporter_unit_name(target)}.json"
+
+
+def render_password_file(target: ExporterTarget, password: str, tls: bool) -> str:
+    """The exporter's --redis.password-file: a JSON map of the Redis URI to the password."""
+    scheme = "rediss" if tls else "redis"
+    return json.dumps({f"{scheme}://{target.redis_address}": password}) + "\n"
+
+
+def render_exporter_unit(settings: Settings, target: ExporterTarget, conf_dir: str, tls_ca_file: str | None) -> str:
+    # The CA arrives through LoadCredential too (%d): /etc/redis is not readable by the exporter.
+    args = exporter_args(target, "%d/ca.crt" if tls_ca_file else None)
+    return render_template(
+        "redis-exporter.service.j2",
+        stack=settings.stack,
+        target=target,
+        binary=HOST_EXPORTER_BINARY,
+        args=args,
+        password_file=exporter_password_file(target, conf_dir),
+        tls_ca_file=tls_ca_file,
+    )
+
+
+def alerts_markdown(stack: str = "prod") -> str:
+    """The alert table of docs/monitoring.md, for both topologies with the default thresholds."""
+    from cachelayer.config.settings import load_settings  # here: settings is the caller's concern everywhere else
+
+    seen: dict[str, tuple[AlertRule, str]] = {}
+    for topology in ("cluster", "sentinel"):
+        for rule in alert_rules(load_settings({"redis": {"topology": topology}}, stack)):
+            where = "both" if rule.name in seen else topology
+            seen[rule.name] = (rule, where)
+    lines = ["| alert | severity | topology | fires when (PromQL, for) | runbook |", "| --- | --- | --- | --- | --- |"]
+    for rule, where in seen.values():
+        held = f", for {rule.for_seconds} s" if rule.for_seconds else ""
+        expr = rule.expr.replace("|", "\\|")
+        lines.append(f"| {rule.name} | {rule.severity} | {where} | `{expr}`{held} | {rule.runbook.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""Operations on a live deployment (redis-py, redis-cli). Imports render and below; never sandbox, components or cli."""

@@ -1,0 +1,205 @@
+"""Monitoring for the local sandbox: one Debian `prometheus-redis-exporter` per process and a
+local Prometheus (Debian's `prometheus`), on loopback only, with the stack's generated rules.
+
+The exporters get the monitor password in their environment (REDIS_PASSWORD), never on a command
+line. Like the sandbox, every process started is recorded (pid, start time) in
+`<workdir>/monitoring.json`, and only a pid that is still that program is ever signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cachelayer.render.monitoring import (
+    EXPORTER_BINARY,
+    ExporterTarget,
+    exporter_args,
+    exporter_targets,
+    prometheus_config,
+    rules_yaml,
+    scrape_targets,
+)
+from cachelayer.sandbox.local import LocalSandbox, SandboxError, port_is_free, process_cmdline, process_start_time
+
+STATE_FILE = "monitoring.json"
+DEFAULT_PROMETHEUS_PORT = 9090
+INSTALL_HINT = "run scripts/setup.sh (it installs them), or `apt-get install prometheus prometheus-redis-exporter`"
+
+
+@dataclass(frozen=True)
+class MonitoredProcess:
+    name: str
+    pid: int
+    start_time: int
+    binary: str  # the program's base name, checked before a signal
+
+
+class SandboxMonitoring:
+    """Exporters and Prometheus for a running LocalSandbox."""
+
+    def __init__(self, sandbox: LocalSandbox, prometheus_port: int = DEFAULT_PROMETHEUS_PORT) -> None:
+        self.sandbox = sandbox
+        self.prometheus_port = prometheus_port
+        self.dir = sandbox.workdir / "monitoring"
+        self.targets: tuple[ExporterTarget, ...] = exporter_targets(
+            sandbox.settings, sandbox.topology, lambda p: "127.0.0.1", lambda p: p.address
+        )
+        self._children: dict[int, subprocess.Popen[bytes]] = {}  # reaped in down()
+
+    @property
+    def state_file(self) -> Path:
+        return self.sandbox.workdir / STATE_FILE
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def up(self, wait_seconds: float = 60) -> None:
+        """Start what is not running; return once Prometheus scrapes every exporter."""
+        binaries = {}
+        for name in (EXPORTER_BINARY, "prometheus"):
+            path = shutil.which(name)
+            if path is None:
+                raise SandboxError(f"`{name}` was not found on PATH: {INSTALL_HINT}")
+            binaries[name] = path
+        running = self.running()
+        wanted = [t for t in self.targets if t.process not in running]
+        for target in wanted:
+            port = int(target.listen.rsplit(":", 1)[1])
+            if not port_is_free("127.0.0.1", port):
+                raise SandboxError(
+                    f"exporter port {port} (for {target.process}) is in use: set monitoring.exporter_base_port"
+                )
+        if "prometheus" not in running and not port_is_free("127.0.0.1", self.prometheus_port):
+            raise SandboxError(f"Prometheus port {self.prometheus_port} is in use: choose another with --prometheus-port")
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        rules = self.dir / "rules.yml"
+        targets = self.dir / "targets.json"
+        rules.write_text(rules_yaml(self.sandbox.settings))
+        targets.write_text(json.dumps(scrape_targets(self.sandbox.settings, self.targets), indent=2))
+        (self.dir / "prometheus.yml").write_text(prometheus_config(self.sandbox.settings, str(rules), str(targets)))
+
+        records = dict(self.records())
+        password = self.sandbox.passwords.monitor
+        tls_ca = str(self.sandbox.tls_dir / "ca.crt") if self.sandbox.tls_dir else None
+        for target in wanted:
+            argv = [binaries[EXPORTER_BINARY], *exporter_args(target, tls_ca)]
+            records[target.process] = self._spawn(target.process, argv, {"REDIS_PASSWORD": password})
+        if "prometheus" not in running:
+            argv = [
+                binaries["prometheus"],
+                f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                "--web.enable-lifecycle",  # POST /-/reload after the rules change
+            ]
+            records["prometheus"] = self._spawn("prometheus", argv, {})
+        self._write_state(records)
+        self.wait_scraped(wait_seconds)
+
+    def down(self) -> tuple[str, ...]:
+        """Stop what this sandbox's monitoring started; remove its files."""
+        stopped = []
+        for name, record in self.records().items():
+            if self._alive(record):
+                os.kill(record.pid, signal.SIGTERM)
+                stopped.append(name)
+        deadline = time.monotonic() + 10
+        for name in stopped:
+            record = self.records()[name]
+            while self._alive(record) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._alive(record):
+                os.kill(record.pid, signal.SIGKILL)
+        for child in self._children.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)  # no zombie left behind in a long-running caller
+        self._children.clear()
+        self.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return tuple(stopped)
+
+    # ------------------------------------------------------------------ processes
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> MonitoredProcess:
+        log = (self.dir / f"{name}.log").open("ab")
+        with log:
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+                start_new_session=True,
+                umask=0o077,
+            )
+        self._children[child.pid] = child
+        start_time = None
+        for _ in range(100):
+            start_time = process_start_time(child.pid)
+            if start_time is not None:
+                break
+            time.sleep(0.01)
+        return MonitoredProcess(name, child.pid, start_time or -1, os.path.basename(argv[0]))
+
+    def records(self) -> dict[str, MonitoredProcess]:
+        if not self.state_file.exists():
+            return {}
+        data = json.loads(self.state_file.read_text())
+        return {name: MonitoredProcess(**record) for name, record in data.items()}
+
+    def running(self) -> dict[str, MonitoredProcess]:
+        return {name: r for name, r in self.records().items() if self._alive(r)}
+
+    @staticmethod
+    def _alive(record: MonitoredProcess) -> bool:
+        if process_start_time(record.pid) != record.start_time:
+            return False
+        return os.path.basename(process_cmdline(record.pid).split(" ", 1)[0]) == record.binary
+
+    def _write_state(self, records: dict[str, MonitoredProcess]) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({n: r.__dict__ for n, r in records.items()}, indent=2))
+        tmp.replace(self.state_file)
+
+    # ------------------------------------------------------------------ Prometheus API
+    def api(self, path: str, **params: str) -> Any:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}{query}", timeout=5) as response:
+            body = json.loads(response.read())
+        if body.get("status") != "success":
+            raise SandboxError(f"Prometheus API {path}: {body}")
+        return body["data"]
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts (pending and firing) as Prometheus reports them."""
+        result: list[dict[str, Any]] = self.api("alerts")["alerts"]
+        return result
+
+    def firing(self, name: str) -> list[dict[str, Any]]:
+        return [a for a in self.alerts() if a["labels"].get("alertname") == name and a["state"] == "firing"]
+
+    def wait_scraped(self, timeout: float) -> None:
+        """Every exporter is scraped, up, and reads its Redis (redis_up 1)."""
+        deadline = time.monotonic() + timeout
+        missing: list[str] = [t.process for t in self.targets]
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, SandboxError, ValueError):
+                up = {s["metric"].get("process") for s in self.api("query", query="redis_up == 1")["result"]}
+                missing = [t.process for t in self.targets if t.process not in up]
+                if not missing:
+                    return
+            time.sleep(0.5)
+        raise SandboxError(f"Prometheus does not see these exporters up after {timeout} s: {', '.join(missing)}")

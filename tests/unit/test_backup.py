@@ -1,0 +1,239 @@
+"""Backup storage rules without a server: S3 URLs, retention, partial backups, the check of
+RDB files with the real redis-check-rdb, the restore's --verify sample and its parallelism."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from cachelayer.config.backup import BackupSettings
+from cachelayer.config.settings import load_settings
+from cachelayer.errors import SettingsError
+from cachelayer.ops.backup import (
+    MANIFEST,
+    BackupError,
+    LocalStore,
+    StoredBackup,
+    backup_name,
+    check_rdb,
+    newest_complete,
+    parse_s3_url,
+    prune,
+    take_backup,
+)
+from cachelayer.ops.restore import (
+    READ_BATCH,
+    BackupFile,
+    Reservoir,
+    free_loopback_port,
+    parallel_shards,
+    read_batches,
+    temp_server,
+)
+from cachelayer.ops.target import Endpoint, Target
+
+NOW = datetime(2025, 6, 10, 2, 0, tzinfo=UTC)
+
+
+def make(root: Path, name: str, complete: bool = True) -> None:
+    (root / name).mkdir(parents=True)
+    (root / name / "shard-1.rdb").write_bytes(b"x")
+    if complete:
+        (root / name / MANIFEST).write_text("{}")
+
+
+def test_s3_urls() -> None:
+    assert parse_s3_url("s3://bucket/a/b/") == ("bucket", "a/b/")
+    assert parse_s3_url("s3://bucket") == ("bucket", "")
+    with pytest.raises(BackupError):
+        parse_s3_url("/local/dir")
+
+
+def test_retention_keeps_the_newest_complete_backup_and_ignores_partial_ones(tmp_path: Path) -> None:
+    for day in (1, 2, 3, 4):
+        make(tmp_path, f"prod-202506{day:02d}T020000Z")
+    make(tmp_path, "prod-20250609T020000Z", complete=False)  # an interrupted run
+    store = LocalStore(tmp_path)
+    assert [b.name for b in store.list() if b.complete] == [f"prod-202506{d:02d}T020000Z" for d in (1, 2, 3, 4)]
+    assert prune(store, keep_days=None, keep_copies=2, now=NOW) == ["prod-20250602T020000Z", "prod-20250601T020000Z"]
+    # Every complete backup is older than 1 day: still the newest stays.
+    assert prune(store, keep_days=1, keep_copies=None, now=NOW) == ["prod-20250603T020000Z"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prod-20250604T020000Z", "prod-20250609T020000Z"]
+    assert prune(store, None, None, now=NOW) == []
+
+
+def test_backups_a_millisecond_apart_get_their_own_names_in_time_order(tmp_path: Path) -> None:
+    first = backup_name("prod", NOW)
+    second = backup_name("prod", NOW + timedelta(milliseconds=1))
+    assert first == "prod-20250610T020000.000Z" and second == "prod-20250610T020000.001Z"
+    make(tmp_path, second)
+    make(tmp_path, first)
+    make(tmp_path, "prod-20250610T020000Z")  # the name an earlier release gave, the same second
+    make(tmp_path, "prod-20250609T235959.999Z")
+    assert [b.name for b in LocalStore(tmp_path).list()] == [
+        "prod-20250609T235959.999Z", first, "prod-20250610T020000Z", second]
+    assert newest_complete(LocalStore(tmp_path)) == StoredBackup(second, True, NOW + timedelta(milliseconds=1))
+
+
+def test_a_backup_never_overwrites_one_of_the_same_name(tmp_path: Path) -> None:
+    make(tmp_path, backup_name("dev", NOW))
+    target = Target("dev", "test", "cluster", (Endpoint("redis-1", "127.0.0.1", 1),))
+    with pytest.raises(BackupError, match="already exists"):
+        take_backup(target, tmp_path, now=lambda: NOW)
+    assert (tmp_path / backup_name("dev", NOW) / MANIFEST).exists()
+
+
+def test_a_truncated_rdb_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.rdb"
+    bad.write_bytes(b"REDIS0010\xfa\x09redis-ver")
+    with pytest.raises(BackupError, match="not a valid RDB file"):
+        check_rdb(bad)
+
+
+def test_the_verify_sample_is_uniform_and_keeps_only_what_the_caller_kept() -> None:
+    random.seed(7)
+    counts = Counter[bytes]()
+    for _ in range(2000):
+        reservoir = Reservoir(10)
+        keys = [b"k%d" % i for i in range(100)]
+        for start in range(0, 100, 25):  # batch by batch, as the restore reads them
+            reservoir.keep(reservoir.choose(keys[start:start + 25]))
+        assert len(reservoir.keys) == 10 == len(set(reservoir.keys))
+        counts.update(reservoir.keys)
+    # Every key has a 10% chance: 200 of 2000 runs, give or take.
+    assert len(counts) == 100 and min(counts.values()) > 120 and max(counts.values()) < 290
+
+    # skip-existing drops the picks of keys the target already holds: they never join the sample.
+    reservoir = Reservoir(5)
+    picks = reservoir.choose([b"a", b"b", b"c"])
+    reservoir.keep([key for key in picks if key != b"b"])
+    assert reservoir.keys == [b"a", b"c"]
+    for _ in range(20):
+        reservoir.keep(reservoir.choose([b"d", b"e", b"f", b"g"]))
+    assert b"b" not in reservoir.keys and len(reservoir.keys) == 5
+
+
+def test_shards_restored_at_once_fit_in_half_the_free_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = []
+    for index in range(5):
+        path = tmp_path / f"shard-{index}.rdb"
+        path.write_bytes(b"x" * 1000)
+        files.append(BackupFile(f"shard-{index}", path))
+    pages = {"SC_PAGE_SIZE": 1000}
+    monkeypatch.setattr(os, "sysconf", lambda name: pages.get(name, 0) if name != "SC_AVPHYS_PAGES" else pages["free"])
+    pages["free"] = 1000  # 1 MB free: half of it holds 250 shards of 2 x 1 kB
+    assert parallel_shards(files) == 4 and parallel_shards(files[:2]) == 2
+    pages["free"] = 6  # 3 kB of budget: one shard (2 kB in memory) fits, two do not
+    assert parallel_shards(files) == 1
+
+
+@pytest.mark.parametrize(
+    ("backup", "key", "fix"),
+    [
+        ({"secret_access_key": "abc"}, "backup.secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+        ({"destination": "s3://x/p", "aws_access_key_id": "AKIA"}, "backup.aws_access_key_id", "AWS_ACCESS_KEY_ID"),
+        ({"destination": "s3://Bad_Bucket/p"}, "backup.destination", "lowercase letters"),
+        ({"destination": "s3://ab"}, "backup.destination", "3-63"),
+        ({"destination": "gs://bucket/p"}, "backup.destination", "s3://bucket/prefix"),
+        ({"destination": " "}, "backup.destination", "a directory"),
+        ({"destination": "s3://bucket/p", "s3_endpoint": "minio:9000"}, "backup.s3_endpoint", "https://"),
+        ({"destination": "/srv/backups", "s3_endpoint": "https://minio:9000"}, "backup.s3_endpoint", "s3://"),
+        ({"destination": "s3://bucket/p", "s3_region": "Europe West"}, "backup.s3_region", "eu-west-1"),
+        ({"keep": 0}, "backup.keep", "1 or more"),
+        ({"keep_days": -3}, "backup.keep_days", "0 or more"),
+        ({"destinaton": "/srv/backups"}, "backup.destinaton", "did you mean 'destination'"),
+        ({"keep": True}, "backup.keep", "whole number"),
+    ],
+)
+def test_bad_backup_settings_name_the_key_and_the_fix(backup: dict[str, Any], key: str, fix: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"backup": backup}, "dev")
+    assert raised.value.key == key and fix in str(raised.value)
+
+
+def test_backup_settings_are_loaded_and_credentials_stay_out() -> None:
+    settings = load_settings({"backup": {"destination": "s3://learning-cache/prod", "s3_endpoint": "https://minio:9000",
+                                         "s3_region": "eu-west-1", "keep_days": 14, "keep": 30}}, "prod-like")
+    assert settings.backup == BackupSettings("s3://learning-cache/prod", "https://minio:9000", "eu-west-1", 14, 30)
+    assert settings.backup.is_s3 and not load_settings({}, "dev").backup.is_s3
+
+
+def saved_rdb(directory: Path, fill: Any) -> Path:
+    """`directory`/dump.rdb as a real redis-server saves it after `fill(client)`."""
+    port = free_loopback_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
+                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        fill(client)
+        client.save()
+    finally:
+        server.terminate()
+        server.wait(10)
+    return directory / "dump.rdb"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("replace", [False, True])
+def test_each_restore_read_from_a_temporary_server_is_encoded_as_redis_py_does(tmp_path: Path, replace: bool) -> None:
+    """The RESTORE commands built from what the Lua script reads: byte for byte what a client
+    library sends, binary keys, absolute expiries and REPLACE included; expired keys skipped."""
+    binary = b"bin\r\n\x00\xff{tag}"
+
+    def fill(client: redis.Redis) -> None:
+        client.set(binary, b"\x00\r\n" * 50)
+        client.hset("hash", mapping={"a": "1"})
+        client.set("ttl", "v", ex=3600)
+        client.set("short", "v", px=400)
+
+    rdb = saved_rdb(tmp_path, fill)
+    time.sleep(0.5)  # "short" has expired by now
+    with temp_server(rdb, tmp_path) as server:
+        payloads = {key: server.client.dump(key) for key in (binary, b"hash", b"ttl")}
+        expiry = server.client.execute_command("PEXPIRETIME", "ttl")
+        (batch,) = list(read_batches(server.client, 1000, replace))
+        # A key expiring before the script's deadline (ARGV[3]) is skipped and counted, not sent.
+        later = server.client.register_script(READ_BATCH)(args=[0, 1000, expiry + 1])
+        assert later[1] == 1 and sorted(later[2::3]) == sorted([binary, b"hash"])
+    tail = ("REPLACE",) if replace else ()
+    packer = redis.connection.Connection()
+    expected = {
+        binary: packer.pack_command("RESTORE", binary, 0, payloads[binary], *tail),
+        b"hash": packer.pack_command("RESTORE", "hash", 0, payloads[b"hash"], *tail),
+        b"ttl": packer.pack_command("RESTORE", "ttl", expiry, payloads[b"ttl"], "ABSTTL", *tail),
+    }
+    assert dict(zip(batch.keys, batch.commands, strict=True)) == {k: b"".join(v) for k, v in expected.items()}
+    assert expiry > time.time() * 1000 + 3_000_000
+    # "short" expired in the file: the server dropped it while loading, or the script skipped it.
+    assert batch.scanned - batch.skipped == 3 and b"short" not in batch.keys
+
+
+@pytest.mark.integration
+def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_path: Path) -> None:
+    """Ctrl-C, or another shard's failure, must not wait for a large RDB to finish loading."""
+    saved_rdb(tmp_path, lambda client: client.set("k", "v"))
+    stop = threading.Event()
+    stop.set()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(BackupError, match=r"stopped while loading dump\.rdb"), temp_server(
+        tmp_path / "dump.rdb", scratch, timeout=600, stop=stop
+    ):
+        pytest.fail("the restore went on after the stop")
+    assert list(scratch.iterdir()) == []  # its directory is gone, and with it the process (cwd)

@@ -1,0 +1,391 @@
+"""The shell scripts and systemd units the prod stack ships, checked and run for real here.
+
+The backup and health-check scripts are the prod-rendered ones (TLS on), run against a real
+redis-server with TLS on a loopback port, pointed at test files by the overrides the scripts
+document (REDIS_PORTS, REDIS_BACKUP_DIR, REDIS_ADMIN_PASS_FILE, REDIS_TLS_DIR, ...).
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cachelayer.config.settings import Settings, load_settings
+from cachelayer.config.stack_file import read_stack_config
+from cachelayer.plan.topology import Topology, build_topology
+from cachelayer.render.files import rendered_files
+from cachelayer.render.hosts import (
+    HEALTH_MODULE,
+    HostPlan,
+    health_module_source,
+    health_plan,
+    host_plans,
+    node_paths,
+    render_backup_script,
+    render_backup_service,
+    render_backup_timer,
+    render_firewall_unit,
+    render_health_check,
+    render_install_script,
+    render_node_unit,
+    render_sentinel_unit,
+    render_thp_unit,
+)
+from cachelayer.render.nodes import Passwords, render_redis_conf, render_users_acl
+from support.free_ports import free_port_block
+from support.tls_certificates import make_test_certificates
+
+# The scripts' node (PORT), a restore target (PORT + 1) and a port nobody listens on (PORT + 5).
+PORT = free_port_block(7200, 7300)
+PASSWORDS = Passwords(
+    "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789",
+    "monitor-pw-0123456789",
+)
+
+
+def prod_settings(**redis: object) -> Settings:
+    config = read_stack_config("prod")
+    config["redis"] = {**config["redis"], **redis}
+    return load_settings(config, "prod")
+
+
+def rendered(settings: Settings) -> tuple[Topology, tuple[HostPlan, ...], dict[int, str]]:
+    topology = build_topology(settings)
+    confs = {n.port: render_redis_conf(settings, topology, n, node_paths(n)) for n in topology.nodes}
+    return topology, host_plans(settings, topology), confs
+
+
+def all_scripts() -> list[tuple[str, str]]:
+    """Every shell script the prod stack ships or pipes to a host (`cachelayer render`'s tree)."""
+    scripts = []
+    for topology_kind in ("cluster", "sentinel"):
+        settings = prod_settings(topology=topology_kind)
+        files = rendered_files(settings, build_topology(settings), PASSWORDS)
+        scripts += [(f"{topology_kind}/{path}", text) for path, text in files.items() if path.endswith(".sh")]
+    return scripts
+
+
+SCRIPTS = all_scripts()
+
+
+@pytest.mark.parametrize(("label", "text"), SCRIPTS, ids=[label for label, _ in SCRIPTS])
+def test_shipped_scripts_pass_bash_n_and_shellcheck(label: str, text: str, tmp_path: Path) -> None:
+    assert shutil.which("shellcheck"), "shellcheck is required (apt-get install shellcheck)"
+    script = tmp_path / "script.sh"
+    script.write_text(text)
+    syntax = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert syntax.returncode == 0, f"{label}: {syntax.stderr}"
+    lint = subprocess.run(["shellcheck", "--shell=bash", str(script)], capture_output=True, text=True)
+    assert lint.returncode == 0, f"{label}:\n{lint.stdout}"
+    # A password only ever reaches REDISCLI_AUTH from a file read at run time.
+    from_file = text.replace('REDISCLI_AUTH="$(cat', "").replace('REDISCLI_AUTH="$(sed', "")
+    assert "admin-password" not in text and "repl-password" not in text and "REDISCLI_AUTH=" not in from_file
+
+
+def test_the_scripts_of_both_topologies_are_all_checked() -> None:
+    labels = {label for label, _ in SCRIPTS}
+    assert {"sentinel/hosts/cache-1/stdin/sentinel-set.sh", "sentinel/hosts/cache-1/stdin/bootstrap.sh",
+            "sentinel/hosts/cache-4/etc/redis/redis-7003-start.sh",
+            "cluster/hosts/cache-6/opt/redis/scripts/rolling-restart.sh",
+            "cluster/hosts/cache-2/opt/redis/scripts/health-check.sh",
+            "cluster/hosts/cache-3/stdin/host-install.sh"} <= labels, sorted(labels)
+
+
+# --- a real TLS redis-server with the admin user ----------------------------------------------
+
+
+@dataclass
+class Server:
+    port: int
+    tls_dir: Path
+    pass_file: Path
+    process: subprocess.Popen[bytes]
+
+    def cli(self, *args: str) -> str:
+        command = ["redis-cli", "--user", "admin", "--tls", "--cacert", str(self.tls_dir / "ca.crt")]
+        command += ["--cert", str(self.tls_dir / "redis.crt"), "--key", str(self.tls_dir / "redis.key")]
+        result = subprocess.run(
+            [*command, "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "REDISCLI_AUTH": PASSWORDS.admin},
+            timeout=10,
+        )
+        return result.stdout.strip()
+
+
+def start_server(workdir: Path, port: int, data: Path, tls_dir: Path) -> subprocess.Popen[bytes]:
+    settings = prod_settings()
+    (workdir / "users.acl").write_text(render_users_acl(settings, PASSWORDS))
+    data.mkdir(parents=True, exist_ok=True)
+    conf = workdir / f"redis-{port}.conf"
+    conf.write_text(
+        f"port 0\ntls-port {port}\nbind 127.0.0.1\ntls-cert-file {tls_dir}/redis.crt\ntls-key-file {tls_dir}/redis.key\n"
+        f"tls-ca-cert-file {tls_dir}/ca.crt\ntls-auth-clients optional\ndir {data}\naclfile {workdir}/users.acl\n"
+        f'save ""\nappendonly no\nlogfile {workdir}/redis-{port}.log\n'
+    )
+    return subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for_pong(server: Server) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if server.cli("ping") == "PONG":
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"redis-server on {server.port} did not answer")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    tls_dir = tmp_path / "tls"
+    make_test_certificates(tls_dir)
+    pass_file = tmp_path / "admin.pass"
+    pass_file.write_text(PASSWORDS.admin + "\n")
+    pass_file.chmod(0o600)
+    process = start_server(tmp_path, PORT, tmp_path / "data", tls_dir)
+    running = Server(PORT, tls_dir, pass_file, process)
+    try:
+        wait_for_pong(running)
+        yield running
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def script_env(server: Server, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    env.update(
+        REDIS_PORTS=str(server.port),
+        REDIS_SENTINEL_PORTS="",
+        REDIS_ADMIN_PASS_FILE=str(server.pass_file),
+        REDIS_TLS_DIR=str(server.tls_dir),
+    )
+    env.update(extra)
+    return env
+
+
+def prod_host_script(render: str) -> str:
+    settings = prod_settings()
+    _, plans, _ = rendered(settings)
+    if render == "backup":
+        return render_backup_script(settings, plans[0])
+    return render_health_check(settings, plans[0])
+
+
+@pytest.mark.integration
+def test_backup_script_saves_a_valid_dated_rdb_and_prunes_old_ones(server: Server, tmp_path: Path) -> None:
+    assert server.cli("set", "course:42", "intro-to-redis") == "OK"
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    day = 24 * 3600
+    old = backups / f"redis-{PORT}-20200101T020000Z.rdb"
+    recent = backups / f"redis-{PORT}-20200108T020000Z.rdb"
+    foreign = backups / "notes.txt"
+    for path, age in ((old, 8 * day), (recent, 6 * day), (foreign, 30 * day)):
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age, time.time() - age))
+    script = tmp_path / "redis-backup.sh"
+    script.write_text(prod_host_script("backup"))
+
+    result = subprocess.run(
+        ["bash", str(script)],
+        env=script_env(server, REDIS_BACKUP_DIR=str(backups)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    new = sorted(p for p in backups.glob(f"redis-{PORT}-*.rdb") if p not in (old, recent))
+    assert len(new) == 1, f"expected one new backup, found {[p.name for p in backups.iterdir()]}"
+    assert new[0].name.startswith(f"redis-{PORT}-2") and new[0].name.endswith("Z.rdb")
+    check = subprocess.run(["redis-check-rdb", str(new[0])], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    assert not old.exists(), "a backup older than the 7-day retention was kept"
+    assert recent.exists() and foreign.exists(), "pruning removed what it must keep"
+    assert f"pruned {old}" in result.stdout
+
+    # The backup restores: a fresh server loading it serves the key.
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    shutil.copy(new[0], restore / "dump.rdb")
+    (tmp_path / "r").mkdir()
+    process = start_server(tmp_path / "r", PORT + 1, restore, server.tls_dir)
+    restored = Server(PORT + 1, server.tls_dir, server.pass_file, process)
+    try:
+        wait_for_pong(restored)
+        assert restored.cli("get", "course:42") == "intro-to-redis"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_backup_script_fails_when_a_node_cannot_be_saved(server: Server, tmp_path: Path) -> None:
+    script = tmp_path / "redis-backup.sh"
+    script.write_text(prod_host_script("backup"))
+    env = script_env(server, REDIS_BACKUP_DIR=str(tmp_path / "b"), REDIS_PORTS=f"{PORT} {PORT + 5}")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert f"redis-{PORT + 5}: backup FAILED" in result.stderr
+    assert len(list((tmp_path / "b").glob(f"redis-{PORT}-*.rdb"))) == 1
+    assert not list((tmp_path / "b").glob("*.partial"))
+
+
+@pytest.mark.integration
+def test_health_check_connects_with_tls_reports_the_node_then_fails_when_it_stops(server: Server, tmp_path: Path) -> None:
+    """The prod-rendered health-check.sh and the shipped health.py, over TLS, with Debian's
+    python3-redis. The plan holds this one standalone node: the checks that are not cluster-only."""
+    script = tmp_path / "health-check.sh"
+    script.write_text(prod_host_script("health"))
+    (tmp_path / posixpath.basename(HEALTH_MODULE)).write_text(health_module_source())
+    settings = prod_settings()
+    plan = health_plan(settings, build_topology(settings), "cache-1")
+    assert plan["tls"] is True
+    name = f"redis-{server.port}"
+    plan.update(kind="sentinel", nodes=[{"name": name, "host": "127.0.0.1", "port": server.port}], sentinels=[],
+                groups=[], masters=1, replicas_per_master=0, local=[name])
+    plan_file = tmp_path / "health.json"
+    plan_file.write_text(json.dumps(plan))
+    env = script_env(server, REDIS_HEALTH_PLAN=str(plan_file))
+
+    up = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert up.returncode == 0, up.stderr + up.stdout
+    assert f"{name} up role=master" in up.stdout.splitlines()
+    assert re.search(r"^  ok +reachable ", up.stdout, re.M), up.stdout
+    server.process.terminate()
+    server.process.wait(timeout=10)
+    down = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert down.returncode == 2, down.stdout  # nothing answered: could not check
+    assert f"{name} DOWN (" in down.stdout and re.search(r"^  PROBLEM +reachable ", down.stdout, re.M)
+
+
+def test_scripts_refuse_to_run_without_the_admin_password(tmp_path: Path) -> None:
+    script = tmp_path / "health-check.sh"
+    script.write_text(prod_host_script("health"))
+    env = {k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+    env["REDIS_ADMIN_PASS_FILE"] = str(tmp_path / "missing.pass")
+    result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "cannot read the admin password file" in result.stderr
+
+
+# --- systemd units -----------------------------------------------------------------------------
+
+
+def units(tmp_path: Path) -> dict[str, Path]:
+    settings = prod_settings()
+    topology = build_topology(settings)
+    sentinel_settings = prod_settings(topology="sentinel")
+    sentinel = build_topology(sentinel_settings).sentinels[0]
+    texts = {
+        "redis-7000.service": render_node_unit(settings, topology, topology.nodes[0]),
+        "redis-sentinel-26379.service": render_sentinel_unit(sentinel_settings, sentinel),
+        # A node in sentinel topology: started through its role-picking start script.
+        "redis-7003.service": render_node_unit(
+            sentinel_settings, build_topology(sentinel_settings), build_topology(sentinel_settings).nodes[3]
+        ),
+        "redis-backup.service": render_backup_service(settings),
+        "redis-backup.timer": render_backup_timer(settings),
+        "cachelayer-firewall.service": render_firewall_unit(settings),
+        "disable-thp.service": render_thp_unit(settings),
+    }
+    paths = {}
+    for name, text in texts.items():
+        paths[name] = tmp_path / name
+        paths[name].write_text(text)
+    return paths
+
+
+def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    # systemd-analyze verify works in this container without systemd as PID 1 (tried). It also
+    # checks that ExecStart programs exist: the backup script and nft are not installed here,
+    # so exactly those complaints are tolerated, and only while those files are absent.
+    assert shutil.which("systemd-analyze"), "systemd-analyze is required"
+    paths = units(tmp_path)
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, paths.values())], capture_output=True, text=True)
+    absent = [p for p in ("/opt/redis/scripts/redis-backup.sh", "/usr/sbin/nft") if not os.path.exists(p)]
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if line.strip() and not any(f"Command {p} is not executable" in line for p in absent)
+    ]
+    assert problems == [], "\n".join(problems)
+    if not absent:
+        assert result.returncode == 0
+
+
+def test_node_unit_is_hardened_and_runs_the_rendered_config(tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(units(tmp_path)["redis-7000.service"])
+    service = parser["Service"]
+    assert service["Type"] == "notify"
+    assert service["ExecStart"] == "/usr/bin/redis-server /etc/redis/redis-7000.conf"
+    assert service["User"] == "redis"
+    assert service["ProtectSystem"] == "strict"
+    assert service["ReadWritePaths"] == "/var/lib/redis/7000 /var/log/redis"
+    assert service["NoNewPrivileges"] == "yes" and service["PrivateTmp"] == "yes"
+    assert int(service["LimitNOFILE"]) >= 10032
+    assert "disable-thp.service" in parser["Unit"]["After"]
+    sentinel = configparser.ConfigParser(strict=False, interpolation=None)
+    sentinel.read(units(tmp_path)["redis-sentinel-26379.service"])
+    assert sentinel["Service"]["ExecStart"] == "/usr/bin/redis-server /etc/redis/redis-sentinel-26379.conf --sentinel"
+    assert "/etc/redis" in sentinel["Service"]["ReadWritePaths"].split()
+
+
+def test_sentinel_topology_node_unit_runs_the_start_script_with_the_same_hardening(tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(units(tmp_path)["redis-7003.service"])
+    service = parser["Service"]
+    # sh execs redis-server: the main pid stays the one systemd waits on for READY=1.
+    assert service["Type"] == "notify"
+    assert service["ExecStart"] == "/bin/sh /etc/redis/redis-7003-start.sh"
+    assert service["User"] == "redis" and service["ProtectSystem"] == "strict"
+    # The start script writes its marker into the data dir, the only place it may write.
+    assert service["ReadWritePaths"] == "/var/lib/redis/7003 /var/log/redis"
+    assert service["Restart"] == "on-failure"
+    # It may wait up to 60 s for the sentinels before redis-server even loads its data.
+    assert int(service["TimeoutStartSec"]) > 60
+
+
+def test_backup_timer_runs_daily_at_two(tmp_path: Path) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(units(tmp_path)["redis-backup.timer"])
+    assert parser["Timer"]["OnCalendar"] == "*-*-* 02:00:00"
+    assert parser["Timer"]["Persistent"] == "true"
+    calendar = subprocess.run(
+        ["systemd-analyze", "calendar", parser["Timer"]["OnCalendar"]], capture_output=True, text=True
+    )
+    assert calendar.returncode == 0 and "02:00:00" in calendar.stdout
+
+
+def test_the_rehearsal_image_holds_every_package_the_install_script_installs() -> None:
+    """The rehearsal's hosts have no route out: a package the install step adds must be baked
+    into their image, or the rehearsal fails offline (as it did when monitoring added one)."""
+    from rehearsal.hosts import PACKAGES
+
+    for topology_kind in ("cluster", "sentinel"):
+        settings = prod_settings(topology=topology_kind)
+        _, plans, _ = rendered(settings)
+        for plan in plans:
+            script = render_install_script(settings, plan)
+            installed = {
+                package
+                for line in script.splitlines()
+                if line.startswith("packages=(") or line.startswith("packages+=(")
+                for package in line.split("(", 1)[1].rstrip(")").split()
+            }
+            assert "redis-server" in installed, script
+            assert installed <= set(PACKAGES), f"{plan.name}: not in the rehearsal image: {installed - set(PACKAGES)}"

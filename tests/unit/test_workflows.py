@@ -1,0 +1,83 @@
+"""The workflow files: every cachelayer command they run exists, third-party actions are pinned by
+commit, and the guard rails the issue asks for are there (the linters run in scripts/test.sh)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cachelayer.cli.app import main
+from support.repo import REPO_ROOT
+
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+
+
+def load(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((WORKFLOWS / name).read_text())
+    return document
+
+
+def steps(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in document["jobs"].values() for step in job.get("steps", [])]
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yml")), ids=lambda p: p.name)
+def test_actions_pinned_and_cachelayer_commands_exist(path: Path) -> None:
+    document = yaml.safe_load(path.read_text())
+    for step in steps(document):
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+        for command in re.findall(r"cachelayer ((?:delivery )?[a-z-]+)", step.get("run", "")):
+            assert main([*command.split(), "--help"]) == 0, f"{path.name}: cachelayer {command}"
+
+
+def test_deploy_runs_dev_then_prod_one_at_a_time_and_gates_on_health_and_drift() -> None:
+    jobs = load("deploy.yml")["jobs"]
+    assert jobs["prod"]["needs"] == "dev" and jobs["prod"]["environment"] == "prod"
+    for stack in ("dev", "prod"):
+        assert jobs[stack]["concurrency"] == {"group": f"deploy-{stack}", "cancel-in-progress": False}
+        runs = [s.get("run", "") for s in jobs[stack]["steps"]]
+        up = next(i for i, s in enumerate(jobs[stack]["steps"]) if s.get("with", {}).get("command") == "up")
+        assert any("cachelayer health" in r for r in runs[up:]) and any("cachelayer drift" in r for r in runs[up:])
+
+
+def test_no_expression_inside_run_scripts() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        for step in steps(yaml.safe_load(path.read_text())):
+            assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name')}: pass it through env"
+
+
+def test_every_job_has_its_own_least_permissions() -> None:
+    for path in WORKFLOWS.glob("*.yml"):
+        document = yaml.safe_load(path.read_text())
+        assert document["permissions"] == {}, path.name
+        for name, job in document["jobs"].items():
+            assert "contents" in job["permissions"], f"{path.name}: {name}"
+            assert not {k for k, v in job["permissions"].items() if v == "write"} - {"pull-requests", "issues"}
+
+
+def test_preview_comments_with_the_policy_pack_and_drift_files_the_issue() -> None:
+    preview = next(s for s in steps(load("preview.yml")) if s.get("with", {}).get("command") == "preview")
+    assert preview["with"]["policyPacks"] == "policy" and preview["with"]["comment-on-pr"] is True
+    drift = "\n".join(s.get("run", "") for s in steps(load("drift.yml")))
+    assert "--preview-only --expect-no-changes" in drift and "delivery drift-issue" in drift
+
+
+def test_backup_runs_after_the_hosts_saves_then_the_drill_with_the_buckets_own_credentials() -> None:
+    document: dict[Any, Any] = load("backup.yml")
+    schedule = document[True]["schedule"]  # YAML 1.1 reads the key `on` as true
+    assert schedule == [{"cron": "7 3 * * *"}]  # after the hosts' 02:00 node-local saves
+    job = document["jobs"]["backup"]
+    assert job["concurrency"] == {"group": "deploy-prod", "cancel-in-progress": False}
+    runs = [s.get("run", "") for s in job["steps"]]
+    backup = next(i for i, r in enumerate(runs) if "cachelayer backup --stack" in r)
+    drill = next(i for i, r in enumerate(runs) if "cachelayer restore-drill --stack" in r)
+    assert backup < drill
+    assert job["steps"][backup]["env"] == {
+        "AWS_ACCESS_KEY_ID": "${{ secrets.BACKUP_AWS_ACCESS_KEY_ID }}",
+        "AWS_SECRET_ACCESS_KEY": "${{ secrets.BACKUP_AWS_SECRET_ACCESS_KEY }}",
+    }
