@@ -28,6 +28,7 @@ from cachelayer.render.files import rendered_files
 from cachelayer.render.hosts import (
     HEALTH_MODULE,
     HostPlan,
+    backup_calendar,
     health_module_source,
     health_plan,
     host_plans,
@@ -190,12 +191,14 @@ def test_backup_script_saves_a_valid_dated_rdb_and_prunes_old_ones(server: Serve
     backups = tmp_path / "backups"
     backups.mkdir()
     day = 24 * 3600
-    old = backups / f"redis-{PORT}-20200101T020000Z.rdb"
     recent = backups / f"redis-{PORT}-20200108T020000Z.rdb"
+    kept_old = backups / f"redis-{PORT}-20200101T020000Z.rdb"  # past the retention, but among the newest 3
+    pruned = [backups / f"redis-{PORT}-2019123{n}T020000Z.rdb" for n in (0, 1)]
+    other_node = backups / f"redis-{PORT + 5}-20191201T020000Z.rdb"  # its node was not saved tonight
     foreign = backups / "notes.txt"
-    for path, age in ((old, 8 * day), (recent, 6 * day), (foreign, 30 * day)):
+    for path, age in ((recent, 6), (kept_old, 8), (pruned[1], 9), (pruned[0], 10), (other_node, 30), (foreign, 30)):
         path.write_bytes(b"x")
-        os.utime(path, (time.time() - age, time.time() - age))
+        os.utime(path, (time.time() - age * day, time.time() - age * day))
     script = tmp_path / "redis-backup.sh"
     script.write_text(prod_host_script("backup"))
 
@@ -207,14 +210,15 @@ def test_backup_script_saves_a_valid_dated_rdb_and_prunes_old_ones(server: Serve
         timeout=60,
     )
     assert result.returncode == 0, result.stderr + result.stdout
-    new = sorted(p for p in backups.glob(f"redis-{PORT}-*.rdb") if p not in (old, recent))
+    new = sorted(p for p in backups.glob(f"redis-{PORT}-*.rdb") if p not in (recent, kept_old))
     assert len(new) == 1, f"expected one new backup, found {[p.name for p in backups.iterdir()]}"
     assert new[0].name.startswith(f"redis-{PORT}-2") and new[0].name.endswith("Z.rdb")
     check = subprocess.run(["redis-check-rdb", str(new[0])], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout
-    assert not old.exists(), "a backup older than the 7-day retention was kept"
-    assert recent.exists() and foreign.exists(), "pruning removed what it must keep"
-    assert f"pruned {old}" in result.stdout
+    assert not any(p.exists() for p in pruned), "a backup older than the 7-day retention was kept"
+    assert all(f"pruned {p}" in result.stdout for p in pruned)
+    assert recent.exists() and kept_old.exists(), "pruning removed one of the node's newest 3 backups"
+    assert other_node.exists() and foreign.exists(), "pruning removed what this run did not save or write"
 
     # The backup restores: a fresh server loading it serves the key.
     restore = tmp_path / "restore"
@@ -232,15 +236,23 @@ def test_backup_script_saves_a_valid_dated_rdb_and_prunes_old_ones(server: Serve
 
 
 @pytest.mark.integration
-def test_backup_script_fails_when_a_node_cannot_be_saved(server: Server, tmp_path: Path) -> None:
+def test_backup_script_fails_when_a_node_cannot_be_saved_and_prunes_none_of_its_backups(server: Server, tmp_path: Path) -> None:
     script = tmp_path / "redis-backup.sh"
     script.write_text(prod_host_script("backup"))
-    env = script_env(server, REDIS_BACKUP_DIR=str(tmp_path / "b"), REDIS_PORTS=f"{PORT} {PORT + 5}")
+    backups = tmp_path / "b"
+    backups.mkdir()
+    # Seven failed nights behind: every backup of the dead node is past the retention.
+    old = [backups / f"redis-{PORT + 5}-2020010{n}T020000Z.rdb" for n in range(1, 6)]
+    for age, path in enumerate(old, start=8):
+        path.write_bytes(b"x")
+        os.utime(path, (time.time() - age * 86400, time.time() - age * 86400))
+    env = script_env(server, REDIS_BACKUP_DIR=str(backups), REDIS_PORTS=f"{PORT} {PORT + 5}")
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"redis-{PORT + 5}: backup FAILED" in result.stderr
-    assert len(list((tmp_path / "b").glob(f"redis-{PORT}-*.rdb"))) == 1
-    assert not list((tmp_path / "b").glob("*.partial"))
+    assert len(list(backups.glob(f"redis-{PORT}-*.rdb"))) == 1
+    assert not list(backups.glob("*.partial"))
+    assert all(p.exists() for p in old), "a node whose backup failed lost its old backups"
 
 
 @pytest.mark.integration
@@ -360,15 +372,28 @@ def test_sentinel_topology_node_unit_runs_the_start_script_with_the_same_hardeni
     assert int(service["TimeoutStartSec"]) > 60
 
 
-def test_backup_timer_runs_daily_at_two(tmp_path: Path) -> None:
+def test_backup_timer_runs_daily_at_two_utc_whatever_the_hosts_time_zone(tmp_path: Path) -> None:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.read(units(tmp_path)["redis-backup.timer"])
-    assert parser["Timer"]["OnCalendar"] == "*-*-* 02:00:00"
+    assert parser["Timer"]["OnCalendar"] == "*-*-* 02:00:00 UTC"
     assert parser["Timer"]["Persistent"] == "true"
     calendar = subprocess.run(
         ["systemd-analyze", "calendar", parser["Timer"]["OnCalendar"]], capture_output=True, text=True
     )
-    assert calendar.returncode == 0 and "02:00:00" in calendar.stdout
+    assert calendar.returncode == 0 and "Normalized form: *-*-* 02:00:00 UTC" in calendar.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "timer"),
+    [("Mon..Fri 03:30", "Mon..Fri 03:30 UTC"), ("daily", "daily UTC"), ("*-*-* 01:00:00 UTC", "*-*-* 01:00:00 UTC")],
+)
+def test_a_stack_calendar_is_pinned_to_utc_once(given: str, timer: str) -> None:
+    config = read_stack_config("prod")
+    config["hosts"] = {**config["hosts"], "backup_on_calendar": given}
+    settings = load_settings(config, "prod")
+    assert backup_calendar(settings) == timer
+    analyzed = subprocess.run(["systemd-analyze", "calendar", timer], capture_output=True, text=True)
+    assert analyzed.returncode == 0 and "UTC" in analyzed.stdout, analyzed.stderr
 
 
 def test_the_rehearsal_image_holds_every_package_the_install_script_installs() -> None:

@@ -156,7 +156,7 @@ def test_file_contents_are_the_rendered_artefacts(prod: ProgramRun) -> None:
     rules = inputs(prod, "redis-cache-5-firewall-rules")["stdin"]
     assert "198.51.100.0/24" in rules and "192.0.2.11" in rules and "17005" in rules
     timer = inputs(prod, "redis-cache-5-backup-timer-unit")["stdin"]
-    assert "OnCalendar=*-*-* 02:00:00" in timer
+    assert "OnCalendar=*-*-* 02:00:00 UTC\n" in timer
     assert 'RETENTION_DAYS="${REDIS_BACKUP_RETENTION_DAYS:-7}"' in inputs(prod, "redis-cache-5-backup-script")["stdin"]
     # The health check is health.py itself, over the whole deployment, cache-5's processes local.
     assert inputs(prod, "redis-cache-5-health-module")["stdin"] == Path(health.__file__).read_text()
