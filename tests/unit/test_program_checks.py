@@ -75,6 +75,27 @@ def test_risky_choices_are_warned_about(hosts: dict[str, Any], redis: dict[str, 
     assert len(warnings) == 1 and key in warnings[0], warnings
 
 
+@pytest.mark.parametrize(
+    ("backup", "warned"),
+    [
+        (None, True),  # .backups/ of the checkout: on a CI runner, thrown away with it
+        ({"destination": "backups/prod"}, True),
+        ({"destination": "/mnt/backup-nfs/prod"}, False),
+        ({"destination": "s3://learn-cache-backups/prod"}, False),
+    ],
+)
+def test_a_hosts_stack_without_an_off_host_backup_destination_is_warned_about(
+    backup: dict[str, Any] | None, warned: bool
+) -> None:
+    config = read_stack_config("prod")
+    config.pop("backup")
+    if backup is not None:
+        config["backup"] = backup
+    warnings = [w for w in settings_warnings(load_settings(config, "prod")) if "backup.destination" in w]
+    assert bool(warnings) == warned, warnings
+    assert not warned or "s3://bucket/prefix" in warnings[0]
+
+
 def rendered(**redis: Any) -> list[dict[str, str]]:
     settings = load_settings({"redis": redis}, "t")
     topology = build_topology(settings)
