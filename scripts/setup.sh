@@ -3,6 +3,7 @@
 # redis-tools (the sandbox and the integration tests run them), prometheus and
 # prometheus-redis-exporter (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
 # openssl, systemd-analyze and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
+# Debian's Docker engine (the dev stack for real),
 # and a virtualenv `venv/` with requirements.txt
 # (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -25,6 +26,8 @@ python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+# The dev stack on a real Docker engine (tests/support/docker_engine.py runs a private dockerd).
+command -v dockerd >/dev/null || missing+=(docker.io)
 if ((${#missing[@]})); then
     if [ "$(id -u)" != 0 ]; then
         echo "missing: ${missing[*]}. Run this as root, or: sudo apt-get install ${missing[*]}" >&2
