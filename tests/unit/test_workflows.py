@@ -81,3 +81,28 @@ def test_backup_runs_after_the_hosts_saves_then_the_drill_with_the_buckets_own_c
         "AWS_ACCESS_KEY_ID": "${{ secrets.BACKUP_AWS_ACCESS_KEY_ID }}",
         "AWS_SECRET_ACCESS_KEY": "${{ secrets.BACKUP_AWS_SECRET_ACCESS_KEY }}",
     }
+
+
+def _reads_secrets(job: dict[str, Any]) -> set[str]:
+    text = yaml.safe_dump(job)
+    return set(re.findall(r"secrets\.([A-Z0-9_]+)", text)) - {"GITHUB_TOKEN"}
+
+
+@pytest.mark.parametrize("path", sorted(WORKFLOWS.glob("*.yml")), ids=lambda p: p.name)
+def test_every_job_that_reads_a_secret_names_the_environment_holding_it(path: Path) -> None:
+    """Secrets live in environments (branch rules, required reviewers), never at repository
+    level, where any branch's code could read them."""
+    for name, job in load(path.name)["jobs"].items():
+        if _reads_secrets(job):
+            assert job.get("environment"), f"{path.name}: job {name} reads {sorted(_reads_secrets(job))} without an environment"
+
+
+def test_a_pull_requests_prod_preview_waits_for_a_reviewer_and_scheduled_jobs_never_use_a_preview_environment() -> None:
+    preview = load("preview.yml")["jobs"]["preview"]
+    assert preview["environment"] == "preview-${{ matrix.stack }}"
+    assert "prod" in preview["strategy"]["matrix"]["stack"]
+    delivery = (REPO_ROOT / "docs" / "delivery.md").read_text()
+    assert "`preview-prod`" in delivery and "required reviewers" in delivery
+    for name in ("drift.yml", "backup.yml"):
+        for job in load(name)["jobs"].values():
+            assert job["environment"].endswith("-scheduled"), name
