@@ -91,6 +91,11 @@ class Image:
     def private_key(self) -> str:
         return self.key_file.read_text()
 
+    @property
+    def host_key(self) -> str:
+        """The hosts' SSH host key ("ssh-ed25519 AAAA..."), made when the image installed sshd."""
+        return " ".join((self.rootfs / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2])
+
 
 def image_key() -> str:
     return hashlib.sha256(f"{SUITE} {IMAGE_REVISION} {' '.join(PACKAGES)}".encode()).hexdigest()[:12]

@@ -178,17 +178,22 @@ class RealOutputsMocks(RecordingMocks):
 
 def prod_config(
     machines: dict[str, str],
+    host_key: str,
     redis: dict[str, Any] | None = None,
     hosts: dict[str, Any] | None = None,
     sentinel: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Pulumi.prod.yaml as shipped, pointed at the booted hosts: the placeholder addresses and
-    app network replaced, machines added for a scale-out, plus the scenario's overrides."""
+    """Pulumi.prod.yaml as shipped, pointed at the booted hosts: the placeholder addresses, host
+    keys and app network replaced, machines added for a scale-out, plus the scenario's overrides.
+    The hosts boot from one image, so they present one host key."""
     shipped = read_stack_config("prod")
     listed = {m["name"]: m for m in shipped["hosts"]["machines"]}
     hosts_config = {
         **shipped["hosts"],
-        "machines": [{**listed.get(name, {"name": name}), "address": address} for name, address in machines.items()],
+        "machines": [
+            {**listed.get(name, {"name": name}), "address": address, "ssh_host_key": host_key}
+            for name, address in machines.items()
+        ],
         **(hosts or {}),
     }
     config: dict[str, Any] = {"redis": {**shipped["redis"], **(redis or {})}, "hosts": hosts_config}

@@ -50,7 +50,9 @@ class Rehearsal:
         return Engine(self.hosts.workdir / "state.json")
 
     def declared(self, redis: dict[str, Any] | None = None, **hosts: Any) -> list[CommandSpec]:
-        config = prod_config(self.machines, redis=redis, hosts={"app_networks": [APP_NETWORK], **hosts})
+        config = prod_config(
+            self.machines, self.hosts.image.host_key, redis=redis, hosts={"app_networks": [APP_NETWORK], **hosts}
+        )
         self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state)
         return self.last
 

@@ -17,6 +17,7 @@ from cachelayer.plan.topology import build_topology
 from cachelayer.render.hosts import host_plans, node_paths, render_node_start, render_node_unit
 from cachelayer.render.nodes import render_redis_conf
 from cachelayer.render.rollout import rolling_plan
+from support.machines import machine as hosts_machine
 from support.program_harness import (
     FAKE_SECRETS,
     ProgramRun,
@@ -347,7 +348,7 @@ def test_without_kernel_tuning_no_kernel_resources_and_root_needs_no_sudo() -> N
 
 
 def machines(count: int = 3) -> list[dict[str, str]]:
-    return [{"name": f"m{i}", "address": f"10.0.0.{i}"} for i in range(1, count + 1)]
+    return [hosts_machine(f"m{i}", f"10.0.0.{i}") for i in range(1, count + 1)]
 
 
 def test_default_placement_keeps_replicas_off_their_masters_machine() -> None:
@@ -377,13 +378,12 @@ def test_placement_naming_an_unknown_machine_is_refused() -> None:
 @pytest.mark.parametrize(
     ("change", "key"),
     [
-        ({"machines": [{"name": "m1", "address": "10.0.0.300"}]}, "hosts.machines[0].address"),
-        ({"machines": [{"name": "m1", "address": "cache.example.com"}]}, "hosts.machines[0].address"),
-        ({"machines": [{"name": "m1", "address": "10.0.0.1", "ssh_port": 70000}]}, "hosts.machines[0].ssh_port"),
-        (
-            {"machines": [{"name": "m1", "address": "10.0.0.1", "ssh_host_key": "AAAA"}]},
-            "hosts.machines[0].ssh_host_key",
-        ),
+        ({"machines": [hosts_machine("m1", "10.0.0.300")]}, "hosts.machines[0].address"),
+        ({"machines": [hosts_machine("m1", "cache.example.com")]}, "hosts.machines[0].address"),
+        ({"machines": [hosts_machine("m1", "10.0.0.1", ssh_port=70000)]}, "hosts.machines[0].ssh_port"),
+        ({"machines": [hosts_machine("m1", "10.0.0.1", ssh_host_key="AAAA")]}, "hosts.machines[0].ssh_host_key"),
+        ({"machines": [hosts_machine("m1", "10.0.0.1", ssh_host_key="ssh-ed25519 not*base64")]}, "hosts.machines[0].ssh_host_key"),
+        ({"machines": [{"name": "m1", "address": "10.0.0.1"}]}, "hosts.machines[0].ssh_host_key"),
         ({"app_networks": ["10.1.0.0/33"]}, "hosts.app_networks[0]"),
         ({"backup_retention_days": 0}, "hosts.backup_retention_days"),
         ({"backup_on_calendar": "daily\nExecStart=/bin/evil"}, "hosts.backup_on_calendar"),

@@ -17,12 +17,13 @@ from cachelayer.config.settings import (
 )
 from cachelayer.errors import SettingsError
 from cachelayer.fields import parse_memory
+from support.machines import machine
 
 CDN = {"zone_id": "0123456789abcdef0123456789abcdef", "zone_name": "learn.example.com"}
 
 
 def machines(count: int) -> list[dict[str, Any]]:
-    return [{"name": f"cache-{i + 1}", "address": f"192.0.2.{11 + i}"} for i in range(count)]
+    return [machine(f"cache-{i + 1}", f"192.0.2.{11 + i}") for i in range(count)]
 
 
 def hosts_config(count: int = 6, **redis: Any) -> dict[str, Any]:

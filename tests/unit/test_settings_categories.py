@@ -16,6 +16,7 @@ import pytest
 from cachelayer.config.checks import INT_RANGES, PASSWORD_FORBIDDEN, calendar_ok
 from cachelayer.config.settings import PASSWORD_KEYS, RedisSettings, SentinelSettings, load_settings
 from cachelayer.errors import SettingsError
+from support.machines import machine
 
 CDN = {"zone_id": "0123456789abcdef0123456789abcdef", "zone_name": "learn.example.com"}
 
@@ -25,7 +26,7 @@ def base_config(section: str) -> dict[str, Any]:
     if section == "sentinel":
         return {"redis": {"topology": "sentinel"}}
     if section == "hosts":
-        machines = [{"name": f"cache-{i + 1}", "address": f"192.0.2.{11 + i}"} for i in range(6)]
+        machines = [machine(f"cache-{i + 1}", f"192.0.2.{11 + i}") for i in range(6)]
         return {"redis": {"target": "hosts"}, "hosts": {"machines": machines}, "cdn": CDN}
     return {}
 

@@ -16,6 +16,7 @@ from cachelayer.plan.topology import (
     hosts_placement,
     local_placement,
 )
+from support.machines import machine as hosts_machine
 
 CDN = {"zone_id": "0123456789abcdef0123456789abcdef", "zone_name": "learn.example.com"}
 
@@ -26,7 +27,7 @@ def settings_for(**redis: Any) -> Settings:
 
 def hosts_settings(machine_count: int, placement: list[str] | None = None, **redis: Any) -> Settings:
     hosts: dict[str, Any] = {
-        "machines": [{"name": f"cache-{i + 1}", "address": f"192.0.2.{11 + i}"} for i in range(machine_count)]
+        "machines": [hosts_machine(f"cache-{i + 1}", f"192.0.2.{11 + i}") for i in range(machine_count)]
     }
     if placement is not None:
         hosts["placement"] = placement

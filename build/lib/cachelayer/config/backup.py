@@ -38,6 +38,16 @@ class BackupSettings:
     def is_s3(self) -> bool:
         return bool(self.destination and self.destination.startswith("s3://"))
 
+    @property
+    def off_host(self) -> bool:
+        """True when backups leave the machine that takes them: an S3 bucket, or an absolute
+        directory (a mount the operator provides). A relative directory, or none, is a folder of
+        the checkout, which a CI runner throws away."""
+        return self.is_s3 or (self.destination is not None and self.destination.startswith("/"))
+
+
+OFF_HOST_FIX = "set cachelayer:backup.destination to s3://bucket/prefix (docs/backups.md)"
+
 
 def load_backup_settings(raw: Any) -> BackupSettings:
     if isinstance(raw, Mapping):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -10,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from cachelayer.config.checks import INT_RANGES, MACHINE_NAME, USER_NAME, calendar_ok
 from cachelayer.errors import SettingsError
 from cachelayer.fields import from_mapping
+
+BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 if TYPE_CHECKING:
     from cachelayer.config.settings import RedisSettings
@@ -23,8 +26,9 @@ class Machine:
     address: str
     ssh_user: str | None = None  # falls back to hosts.ssh_user
     ssh_port: int = 22
-    # The server's SSH host public key as known_hosts writes it ("ssh-ed25519 AAAA..."). When
-    # set, the deployment refuses a server presenting another key; unset, the key is not checked.
+    # The server's SSH host public key as known_hosts writes it ("ssh-ed25519 AAAA..."): the
+    # deployment refuses a server presenting another key. Required: the ACLs, admin.pass and the
+    # TLS key must never go to whatever answers at the address.
     ssh_host_key: str | None = None
 
 
@@ -50,6 +54,23 @@ def check_user_name(key: str, name: str) -> None:
             "use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 (e.g. deploy)",
             "deploy",
         )
+
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512",
+                 "rsa-sha2-256", "ssh-rsa")
+
+
+def _check_host_key(index: int, machine: Machine) -> None:
+    key = f"hosts.machines[{index}].ssh_host_key"
+    fix = f"pin the server's key: `ssh-keyscan -t ed25519 {machine.address} | cut -d' ' -f2-` prints the value"
+    if machine.ssh_host_key is None:
+        raise SettingsError(
+            key, "is missing: without it the deploy sends the ACLs, admin.pass and the TLS key to whatever answers "
+            f"at {machine.address}", fix,
+        )
+    parts = machine.ssh_host_key.split()
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES or not BASE64.fullmatch(parts[1]):
+        raise SettingsError(key, "is not a public key line ('<type> <base64>')", fix)
 
 
 def default_placement(machines: tuple[Machine, ...], node_count: int, replicas_per_master: int) -> tuple[str, ...]:
@@ -98,12 +119,7 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> 
         addresses[machine.address] = index
         if not 1 <= machine.ssh_port <= 65535:
             raise SettingsError(f"hosts.machines[{index}].ssh_port", "is not a TCP port", "use 22 or your SSH port")
-        if machine.ssh_host_key is not None and len(machine.ssh_host_key.split()) < 2:
-            raise SettingsError(
-                f"hosts.machines[{index}].ssh_host_key",
-                "is not a public key line",
-                "paste the key as `ssh-keyscan <address>` prints it, without the address: 'ssh-ed25519 AAAA...'",
-            )
+        _check_host_key(index, machine)
     for index, network in enumerate(hosts.app_networks):
         try:
             ipaddress.ip_network(network)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from cachelayer.config.backup import OFF_HOST_FIX
 from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import build_topology
 
@@ -29,6 +30,11 @@ def settings_warnings(settings: Settings) -> list[str]:
                 warnings.append(
                     "sentinels share a machine (sentinel j runs on hosts.machines[j]): losing it can take the quorum"
                 )
+        if not settings.backup.off_host:
+            warnings.append(
+                "backup.destination is not off-host: the scheduled `cachelayer backup` refuses to run and "
+                f"nothing keeps a copy of the data away from the checkout; {OFF_HOST_FIX}"
+            )
         if settings.monitoring_enabled and not settings.monitoring.scrape_networks:
             warnings.append(
                 "monitoring.scrape_networks is empty: the exporters answer on loopback only, so no Prometheus "

@@ -36,6 +36,9 @@ TLS_DIR = f"{CONF_DIR}/tls"
 ADMIN_PASS_FILE = f"{CONF_DIR}/admin.pass"
 SCRIPTS_DIR = "/opt/redis/scripts"
 BACKUP_DIR = "/var/backups/redis"
+# Whatever their age, the newest backups of each node stay: a run of failed nights never
+# leaves a host without one.
+KEEP_NEWEST_BACKUPS = 3
 LOG_DIR = "/var/log/redis"
 UNIT_DIR = "/etc/systemd/system"
 NFT_DIR = "/etc/nftables.d"
@@ -282,7 +285,8 @@ def render_backup_script(settings: Settings, host: HostPlan) -> str:
         ports=host.ports,
         backup_dir=BACKUP_DIR,
         retention_days=settings.hosts.backup_retention_days,
-        on_calendar=settings.hosts.backup_on_calendar,
+        keep_newest=KEEP_NEWEST_BACKUPS,
+        on_calendar=backup_calendar(settings),
         **_cli_context(settings),
     )
 
@@ -297,9 +301,16 @@ def render_backup_service(settings: Settings) -> str:
     )
 
 
-def render_backup_timer(settings: Settings) -> str:
+def backup_calendar(settings: Settings) -> str:
+    """The backup timer's calendar, in UTC unless the stack says so: a host's local time zone
+    would move the 02:00 save against the cluster-wide backup workflow, which runs in UTC."""
     assert settings.hosts is not None
-    return _render("redis-backup.timer.j2", settings, on_calendar=settings.hosts.backup_on_calendar)
+    calendar = settings.hosts.backup_on_calendar
+    return calendar if calendar.split(" ")[-1] == "UTC" else f"{calendar} UTC"
+
+
+def render_backup_timer(settings: Settings) -> str:
+    return _render("redis-backup.timer.j2", settings, on_calendar=backup_calendar(settings))
 
 
 def render_health_check(settings: Settings, host: HostPlan) -> str:
