@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cachelayer.cdn.rules import CACHE_TTLS, build_cache_rules
+from cachelayer.cdn.model import CACHE_TTLS
+from cachelayer.cdn.rules import build_cache_rules
 from cachelayer.cdn.settings import CacheTtls, CdnSettings, load_cdn_settings
 from cachelayer.errors import SettingsError
 
