@@ -572,10 +572,10 @@ def zone_setting_values(settings: CdnSettings) -> dict[str, str | int]:
     }
 
 
-def url_normalization(settings: CdnSettings) -> dict[str, str]:
+def url_normalization(rules: Sequence[CacheRule]) -> dict[str, str]:
     """The zone's URL normalization: type "cloudflare" (what `normalize_path` models), applied to
     incoming URLs, and to the URLs sent to the origin too ("both") when a cached rule keys by
     device type, as Cloudflare advises: the origin then renders for the very URL the cache key
     was built from."""
-    by_device = any(rule.action.cache_by_device_type for rule in build_cache_rules(settings))
+    by_device = any(rule.action.cache and rule.action.cache_by_device_type for rule in rules)
     return {"type": "cloudflare", "scope": "both" if by_device else "incoming"}

@@ -154,6 +154,7 @@ class CloudflareCdn(pulumi.ComponentResource):
         # One entry-point ruleset per zone and phase: this resource owns every cache rule. A zone
         # whose entry point already exists (dashboard edits leave one) adopts it by id: creating a
         # second fails with API error 20217.
+        cache_rules = build_cache_rules(settings)
         ruleset = cloudflare.Ruleset(
             f"{name}-cache-rules",
             zone_id=settings.zone_id,
@@ -161,13 +162,13 @@ class CloudflareCdn(pulumi.ComponentResource):
             phase=RULESET_PHASE,
             name=ruleset_name(settings),
             description=RULESET_DESCRIPTION,
-            rules=[ruleset_rule(rule) for rule in build_cache_rules(settings)],
+            rules=[ruleset_rule(rule) for rule in cache_rules],
             opts=pulumi.ResourceOptions.merge(child, ruleset_options(settings)),
         )
 
         # The rules' paths are matched after Cloudflare URL normalization (cdn.rules.normalize_path
         # models it): pin it, so a dashboard change cannot reopen `//api/...` style bypasses.
-        normalization = url_normalization(settings)
+        normalization = url_normalization(cache_rules)
         cloudflare.UrlNormalizationSettings(
             f"{name}-url-normalization",
             zone_id=settings.zone_id,
