@@ -79,7 +79,7 @@ def test_adopting_an_existing_ruleset_takes_its_id_and_its_own_name() -> None:
 
 def test_adopting_without_the_entry_points_name_is_refused() -> None:
     # Our name would differ from the dashboard's, and a renamed ruleset is replaced: deleted.
-    with pytest.raises(SettingsError, match="jq -r .result.name") as err:
+    with pytest.raises(SettingsError, match=r"jq -r \.result\.name") as err:
         load(cache_ruleset_id="fedcba9876543210fedcba9876543210")
     assert err.value.key == "cdn.cache_ruleset_name"
     with pytest.raises(SettingsError, match="cache_ruleset_id is empty"):

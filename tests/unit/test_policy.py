@@ -195,7 +195,7 @@ BYPASS = {"ref": "bypass", "expression": '(lower(http.request.uri.path) contains
 
 
 def test_bypass_rule_last() -> None:
-    assert WIRE_BYPASS == dict(BYPASS_PARAMETERS)
+    assert dict(BYPASS_PARAMETERS) == WIRE_BYPASS
     assert violations(pack.bypass_rule_last, ruleset(STATIC, BYPASS)) == []
     assert violations(pack.bypass_rule_last, ruleset(BYPASS, STATIC))
     resetting = {**BYPASS, "actionParameters": {"cache": False, "edgeTtl": {"mode": "respect_origin"}}}
