@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cachelayer.cdn.rules import BYPASS_PARAMETERS, Request
-from cachelayer.cdn.settings import RULE_TTL_MINIMUM, YEAR, ZONE_BROWSER_TTLS, CdnSettings
+from cachelayer.cdn.settings import BROWSER_TTL_MINIMUM, EDGE_TTL_MINIMUM, YEAR, CdnSettings
 from cachelayer.plan.acl_policy import verdicts
 
 ReportViolation = Callable[..., None]  # (message, urn=None)
@@ -194,7 +194,8 @@ def _rules(args: ResourceArgs) -> list[Mapping[str, Any]]:
 
 
 def bypass_rule_last(args: ResourceArgs, report_violation: ReportViolation) -> None:
-    """The last cache rule bypasses and resets every setting an earlier rule can set."""
+    """The last cache rule bypasses (so it wins `cache` wherever it overlaps) and sends nothing but
+    `cache: false`: Cloudflare documents the other settings for cacheable rules only."""
     if args.resource_type != RULESET:
         return
     rules = _rules(args)
@@ -204,11 +205,9 @@ def bypass_rule_last(args: ResourceArgs, report_violation: ReportViolation) -> N
     if last.get("cache") is not False:
         report_violation(f"{args.name}: the last rule ({rules[-1].get('ref')}) is not the bypass")
         return
-    wire = {"edge_ttl": "edgeTtl", "browser_ttl": "browserTtl", "cache_key": "cacheKey",
-            "origin_range_requests": "originRangeRequests", "serve_stale": "serveStale"}
-    missing = [wire[k] for k in BYPASS_PARAMETERS if k in wire and wire[k] not in last]
-    if missing:
-        report_violation(f"{args.name}: the bypass rule leaves {', '.join(missing)} from earlier rules in force")
+    extra = sorted(set(last) - set(BYPASS_PARAMETERS))
+    if extra:
+        report_violation(f"{args.name}: the bypass rule also sends {', '.join(extra)}, documented only for cacheable rules")
 
 
 def private_paths(settings: CdnSettings | None = None) -> list[str]:
@@ -243,17 +242,16 @@ def no_cacheable_rule_matches_private_paths(args: ResourceArgs, report_violation
 
 
 def ttls_within_plan(args: ResourceArgs, report_violation: ReportViolation, plan: str = "business") -> None:
-    """Rule TTLs between the plan's minimum and a year; status TTLs -1..a year; the zone browser TTL
-    one of Cloudflare's values."""
-    minimum = RULE_TTL_MINIMUM[plan]
+    """Rule edge TTLs between the plan's minimum and a year, browser TTLs between 1 s and a year;
+    status TTLs -1..a year; the zone browser TTL an integer 0..a year."""
     zone_browser_ttl = args.resource_type == ZONE_SETTING and args.props.get("settingId") == "browser_cache_ttl"
-    if zone_browser_ttl and _int(args.props.get("value")) not in ZONE_BROWSER_TTLS:
+    if zone_browser_ttl and not 0 <= _int(args.props.get("value")) <= YEAR:
         report_violation(f"{args.name}: browser_cache_ttl {args.props.get('value')} is not a value Cloudflare accepts")
     if args.resource_type != RULESET:
         return
     for rule in _rules(args):
         params, ref = rule.get("actionParameters") or {}, rule.get("ref")
-        for key in ("edgeTtl", "browserTtl"):
+        for key, minimum in (("edgeTtl", EDGE_TTL_MINIMUM[plan]), ("browserTtl", BROWSER_TTL_MINIMUM)):
             ttl = params.get(key) or {}
             if ttl.get("mode") == "override_origin" and not minimum <= _int(ttl.get("default")) <= YEAR:
                 report_violation(f"{args.name}: rule {ref} {key} {_int(ttl.get('default'))} s is outside "

@@ -238,6 +238,15 @@ def graphql(hours: list[tuple[str, int, int, int, int]], statuses: list[tuple[st
     return httpx.Response(200, json={"data": {"viewer": {"zones": [zone]}}, "errors": None})
 
 
+def limits(hourly: int = 3 * 86_400, adaptive: int = 86_400, back: int = 30 * 86_400) -> httpx.Response:
+    """The zone's GraphQL settings node: maxDuration and notOlderThan per dataset, in seconds."""
+    settings = {
+        "httpRequests1hGroups": {"maxDuration": hourly, "notOlderThan": back},
+        "httpRequestsAdaptiveGroups": {"maxDuration": adaptive, "notOlderThan": back},
+    }
+    return httpx.Response(200, json={"data": {"viewer": {"zones": [{"settings": settings}]}}, "errors": None})
+
+
 @pytest.fixture
 def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cdn_cli, "now", lambda: datetime(2026, 3, 2, 10, 41, 5, tzinfo=UTC))
@@ -245,6 +254,7 @@ def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, fixed_now: None, capsys: Any) -> None:
     api.responses = [
+        limits(),
         graphql(
             [("2026-03-02T08:00:00Z", 1000, 900, 5_000_000, 4_000_000), ("2026-03-02T09:00:00Z", 3000, 2100, 9_000_000, 6_000_000)],
             [("hit", 2800), ("miss", 900), ("dynamic", 300)],
@@ -261,7 +271,8 @@ def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, fix
     assert report["hit_ratio"] == 0.75
     assert report["by_cache_status"] == {"hit": 2800, "miss": 900, "dynamic": 300}
     assert [h["requests"] for h in report["hourly"]] == [1000, 3000]
-    (request,) = api.requests
+    first, request = api.requests
+    assert "settings" in json.loads(first.content)["query"]  # the plan's limits are read first
     assert str(request.url) == "https://api.cloudflare.com/client/v4/graphql"
     body = json.loads(request.content)
     assert body["variables"] == {"zoneTag": ZONE, "since": "2026-03-02T08:00:00Z", "until": "2026-03-02T10:00:00Z"}
@@ -270,12 +281,44 @@ def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, fix
 
 
 def test_analytics_text_has_totals_and_an_hourly_chart(api: Api, fixed_now: None, capsys: Any) -> None:
-    api.responses = [graphql([("2026-03-02T08:00:00Z", 1000, 500, 2000, 1000), ("2026-03-02T09:00:00Z", 2000, 2000, 10, 10)], [])]
+    api.responses = [limits(), graphql([("2026-03-02T08:00:00Z", 1000, 500, 2000, 1000), ("2026-03-02T09:00:00Z", 2000, 2000, 10, 10)], [])]
     code, out = run(capsys, "analytics", "--since", "2h")
     assert code == 0
     assert "requests 3,000 cached 2,500 hit ratio 83.3%" in out
     assert "03-02 08:00 " + "█" * 8 + "░" * 7 in out  # half of half the peak cached
     assert "03-02 09:00 " + "█" * 30 in out
+
+
+def test_analytics_window_wider_than_the_adaptive_datasets_range_is_split(api: Api, fixed_now: None, capsys: Any) -> None:
+    # --since 3d on a plan whose httpRequestsAdaptiveGroups answers at most 1 day per query.
+    api.responses = [
+        limits(hourly=3 * 86_400, adaptive=86_400),
+        graphql([("2026-02-27T10:00:00Z", 10, 5, 100, 50)], []),
+        graphql([], [("hit", 5), ("miss", 1)]),
+        graphql([], [("hit", 7)]),
+        graphql([], [("miss", 2), ("dynamic", 1)]),
+    ]
+    code = main(["cdn", "analytics", "--since", "3d", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert report["by_cache_status"] == {"hit": 12, "miss": 3, "dynamic": 1}
+    queries = [json.loads(r.content) for r in api.requests[1:]]
+    hourly = [q["variables"] for q in queries if "httpRequests1hGroups" in q["query"]]
+    adaptive = [q["variables"] for q in queries if "httpRequestsAdaptiveGroups" in q["query"]]
+    assert hourly == [{"zoneTag": ZONE, "since": "2026-02-27T10:00:00Z", "until": "2026-03-02T10:00:00Z"}]
+    assert [(v["since"], v["until"]) for v in adaptive] == [
+        ("2026-02-27T10:00:00Z", "2026-02-28T10:00:00Z"),
+        ("2026-02-28T10:00:00Z", "2026-03-01T10:00:00Z"),
+        ("2026-03-01T10:00:00Z", "2026-03-02T10:00:00Z"),
+    ]
+
+
+def test_analytics_further_back_than_the_plan_keeps_is_refused(api: Api, fixed_now: None, capsys: Any) -> None:
+    api.responses = [limits(back=86_400)]
+    code, out = run(capsys, "analytics", "--since", "3d")
+    assert code == 1
+    assert "--since 3d reaches further back than this plan keeps" in out and "(1d)" in out
+    assert len(api.requests) == 1  # nothing queried that the plan would refuse
 
 
 @pytest.mark.parametrize("status", [401, 403])

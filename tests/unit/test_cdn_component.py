@@ -54,6 +54,7 @@ class OptionsMonitor(MockMonitor):
         self.options[request.name] = {
             "retain_on_delete": request.retainOnDelete,
             "import_id": request.importId,
+            "protect": request.protect,
             "delete_before_replace": request.deleteBeforeReplace,
             "depends_on": sorted(u.rsplit("::", 1)[-1] for u in request.dependencies),
         }
@@ -134,21 +135,20 @@ def test_rule_ttl_values_on_the_wire() -> None:
     assert rules["static_assets"]["browserTtl"] == {"mode": "override_origin", "default": 31_536_000.0}
     assert rules["video"]["edgeTtl"]["default"] == 604_800.0
     assert rules["video"]["browserTtl"]["default"] == 86_400.0
-    assert rules["video"]["cacheKey"] == {"cacheByDeviceType": True}
+    assert rules["video"]["cacheKey"] == {"cacheByDeviceType": True, "cacheDeceptionArmor": True}
     assert rules["content_api"]["edgeTtl"]["default"] == 300.0
     assert rules["content_api"]["browserTtl"] == {"mode": "bypass"}
+    assert rules["static_assets"]["cacheKey"] == {"cacheDeceptionArmor": True}
+    assert "statusCodeTtls" not in rules["content_api"]["edgeTtl"]  # Business zone: not sent
+    assert rules["private_bypass"] == {"cache": False}
+
+
+def test_status_code_ttls_on_the_wire_of_an_enterprise_zone() -> None:
+    rules = {r["ref"]: r["actionParameters"] for r in declare(cdn_settings(plan="enterprise"))["cdn-cache-rules"].inputs["rules"]}
     assert rules["content_api"]["edgeTtl"]["statusCodeTtls"] == [
         {"statusCode": 404.0, "value": 60.0},
         {"statusCodeRange": {"from": 500.0, "to": 599.0}, "value": -1.0},
     ]
-    assert rules["private_bypass"] == {
-        "cache": False,
-        "edgeTtl": {"mode": "respect_origin"},
-        "browserTtl": {"mode": "respect_origin"},
-        "cacheKey": {"cacheByDeviceType": False},
-        "originRangeRequests": {"mode": "default"},
-        "serveStale": {"disableStaleWhileUpdating": False},
-    }
 
 
 def test_page_rules_are_active_with_explicit_priorities() -> None:
@@ -211,24 +211,34 @@ def test_zone_settings_and_tiered_caching_are_retained_on_delete() -> None:
     }
     zone_settings = {r.name for r in resources.values() if r.typ == "cloudflare:index/zoneSetting:ZoneSetting"}
     assert kept == {*zone_settings, "cdn-tiered-caching"}
-    assert len(zone_settings) == 6
+    assert len(zone_settings) == 5
 
 
 def test_ruleset_is_replaced_delete_first_and_created_when_no_id_is_given() -> None:
-    declare(cdn_settings())
+    resources = declare(cdn_settings())
     assert MONITOR.options["cdn-cache-rules"]["delete_before_replace"] is True
     assert MONITOR.options["cdn-cache-rules"]["import_id"] == ""
+    assert MONITOR.options["cdn-cache-rules"]["protect"] is False
+    assert resources["cdn-cache-rules"].inputs["name"] == "cachelayer cache rules"
 
 
-def test_an_existing_entry_point_is_adopted_by_its_id() -> None:
+def test_an_adopted_entry_point_keeps_its_name_and_is_never_deleted() -> None:
+    # A dashboard entry point has another name than ours; a name change replaces the ruleset, and
+    # delete-before-replace would delete the zone's cache rules before creating ours.
     ruleset_id = "fedcba9876543210fedcba9876543210"
-    declare(cdn_settings(cache_ruleset_id=ruleset_id))
-    assert MONITOR.options["cdn-cache-rules"]["import_id"] == f"zones/{ZONE}/{ruleset_id}"
+    resources = declare(cdn_settings(cache_ruleset_id=ruleset_id, cache_ruleset_name="default"))
+    inputs = resources["cdn-cache-rules"].inputs
+    assert (inputs["name"], inputs["kind"], inputs["phase"]) == ("default", "zone", "http_request_cache_settings")
+    options = MONITOR.options["cdn-cache-rules"]
+    assert options["import_id"] == f"zones/{ZONE}/{ruleset_id}"
+    assert options["delete_before_replace"] is False
+    assert options["protect"] is True
 
 
 def test_url_normalization_is_pinned_to_what_evaluate_models() -> None:
     resources = declare(cdn_settings())
-    assert resources["cdn-url-normalization"].inputs == {"zoneId": ZONE, "type": "cloudflare", "scope": "incoming"}
+    # "both": the video rule keys by device type, so the origin gets the normalized URL too.
+    assert resources["cdn-url-normalization"].inputs == {"zoneId": ZONE, "type": "cloudflare", "scope": "both"}
 
 
 def test_zone_settings_and_smart_tiered_cache() -> None:
@@ -244,7 +254,6 @@ def test_zone_settings_and_smart_tiered_cache() -> None:
         "early_hints": "on",
         "polish": "lossy",
         "webp": "on",
-        "cache_deception_armor": "on",
     }
     assert resources["cdn-tiered-caching"].inputs == {"zoneId": ZONE, "value": "on"}
     assert resources["cdn-smart-tiered-cache"].inputs == {"zoneId": ZONE, "value": "on"}
@@ -269,7 +278,7 @@ def test_api_token_reaches_only_the_provider_and_only_wrapped_as_secret(token: p
 def test_every_child_uses_the_explicit_provider_when_a_token_is_given() -> None:
     resources = declare(cdn_settings(page_rules_enabled=True), api_token=pulumi.Output.secret(TOKEN))
     children = [r for r in resources.values() if r.typ.startswith("cloudflare:index/")]
-    assert len(children) == 13  # ruleset, URL normalization, 3 page rules, 6 zone settings, 2 tiered cache
+    assert len(children) == 12  # ruleset, URL normalization, 3 page rules, 5 zone settings, 2 tiered cache
     for child in children:
         assert child.provider is not None and "::cdn-provider::cdn-provider-id" in child.provider, child.name
 

@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from cachelayer.cdn.model import CACHE_TTLS
 from cachelayer.cdn.rules import (
-    CACHE_TTLS,
     EXPRESSION_MAX_CHARS,
+    CacheAction,
     CacheRule,
+    PathStartsWith,
     Request,
     build_cache_rules,
     build_page_rules,
@@ -17,6 +19,7 @@ from cachelayer.cdn.rules import (
     normalize_path,
     page_rule_for,
     quote,
+    url_normalization,
     zone_setting_values,
 )
 from cachelayer.cdn.settings import CdnSettings, load_cdn_settings
@@ -33,7 +36,7 @@ SMALL: dict[str, Any] = {
     "session_api_prefixes": ["/api/v1/me/", "/api/v1/courses/progress/"],
     "session_cookie": "lp_session",
 }
-STATUS_TTLS = [
+STATUS_TTLS = [  # sent on Enterprise zones only
     {"status_code": 404, "value": 60},
     {"status_code_range": {"from": 500, "to": 599}, "value": -1},
 ]
@@ -80,14 +83,7 @@ NOT_SESSION = (
     f'or ({P} contains "%2f") or ({P} contains "%5c")))'
 )
 CONTENT = f'(starts_with({P}, "/api/v1/courses/")) and {NOT_SESSION}'
-RESET = {
-    "cache": False,
-    "edge_ttl": {"mode": "respect_origin"},
-    "browser_ttl": {"mode": "respect_origin"},
-    "cache_key": {"cache_by_device_type": False},
-    "origin_range_requests": {"mode": "default"},
-    "serve_stale": {"disable_stale_while_updating": False},
-}
+BYPASS = {"cache": False}
 
 
 def test_static_rule_expression_and_action() -> None:
@@ -95,8 +91,9 @@ def test_static_rule_expression_and_action() -> None:
     assert rule.expression == STATIC
     assert rule.action.parameters() == {
         "cache": True,
-        "edge_ttl": {"mode": "override_origin", "default": 31_536_000, "status_code_ttls": STATUS_TTLS},
+        "edge_ttl": {"mode": "override_origin", "default": 31_536_000},
         "browser_ttl": {"mode": "override_origin", "default": 31_536_000},
+        "cache_key": {"cache_deception_armor": True},
         "serve_stale": {"disable_stale_while_updating": False},
     }
 
@@ -111,9 +108,9 @@ def test_video_rule_expression_and_action() -> None:
     assert rule.expression == VIDEO
     assert rule.action.parameters() == {
         "cache": True,
-        "edge_ttl": {"mode": "override_origin", "default": 604_800, "status_code_ttls": STATUS_TTLS},
+        "edge_ttl": {"mode": "override_origin", "default": 604_800},
         "browser_ttl": {"mode": "override_origin", "default": 86_400},
-        "cache_key": {"cache_by_device_type": True},
+        "cache_key": {"cache_by_device_type": True, "cache_deception_armor": True},
         "origin_range_requests": {"mode": "on"},
         "serve_stale": {"disable_stale_while_updating": False},
     }
@@ -124,7 +121,7 @@ def test_content_api_rule_expression_and_action() -> None:
     assert rule.expression == CONTENT
     assert rule.action.parameters() == {
         "cache": True,
-        "edge_ttl": {"mode": "override_origin", "default": 300, "status_code_ttls": STATUS_TTLS},
+        "edge_ttl": {"mode": "override_origin", "default": 300},
         "browser_ttl": {"mode": "bypass"},
         "serve_stale": {"disable_stale_while_updating": False},
     }
@@ -138,14 +135,69 @@ def test_private_bypass_rule_expression_and_action() -> None:
         f'({P} contains ";") or ({P} contains "%2f") or ({P} contains "%5c") or '
         f'((http.cookie contains "lp_session=") and (not (({STATIC}) or ({VIDEO}))))'
     )
-    assert rule.action.parameters() == RESET
+    assert rule.action.parameters() == BYPASS
 
 
-def test_bypass_resets_every_setting_any_cacheable_rule_sets() -> None:
-    # Last match wins per setting: a setting the bypass leaves out keeps the cacheable rule's value.
-    rules = build_cache_rules(settings())
-    set_by_cacheable = {key for rule in rules if rule.action.cache for key in rule.action.parameters()}
-    assert set_by_cacheable <= set(rules[-1].action.parameters())
+def test_status_code_ttls_are_sent_on_enterprise_zones_only() -> None:
+    # Sources disagree whether plans below Enterprise accept them; one refused rule fails the ruleset.
+    for plan in ("business", "pro"):
+        s = settings(plan=plan, ttls={"content_api_edge": 3600}, page_rules_enabled=False)
+        assert not any("status_code_ttls" in r.action.parameters().get("edge_ttl", {}) for r in build_cache_rules(s))
+    enterprise = rules_by_ref(settings(plan="enterprise"))
+    for ref in ("static_assets", "video", "content_api"):
+        assert enterprise[ref].action.parameters()["edge_ttl"]["status_code_ttls"] == STATUS_TTLS, ref
+
+
+def test_cache_deception_armor_is_in_the_cache_key_of_the_extension_rules_and_can_be_switched_off() -> None:
+    rules = rules_by_ref(settings())
+    armored = {ref for ref, r in rules.items() if r.action.parameters().get("cache_key", {}).get("cache_deception_armor")}
+    assert armored == {"static_assets", "video"}
+    off = rules_by_ref(settings(cache_deception_armor=False))
+    assert "cache_key" not in off["static_assets"].action.parameters()
+    assert off["video"].action.parameters()["cache_key"] == {"cache_by_device_type": True}
+
+
+# Requests built from every list and disguise, with and without the session cookie: the overlap
+# proof below runs each through evaluate().
+def _overlap_requests(s: CdnSettings) -> list[Request]:
+    paths = ["/", "/courses/intro", "/catalog/trailer.mp4", *DECEPTION]
+    for prefix in (*s.static_path_prefixes, *s.video_path_prefixes, *s.content_api_prefixes,
+                   *s.session_api_prefixes, *s.api_prefixes):
+        for ext in (*s.static_extensions, *s.video_extensions, "html", ""):
+            paths.append(f"{prefix}42{'.' + ext if ext else ''}")
+            paths.append(f"{prefix.upper()}x/y{'.' + ext if ext else ''}")
+    for ext in (*s.static_extensions, *s.video_extensions):
+        paths += [f"/x/a.{ext}", f"/api/v1/me/a.{ext}", f"/.{ext}"]
+    hosts = [s.zone_name or "learn.example.com", *([s.static_host] if s.static_host else [])]
+    cookies = ["", f"{s.session_cookie}=1", f"a=1; {s.session_cookie}=x"]
+    return [Request(p.split("?")[0], host=h, cookie=c) for p in paths for h in hosts for c in cookies]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"content_api_prefixes": ["/catalog/"]}, {"static_host": "static.learn.example.com"}, {"plan": "enterprise"}],
+    ids=["small", "content-outside-api", "static-host", "enterprise"],
+)
+def test_the_bypass_wins_wherever_it_overlaps_and_overlaps_only_content_with_the_cookie(overrides: dict[str, Any]) -> None:
+    # The bypass sends `cache: false` only, so it must be last and must never share a request with
+    # a rule whose other settings would make a private response cacheable (say a 1-year browser TTL).
+    s = settings(**overrides)
+    rules = build_cache_rules(s)
+    assert rules[-1].ref == "private_bypass" and rules[-1].action.parameters() == BYPASS
+    overlaps = 0
+    for request in _overlap_requests(s):
+        decision = evaluate(rules, request)
+        if "private_bypass" not in decision.matched:
+            continue
+        assert decision.cached is False and decision.decided_by["cache"] == "private_bypass", request
+        others = set(decision.matched) - {"private_bypass"}
+        if others:
+            overlaps += 1
+            assert others == {"content_api"}, request
+            assert s.session_cookie + "=" in request.cookie, request
+            # What the content rule leaves behind keeps the response out of browser caches too.
+            assert decision.settings["browser_ttl"] == {"mode": "bypass"}, request
+    assert overlaps, "the grid must reach the one overlap (content path + session cookie)"
 
 
 def test_bypassed_private_response_keeps_no_browser_ttl_from_the_static_rule() -> None:
@@ -153,12 +205,12 @@ def test_bypassed_private_response_keeps_no_browser_ttl_from_the_static_rule() -
     assert decision.matched == ("static_assets",)  # assets stay cached for logged-in users...
     decision = evaluate(build_cache_rules(settings()), Request("/api/v1/me/avatar.css", cookie="lp_session=1"))
     assert decision.cached is False  # ...and private paths bypass with nothing left over
-    assert dict(decision.settings) == RESET
+    assert dict(decision.settings) == BYPASS
     assert set(decision.decided_by.values()) == {"private_bypass"}
 
 
 def test_ttl_overrides_reach_the_rules() -> None:
-    rule = rules_by_ref(settings(ttls={"content_api_edge": 120, "not_found_edge": 0}))["content_api"]
+    rule = rules_by_ref(settings(plan="enterprise", ttls={"content_api_edge": 120, "not_found_edge": 0}))["content_api"]
     params = rule.action.parameters()
     assert params["edge_ttl"]["default"] == 120
     assert params["edge_ttl"]["status_code_ttls"][0] == {"status_code": 404, "value": 0}
@@ -247,7 +299,7 @@ def test_no_cacheable_rule_matches_a_private_api_path(path: str, cookie: str) ->
     s = settings(static_extensions=["css", "woff2", "jpg", "json"])
     decision = evaluate(build_cache_rules(s), Request(path.split("?")[0], cookie=cookie))
     assert decision.cached is False, decision
-    assert dict(decision.settings) == RESET
+    assert dict(decision.settings) == BYPASS
     assert decision.matched == ("private_bypass",)
 
 
@@ -316,7 +368,7 @@ def test_content_outside_the_api_root_with_a_video_extension_merges_settings() -
 def test_video_segment_by_extension_is_keyed_by_device_and_served_in_ranges() -> None:
     decision = evaluate(build_cache_rules(settings()), Request("/media/lesson1/master.m3u8", cookie="lp_session=1"))
     assert decision.matched == ("video",)
-    assert decision.settings["cache_key"] == {"cache_by_device_type": True}
+    assert decision.settings["cache_key"] == {"cache_by_device_type": True, "cache_deception_armor": True}
     assert decision.settings["origin_range_requests"] == {"mode": "on"}
 
 
@@ -338,10 +390,21 @@ def test_cookie_match_needs_the_cookie_name_not_just_its_value() -> None:
 
 @pytest.mark.parametrize(
     ("path", "extension"),
-    [("/a/b.CSS", "css"), ("/a.b/c", ""), ("/x/archive.tar.gz", "gz"), ("/", "")],
-)
+    [
+        ("/a/b.CSS", "css"), ("/a.b/c", ""), ("/x/archive.tar.gz", "gz"), ("/", ""),
+        # The Rules language field reference's own table: a leading dot alone is a hidden file.
+        ("/foo", ""), ("/foo.mp3", "mp3"), ("/.mp3", ""), ("/.foo.mp3", "mp3"), ("/foo.tar.bz2", "bz2"),
+        ("/foo.", ""), ("/foo.MP3", "mp3"), ("/video/.mp4", ""),
+    ],
+)  # fmt: skip
 def test_request_extension_follows_cloudflares_field(path: str, extension: str) -> None:
     assert Request(path).extension == extension
+
+
+def test_a_hidden_file_with_a_video_name_is_not_matched_by_extension() -> None:
+    # `/.mp4` has no extension for Cloudflare: only a prefix rule can match it.
+    assert evaluate(build_cache_rules(settings()), Request("/media/.mp4")).matched == ()
+    assert evaluate(build_cache_rules(settings()), Request("/media/.x.mp4")).matched == ("video",)
 
 
 # -- page rules -----------------------------------------------------------------------------------
@@ -394,7 +457,6 @@ def test_zone_settings_defaults() -> None:
         "early_hints": "on",
         "polish": "lossless",
         "webp": "on",
-        "cache_deception_armor": "on",
     }
 
 
@@ -408,5 +470,16 @@ def test_zone_settings_switches() -> None:
         "early_hints": "off",
         "polish": "off",
         "webp": "off",
-        "cache_deception_armor": "on",
     }
+
+
+def test_url_normalization_reaches_the_origin_when_the_cache_key_has_the_device_type() -> None:
+    # Cloudflare's advice: with the device type in the cache key, normalize the URL sent to the
+    # origin too, so the origin renders for the very URL the cache key was built from.
+    rules = build_cache_rules(settings())
+    assert any(r.action.cache_by_device_type for r in rules)
+    assert url_normalization(rules) == {"type": "cloudflare", "scope": "both"}
+    without = tuple(r for r in rules if not r.action.cache_by_device_type)
+    assert url_normalization(without) == {"type": "cloudflare", "scope": "incoming"}
+    bypass_only = (CacheRule("x", "x", PathStartsWith("/x"), CacheAction(cache=False), ()),)
+    assert url_normalization(bypass_only)["scope"] == "incoming"

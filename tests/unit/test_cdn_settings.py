@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cachelayer.cdn.rules import CACHE_TTLS, build_cache_rules
+from cachelayer.cdn.model import CACHE_TTLS
+from cachelayer.cdn.rules import build_cache_rules
 from cachelayer.cdn.settings import CacheTtls, CdnSettings, load_cdn_settings
 from cachelayer.errors import SettingsError
 
@@ -71,10 +72,32 @@ def test_page_rule_edge_ttl_defaults_to_the_providers_maximum() -> None:
     assert load(page_rules_enabled=True).ttls.page_rule_edge == 2_419_200
 
 
-def test_adopting_an_existing_ruleset_takes_its_id() -> None:
-    assert load(cache_ruleset_id="fedcba9876543210fedcba9876543210").cache_ruleset_id == (
-        "fedcba9876543210fedcba9876543210"
-    )
+def test_adopting_an_existing_ruleset_takes_its_id_and_its_own_name() -> None:
+    settings = load(cache_ruleset_id="fedcba9876543210fedcba9876543210", cache_ruleset_name="default")
+    assert (settings.cache_ruleset_id, settings.cache_ruleset_name) == ("fedcba9876543210fedcba9876543210", "default")
+
+
+def test_adopting_without_the_entry_points_name_is_refused() -> None:
+    # Our name would differ from the dashboard's, and a renamed ruleset is replaced: deleted.
+    with pytest.raises(SettingsError, match=r"jq -r \.result\.name") as err:
+        load(cache_ruleset_id="fedcba9876543210fedcba9876543210")
+    assert err.value.key == "cdn.cache_ruleset_name"
+    with pytest.raises(SettingsError, match="cache_ruleset_id is empty"):
+        load(cache_ruleset_name="default")
+
+
+@pytest.mark.parametrize("browser", [1, 60, 300, 3599])
+@pytest.mark.parametrize("plan", ["free", "pro", "business", "enterprise"])
+def test_a_browser_ttl_of_one_second_or_more_loads_on_every_plan(plan: str, browser: int) -> None:
+    # Only the edge TTL minimum depends on the plan (docs "Edge and Browser Cache TTL").
+    settings = load(plan=plan, ttls={"content_api_edge": 7200, "static_browser": browser}, polish="off", webp=False)
+    assert settings.ttls.static_browser == browser
+
+
+@pytest.mark.parametrize("value", [0, 1, 100, 14400, 31_536_000])
+def test_zone_browser_cache_ttl_is_any_integer_within_a_year(value: int) -> None:
+    # An integer in the current API (cloudflare SDK types/zones/browser_cache_ttl_param.py), not a fixed list.
+    assert load(browser_cache_ttl=value).browser_cache_ttl == value
 
 
 def test_ttl_overrides_replace_single_rows() -> None:
@@ -100,7 +123,9 @@ REFUSALS: list[tuple[str, dict[str, Any], str, str]] = [
     ("edge TTL zero", {"ttls": {"video_edge": 0}}, "cdn.ttls.video_edge", "outside"),
     ("negative browser TTL", {"ttls": {"video_browser": -5}}, "cdn.ttls.video_browser", "outside"),
     ("status TTL below -1", {"ttls": {"server_error_edge": -2}}, "cdn.ttls.server_error_edge", "status-code TTL"),
-    ("zone browser TTL", {"browser_cache_ttl": 100}, "cdn.browser_cache_ttl", "14400"),
+    ("zone browser TTL over a year", {"browser_cache_ttl": 31_536_001}, "cdn.browser_cache_ttl", "14400"),
+    ("negative zone browser TTL", {"browser_cache_ttl": -1}, "cdn.browser_cache_ttl", "outside"),
+    ("rule browser TTL below 1 s", {"ttls": {"static_browser": -1}}, "cdn.ttls.static_browser", "1..31536000"),
     ("empty extensions", {"static_extensions": []}, "cdn.static_extensions", "is empty"),
     ("empty session prefixes", {"session_api_prefixes": []}, "cdn.session_api_prefixes", "is empty"),
     ("empty content prefixes", {"content_api_prefixes": []}, "cdn.content_api_prefixes", "is empty"),

@@ -187,9 +187,7 @@ def ruleset(*rules: dict[str, Any]) -> Args:
     return Args(pack.RULESET, {"rules": list(rules)})
 
 
-WIRE_BYPASS = {"cache": False, "edgeTtl": {"mode": "respect_origin"}, "browserTtl": {"mode": "respect_origin"},
-               "cacheKey": {"cacheByDeviceType": False}, "originRangeRequests": {"mode": "default"},
-               "serveStale": {"disableStaleWhileUpdating": False}}
+WIRE_BYPASS = {"cache": False}
 STATIC = {"ref": "static", "expression": '(http.request.uri.path.extension in {"css" "js"}) and '
           '(not (lower(http.request.uri.path) contains "/api"))',
           "actionParameters": {"cache": True, "edgeTtl": {"mode": "override_origin", "default": 31536000.0}}}
@@ -197,11 +195,12 @@ BYPASS = {"ref": "bypass", "expression": '(lower(http.request.uri.path) contains
 
 
 def test_bypass_rule_last() -> None:
-    assert len(WIRE_BYPASS) == len(BYPASS_PARAMETERS)
+    assert dict(BYPASS_PARAMETERS) == WIRE_BYPASS
     assert violations(pack.bypass_rule_last, ruleset(STATIC, BYPASS)) == []
     assert violations(pack.bypass_rule_last, ruleset(BYPASS, STATIC))
-    partial = {**BYPASS, "actionParameters": {"cache": False}}
-    assert violations(pack.bypass_rule_last, ruleset(STATIC, partial)), "cache: false alone keeps earlier TTLs"
+    resetting = {**BYPASS, "actionParameters": {"cache": False, "edgeTtl": {"mode": "respect_origin"}}}
+    found = violations(pack.bypass_rule_last, ruleset(STATIC, resetting))
+    assert found and "edgeTtl" in found[0], "settings next to cache: false are documented for cacheable rules only"
 
 
 def test_no_cacheable_rule_matches_private_paths() -> None:
@@ -240,14 +239,20 @@ def test_ttls_within_plan() -> None:
     def on_free(args: Any, report: Callable[..., None]) -> None:
         pack.ttls_within_plan(args, report, "free")
 
-    assert violations(on_free, ruleset(short, BYPASS)), "free plan: 2 hours at least"
+    assert violations(on_free, ruleset(short, BYPASS)), "free plan: 2 hours at least at the edge"
+    short_browser = {**STATIC, "actionParameters": {"cache": True, "browserTtl": {"mode": "override_origin", "default": 1.0}}}
+    assert violations(on_free, ruleset(short_browser, BYPASS)) == [], "browser TTL: 1 s on every plan"
+    zero_browser = {**STATIC, "actionParameters": {"cache": True, "browserTtl": {"mode": "override_origin", "default": 0.0}}}
+    assert violations(pack.ttls_within_plan, ruleset(zero_browser, BYPASS))
     assert violations(pack.ttls_of_configured_plan, Args(pack.RULESET, {"rules": [short]}, config={"plan": "pro"}))
     status = {**STATIC, "actionParameters": {"cache": True, "edgeTtl": {"mode": "override_origin", "default": 60.0,
                                                                          "statusCodeTtls": [{"value": -2.0}]}}}
     assert violations(pack.ttls_within_plan, ruleset(status, BYPASS))
     zone = Args(pack.ZONE_SETTING, {"settingId": "browser_cache_ttl", "value": 14400.0})
     assert violations(pack.ttls_within_plan, zone) == []
-    zone.props["value"] = 14401.0
+    zone.props["value"] = 14401.0  # an integer in the current API, not a fixed list
+    assert violations(pack.ttls_within_plan, zone) == []
+    zone.props["value"] = 31_536_001.0
     assert violations(pack.ttls_within_plan, zone)
 
 

@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 import cloudflare
@@ -227,25 +227,70 @@ def permission_error(error: cloudflare.APIError, permission: str) -> CdnApiError
 # -- Analytics ----------------------------------------------------------------------------------
 
 # GraphQL Analytics API: hourly sums (httpRequests1hGroups) and requests by cache status
-# (httpRequestsAdaptiveGroups, dimension cacheStatus).
-ANALYTICS_QUERY: Final = """
-query CacheAnalytics($zoneTag: string!, $since: Time!, $until: Time!) {
-  viewer {
-    zones(filter: {zoneTag: $zoneTag}) {
-      hours: httpRequests1hGroups(limit: 1000, orderBy: [datetime_ASC],
-                                  filter: {datetime_geq: $since, datetime_lt: $until}) {
-        dimensions { datetime }
-        sum { requests cachedRequests bytes cachedBytes }
-      }
-      statuses: httpRequestsAdaptiveGroups(limit: 50, orderBy: [count_DESC],
-                                           filter: {datetime_geq: $since, datetime_lt: $until}) {
-        count
-        dimensions { cacheStatus }
-      }
-    }
-  }
-}
+# (httpRequestsAdaptiveGroups, dimension cacheStatus). How wide one query's window may be
+# (maxDuration) and how far back it may reach (notOlderThan) depend on the plan and the dataset:
+# they are read first from the zone's `settings` node (docs "GraphQL Analytics API > Settings
+# node"), and a window wider than maxDuration is split into several queries.
+HOURLY: Final = "httpRequests1hGroups"
+ADAPTIVE: Final = "httpRequestsAdaptiveGroups"
+LIMITS_QUERY: Final = f"""
+query AnalyticsLimits($zoneTag: string!) {{
+  viewer {{
+    zones(filter: {{zoneTag: $zoneTag}}) {{
+      settings {{
+        {HOURLY} {{ maxDuration notOlderThan }}
+        {ADAPTIVE} {{ maxDuration notOlderThan }}
+      }}
+    }}
+  }}
+}}
 """.strip()
+_FIELDS: Final = {
+    HOURLY: f"""hours: {HOURLY}(limit: 1000, orderBy: [datetime_ASC],
+                                  filter: {{datetime_geq: $since, datetime_lt: $until}}) {{
+        dimensions {{ datetime }}
+        sum {{ requests cachedRequests bytes cachedBytes }}
+      }}""",
+    ADAPTIVE: f"""statuses: {ADAPTIVE}(limit: 50, orderBy: [count_DESC],
+                                           filter: {{datetime_geq: $since, datetime_lt: $until}}) {{
+        count
+        dimensions {{ cacheStatus }}
+      }}""",
+}
+
+
+def analytics_query(*datasets: str) -> str:
+    """The data query for one window, reading the given datasets."""
+    fields = "\n      ".join(_FIELDS[d] for d in datasets)
+    return f"""
+query CacheAnalytics($zoneTag: string!, $since: Time!, $until: Time!) {{
+  viewer {{
+    zones(filter: {{zoneTag: $zoneTag}}) {{
+      {fields}
+    }}
+  }}
+}}
+""".strip()
+
+
+ANALYTICS_QUERY: Final = analytics_query(HOURLY, ADAPTIVE)
+
+
+@dataclass(frozen=True)
+class DatasetLimits:
+    max_duration: timedelta  # widest window one query may ask for
+    not_older_than: timedelta  # how far back the dataset reaches
+
+
+def split_window(since: datetime, until: datetime, width: timedelta) -> list[tuple[datetime, datetime]]:
+    """[since, until) cut into consecutive windows at most `width` wide, oldest first."""
+    windows = []
+    start = since
+    while start < until:
+        end = min(start + width, until)
+        windows.append((start, end))
+        start = end
+    return windows
 
 
 @dataclass(frozen=True)
@@ -302,8 +347,9 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def fetch_analytics(client: cloudflare.Cloudflare, zone_id: str, since: datetime, until: datetime) -> AnalyticsReport:
-    body = {"query": ANALYTICS_QUERY, "variables": {"zoneTag": zone_id, "since": _iso(since), "until": _iso(until)}}
+def _graphql(client: cloudflare.Cloudflare, zone_id: str, query: str, variables: dict[str, str]) -> dict[str, Any]:
+    """The first zone node of one GraphQL answer; every failure as a CdnApiError."""
+    body = {"query": query, "variables": {"zoneTag": zone_id, **variables}}
     try:
         data = client.post("/graphql", body=body, cast_to=object)
     except (cloudflare.AuthenticationError, cloudflare.PermissionDeniedError) as error:
@@ -325,7 +371,53 @@ def fetch_analytics(client: cloudflare.Cloudflare, zone_id: str, since: datetime
     zones = ((data.get("data") or {}).get("viewer") or {}).get("zones") or []
     if not zones:
         raise CdnApiError(f"no analytics for zone {zone_id}: check cdn.zone_id and the token's zone", 1)
-    zone = zones[0]
+    zone: dict[str, Any] = zones[0]
+    return zone
+
+
+def fetch_limits(client: cloudflare.Cloudflare, zone_id: str) -> dict[str, DatasetLimits]:
+    """maxDuration and notOlderThan (seconds) of both datasets, from the zone's settings node."""
+    settings = _graphql(client, zone_id, LIMITS_QUERY, {}).get("settings") or {}
+    limits = {}
+    for dataset in (HOURLY, ADAPTIVE):
+        node = settings.get(dataset) or {}
+        try:
+            limits[dataset] = DatasetLimits(
+                max_duration=timedelta(seconds=int(node["maxDuration"])),
+                not_older_than=timedelta(seconds=int(node["notOlderThan"])),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise CdnApiError(f"the GraphQL settings node gave no limits for {dataset} on this zone's plan", 1) from None
+    return limits
+
+
+def _describe(span: timedelta) -> str:
+    hours = int(span.total_seconds() // 3600)
+    return f"{hours // 24}d" if hours % 24 == 0 and hours >= 24 else f"{hours}h"
+
+
+def fetch_analytics(client: cloudflare.Cloudflare, zone_id: str, since: datetime, until: datetime) -> AnalyticsReport:
+    """The report for [since, until): limits first, then one query per window each dataset allows."""
+    limits = fetch_limits(client, zone_id)
+    for dataset, limit in limits.items():
+        if until - since > limit.not_older_than:
+            raise CdnApiError(
+                f"--since {_describe(until - since)} reaches further back than this plan keeps {dataset} "
+                f"({_describe(limit.not_older_than)})",
+                1,
+            )
+    hourly_windows = split_window(since, until, limits[HOURLY].max_duration)
+    adaptive_windows = split_window(since, until, limits[ADAPTIVE].max_duration)
+    zones: list[tuple[dict[str, Any], ...]] = []
+    if len(hourly_windows) == 1 and len(adaptive_windows) == 1:
+        zones.append((_graphql(client, zone_id, ANALYTICS_QUERY, {"since": _iso(since), "until": _iso(until)}),))
+    else:
+        for dataset, windows in ((HOURLY, hourly_windows), (ADAPTIVE, adaptive_windows)):
+            query = analytics_query(dataset)
+            zones.append(
+                tuple(_graphql(client, zone_id, query, {"since": _iso(a), "until": _iso(b)}) for a, b in windows)
+            )
+    nodes = [zone for group in zones for zone in group]
     hours = tuple(
         Hour(
             start=str(h["dimensions"]["datetime"]),
@@ -334,7 +426,13 @@ def fetch_analytics(client: cloudflare.Cloudflare, zone_id: str, since: datetime
             bytes=int(h["sum"]["bytes"]),
             cached_bytes=int(h["sum"]["cachedBytes"]),
         )
+        for zone in nodes
         for h in zone.get("hours") or []
     )
-    statuses = tuple((str(s["dimensions"]["cacheStatus"]), int(s["count"])) for s in zone.get("statuses") or [])
+    counts: dict[str, int] = {}
+    for zone in nodes:
+        for s in zone.get("statuses") or []:
+            status = str(s["dimensions"]["cacheStatus"])
+            counts[status] = counts.get(status, 0) + int(s["count"])
+    statuses = tuple(sorted(counts.items(), key=lambda item: -item[1]))
     return AnalyticsReport(_iso(since), _iso(until), hours, statuses)

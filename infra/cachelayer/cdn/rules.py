@@ -6,7 +6,11 @@ into resources, so everything that decides CDN behaviour is checked here without
 Cache rules live in one entry-point ruleset in the `http_request_cache_settings` phase. In that
 phase every matching rule applies, in order, and when two matching rules set the same setting the
 LAST one wins (Cloudflare docs, "Cache Rules > Order and priority"). So the bypass rule for
-sessions and user data is placed last, and it sets every setting an earlier rule may have set.
+sessions and user data is placed last. It sends only `cache: false`: Cloudflare documents the
+TTL, cache-key, serve-stale and range settings only for cacheable rules, and one refused rule
+fails the whole ruleset. Where the bypass overlaps a cacheable rule (only the content-API rule,
+and only with the session cookie), `cache: false` still wins, being last; tests prove that with
+`evaluate()`.
 
 Expressions are never taken from config as text: each rule is a small condition tree built from
 typed lists (extensions, path prefixes, hosts, a cookie name). The same tree renders the Rules
@@ -25,30 +29,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
-if TYPE_CHECKING:
-    from cachelayer.cdn.settings import CdnSettings
-
-MINUTE: Final = 60
-DAY: Final = 86_400
-
-# The seed TTL table, in seconds: the ONE place these numbers are written. Settings defaults
-# (cdn.ttls.*), the rules and docs/cdn.md all come from it.
-CACHE_TTLS: Final[Mapping[str, int]] = MappingProxyType(
-    {
-        "static_edge": 365 * DAY,  # CSS, JS, images, fonts: 1 year at the edge...
-        "static_browser": 365 * DAY,  # ...and in browsers (assets are fingerprinted)
-        "video_edge": 7 * DAY,  # video segments and playlists: 7 days at the edge
-        "video_browser": DAY,  # 1 day in browsers
-        "content_api_edge": 5 * MINUTE,  # public content APIs: 5 minutes at the edge
-        "content_api_browser": 0,  # 0 = not cached in browsers (browser TTL mode "bypass")
-        "not_found_edge": MINUTE,  # 404: short, so content published later shows up soon
-        "server_error_edge": -1,  # 5xx: never stored (-1 = no-store)
-        # Legacy page rules only (off by default): the provider's page-rule maximum, 28 days.
-        "page_rule_edge": 28 * DAY,
-    }
-)
+from cachelayer.cdn.model import CdnSettings
 
 RULESET_PHASE: Final = "http_request_cache_settings"
 EXPRESSION_MAX_CHARS: Final = 4096  # Cloudflare's limit for one rule expression
@@ -110,8 +93,12 @@ class Request:
 
     @property
     def extension(self) -> str:
-        """Like `http.request.uri.path.extension`: lowercased, no dot, from the last segment."""
+        """Like `http.request.uri.path.extension`: lowercased, no dot, after the last dot of the last
+        segment; a segment whose only dot is its first character (`/.mp3`, a hidden file) has
+        none (Rules language field reference: `/.mp3` -> "", `/.foo.mp3` -> "mp3")."""
         basename = self.normalized_path.rsplit("/", 1)[-1]
+        if "." not in basename.lstrip(".") and basename.startswith("."):
+            return ""
         return basename.rsplit(".", 1)[1].lower() if "." in basename else ""
 
 
@@ -246,11 +233,13 @@ class CacheAction:
     browser_ttl: int | None = None  # override the origin; 0 = do not cache in browsers
     status_ttls: tuple[StatusTtl, ...] = ()
     cache_by_device_type: bool = False
+    cache_deception_armor: bool = False  # cache only when Content-Type matches the URL's extension
     origin_range_requests: bool = False
     serve_stale: bool = False  # serve stale while the edge revalidates
 
     def parameters(self) -> dict[str, Any]:
-        """The action parameters in the Cloudflare API's own (snake_case) shape, as plain data."""
+        """The action parameters as the pulumi-cloudflare inputs name them (snake_case), as plain
+        data; tests/support/cloudflare_contract.py maps them to the API's JSON."""
         if not self.cache:
             return dict(BYPASS_PARAMETERS)
         params: dict[str, Any] = {"cache": True}
@@ -265,8 +254,16 @@ class CacheAction:
                 if self.browser_ttl == 0
                 else {"mode": "override_origin", "default": self.browser_ttl}
             )
-        if self.cache_by_device_type:
-            params["cache_key"] = {"cache_by_device_type": True}
+        cache_key = {
+            name: True
+            for name, on in (
+                ("cache_by_device_type", self.cache_by_device_type),
+                ("cache_deception_armor", self.cache_deception_armor),
+            )
+            if on
+        }
+        if cache_key:
+            params["cache_key"] = cache_key
         if self.origin_range_requests:
             params["origin_range_requests"] = {"mode": "on"}
         if self.serve_stale:
@@ -274,19 +271,17 @@ class CacheAction:
         return params
 
 
-# A bypass rule is last and must undo every setting an earlier matching rule made: in this phase
-# the last match wins per setting, so `cache: false` alone would leave, say, a 1-year browser TTL
-# from the static rule on a private response. Each value is Cloudflare's behaviour without a rule.
-BYPASS_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType(
-    {
-        "cache": False,
-        "edge_ttl": {"mode": "respect_origin"},
-        "browser_ttl": {"mode": "respect_origin"},
-        "cache_key": {"cache_by_device_type": False},
-        "origin_range_requests": {"mode": "default"},
-        "serve_stale": {"disable_stale_while_updating": False},
-    }
-)
+# The bypass rule sends `cache: false` and nothing else: Cloudflare documents edge/browser TTL,
+# cache key, serve stale and origin range requests as settings of cacheable rules only, and a
+# rule the API refuses fails the whole ruleset. Being last it wins `cache` wherever it overlaps;
+# the only overlap is the content-API rule with the session cookie, whose other settings
+# (browser TTL "bypass", a 5-minute edge TTL that never applies to an uncached response) make
+# nothing private cacheable (tests/unit/test_cdn_rules.py proves both with evaluate()).
+BYPASS_PARAMETERS: Final[Mapping[str, Any]] = MappingProxyType({"cache": False})
+
+# Status-code TTLs in cache rules: one Cloudflare page says Enterprise only, another all plans
+# (docs/cdn.md, "Limits"). Sent only where no source doubts them.
+STATUS_TTL_PLANS: Final = frozenset({"enterprise"})
 
 
 def _status_ttl(s: StatusTtl) -> dict[str, Any]:
@@ -354,9 +349,14 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
     """The cache rules in evaluation order; later rules win conflicting settings."""
     ttl = settings.ttls
     status_ttls = (
-        StatusTtl(value=ttl.not_found_edge, code=404),
-        StatusTtl(value=ttl.server_error_edge, code_range=SERVER_ERRORS),
+        (
+            StatusTtl(value=ttl.not_found_edge, code=404),
+            StatusTtl(value=ttl.server_error_edge, code_range=SERVER_ERRORS),
+        )
+        if settings.plan in STATUS_TTL_PLANS
+        else ()
     )
+    armor = settings.cache_deception_armor
     static_keyed = _keyed(
         [
             ("cdn.static_extensions", _extensions(settings.static_extensions)),
@@ -401,6 +401,7 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
                 edge_ttl=ttl.static_edge,
                 browser_ttl=ttl.static_browser,
                 status_ttls=status_ttls,
+                cache_deception_armor=armor,
                 serve_stale=True,  # fingerprinted files: a stale copy is the same bytes
             ),
             source_keys=_source_keys([*static_keyed, *exclusion_keys]),
@@ -415,6 +416,7 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
                 browser_ttl=ttl.video_browser,
                 status_ttls=status_ttls,
                 cache_by_device_type=True,  # mobile and desktop get different renditions
+                cache_deception_armor=armor,
                 origin_range_requests=True,  # cold misses fetch cache-aligned ranges, not whole files
                 serve_stale=True,  # published videos do not change in place
             ),
@@ -435,7 +437,7 @@ def build_cache_rules(settings: CdnSettings) -> tuple[CacheRule, ...]:
         ),
         CacheRule(
             ref="private_bypass",
-            description="Session and non-public API paths, and the session cookie: bypass, reset every setting (last)",
+            description="Session and non-public API paths, and the session cookie: bypass (last, so it wins)",
             condition=AnyOf(tuple(bypass_parts)),
             action=CacheAction(cache=False),
             source_keys=_source_keys(
@@ -550,12 +552,13 @@ def page_rule_for(rules: Sequence[PageRulePlan], url: str) -> PageRulePlan | Non
     return max(matching, key=lambda r: r.priority) if matching else None
 
 
-# -- Zone settings ------------------------------------------------------------------------------
+# -- Zone settings and URL normalization ----------------------------------------------------------
 
 
 def zone_setting_values(settings: CdnSettings) -> dict[str, str | int]:
     """`ZoneSetting` id -> value, for the switches in stack config. Brotli is not here: it is
-    no longer a zone setting (always on since 2024-06-14, Cloudflare API deprecations)."""
+    no longer a zone setting (always on since 2024-06-14, Cloudflare API deprecations). Neither
+    is Cache Deception Armor: it is a cache-key field of the static and video rules."""
 
     def on(flag: bool) -> str:
         return "on" if flag else "off"
@@ -566,8 +569,13 @@ def zone_setting_values(settings: CdnSettings) -> dict[str, str | int]:
         "early_hints": on(settings.early_hints),
         "polish": settings.polish,
         "webp": on(settings.webp),
-        # Refuses to cache a response whose Content-Type does not match its URL's extension.
-        # Defence in depth: a cache rule with an Edge TTL overrides it (docs "Cache Deception
-        # Armor"), which is why the rules themselves never match API paths.
-        "cache_deception_armor": "on",
     }
+
+
+def url_normalization(rules: Sequence[CacheRule]) -> dict[str, str]:
+    """The zone's URL normalization: type "cloudflare" (what `normalize_path` models), applied to
+    incoming URLs, and to the URLs sent to the origin too ("both") when a cached rule keys by
+    device type, as Cloudflare advises: the origin then renders for the very URL the cache key
+    was built from."""
+    by_device = any(rule.action.cache and rule.action.cache_by_device_type for rule in rules)
+    return {"type": "cloudflare", "scope": "both" if by_device else "incoming"}

@@ -1,49 +1,60 @@
-"""Settings for the stack key `cdn`: the Cloudflare zone, what to cache and for how long.
+"""Settings for the stack key `cdn`: load the typed `CdnSettings` (cdn.model) and refuse what
+Cloudflare would refuse.
 
-Pure core: no pulumi import. Defaults come from the TTL table `cdn_rules.CACHE_TTLS`. Every
-refusal is a SettingsError naming the stack key. Limits checked here are Cloudflare's own:
+Pure core: no pulumi import. Every refusal is a SettingsError naming the stack key. The limits
+checked here, their sources and which are still unconfirmed are tabled in docs/cdn.md
+("Cloudflare limits and plan rules we rely on"):
 
-- edge and browser TTL minimums per plan for cache rules (Free 2 h, Pro 1 h, Business and
-  Enterprise 1 s; docs "Edge and Browser Cache TTL"), at most 1 year (31,536,000 s);
+- a cache rule's edge TTL has a plan minimum (Free 2 h, Pro 1 h, Business and Enterprise 1 s);
+  its browser TTL minimum is 1 s on every plan (docs "Edge and Browser Cache TTL"); both at most
+  1 year (31,536,000 s);
 - a page rule's `edge_cache_ttl` is at most 2,419,200 s (28 days): pulumi-cloudflare v6 is
   generated from terraform-provider-cloudflare v5, whose page-rule schema
   (internal/services/page_rule/schema.go) caps it there, and the bridge checks that before any API
   call (cloudflare/terraform-provider-cloudflare#6779), so preview and up would stop;
-- the zone `browser_cache_ttl` setting accepts only the values in ZONE_BROWSER_TTLS (API schema);
+- the zone `browser_cache_ttl` setting is an integer (cloudflare SDK 5.x,
+  types/zones/browser_cache_ttl_param.py; the old fixed list is gone), 0 = respect origin;
 - a rule expression is at most 4,096 characters (docs "Rules language > Expressions");
 - status-code TTLs take -1 (no-store), 0 (no-cache) or a number of seconds;
-- a ruleset id (to adopt an existing cache-rules entry point) is 32 lowercase hex characters.
+- a ruleset id (to adopt an existing cache-rules entry point) is 32 lowercase hex characters, and
+  an adopted entry point keeps its own name (a name change replaces it).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from cachelayer.cdn.rules import CACHE_TTLS, EXPRESSION_MAX_CHARS, build_cache_rules
+from cachelayer.cdn.model import CACHE_TTLS, YEAR, CacheTtls, CdnSettings, Plan, Polish
+from cachelayer.cdn.rules import EXPRESSION_MAX_CHARS, build_cache_rules
 from cachelayer.errors import SettingsError
 from cachelayer.fields import from_mapping
 
-Plan = Literal["free", "pro", "business", "enterprise"]
-Polish = Literal["off", "lossless", "lossy"]
+__all__ = [
+    "BROWSER_TTL_MINIMUM",
+    "CACHE_TTLS",
+    "EDGE_TTL_MINIMUM",
+    "PAGE_RULE_EDGE_TTL_MAX",
+    "REMOVED_KEYS",
+    "YEAR",
+    "CacheTtls",
+    "CdnSettings",
+    "Plan",
+    "Polish",
+    "load_cdn_settings",
+    "validate",
+]  # fmt: skip
 
-YEAR: Final = CACHE_TTLS["static_edge"]  # also Cloudflare's longest TTL
 # terraform-provider-cloudflare v5, internal/services/page_rule/schema.go (issue #6779).
 PAGE_RULE_EDGE_TTL_MAX: Final = 2_419_200
 # Keys that Cloudflare no longer has: a stack file that still sets one is refused with the reason.
 REMOVED_KEYS: Final[Mapping[str, str]] = {
     "brotli": "remove it, Brotli is always on (Cloudflare API deprecations: the setting's end of life was 2024-06-14)",
 }
-# Lowest edge/browser TTL a cache rule may set, per plan.
-RULE_TTL_MINIMUM: Final[Mapping[str, int]] = {"free": 7200, "pro": 3600, "business": 1, "enterprise": 1}
-# The zone-wide Browser Cache TTL is a fixed list of choices (0 = respect origin headers).
-ZONE_BROWSER_TTLS: Final = (
-    0, 30, 60, 120, 300, 1200, 1800, 3600, 7200, 10800, 14400, 18000, 28800, 43200, 57600, 72000,
-    86400, 172800, 259200, 345600, 432000, 691200, 1382400, 2073600, 2678400, 5356800, 16070400,
-    31536000,
-)  # fmt: skip
+# Lowest edge TTL a cache rule may set, per plan; the browser TTL minimum is 1 s on every plan.
+EDGE_TTL_MINIMUM: Final[Mapping[str, int]] = {"free": 7200, "pro": 3600, "business": 1, "enterprise": 1}
+BROWSER_TTL_MINIMUM: Final = 1
 
 _ZONE_ID = re.compile(r"^[0-9a-f]{32}$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
@@ -51,56 +62,6 @@ _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
 # Lowercase only: rules compare the lowercased path (`lower(http.request.uri.path)`).
 _PATH_PREFIX = re.compile(r"^/[a-z0-9._~/-]*$")
 _COOKIE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-@dataclass(frozen=True)
-class CacheTtls:
-    """Overrides for the TTL table, in seconds; field names are the table's keys."""
-
-    static_edge: int = CACHE_TTLS["static_edge"]
-    static_browser: int = CACHE_TTLS["static_browser"]
-    video_edge: int = CACHE_TTLS["video_edge"]
-    video_browser: int = CACHE_TTLS["video_browser"]
-    content_api_edge: int = CACHE_TTLS["content_api_edge"]
-    content_api_browser: int = CACHE_TTLS["content_api_browser"]
-    not_found_edge: int = CACHE_TTLS["not_found_edge"]
-    server_error_edge: int = CACHE_TTLS["server_error_edge"]
-    page_rule_edge: int = CACHE_TTLS["page_rule_edge"]
-
-
-@dataclass(frozen=True)
-class CdnSettings:
-    """The stack key `cdn`. Without `zone_id` (dev) no CDN resource is declared."""
-
-    zone_id: str = ""
-    zone_name: str = ""  # e.g. learn.example.com; page rule targets need it
-    plan: Plan = "business"  # the zone's plan: it sets the lowest TTL Cloudflare accepts
-    static_host: str = ""  # optional host that serves only static files
-    static_path_prefixes: tuple[str, ...] = ("/static/", "/assets/")
-    static_extensions: tuple[str, ...] = (
-        "css", "js", "mjs", "map", "png", "jpg", "jpeg", "gif", "svg", "webp", "avif", "ico",
-        "woff", "woff2", "ttf", "otf", "eot",
-    )  # fmt: skip
-    video_path_prefixes: tuple[str, ...] = ("/video/",)
-    video_extensions: tuple[str, ...] = ("mp4", "webm", "m3u8", "ts")
-    # Everything the application API serves: static and video rules never match inside it, and
-    # only content_api_prefixes are cached there (web cache deception).
-    api_prefixes: tuple[str, ...] = ("/api/",)
-    content_api_prefixes: tuple[str, ...] = ("/api/v1/courses/", "/api/v1/catalog/")
-    session_api_prefixes: tuple[str, ...] = ("/api/v1/session/", "/api/v1/users/", "/api/v1/me/")
-    session_cookie: str = "lp_session"
-    video_cache_tag: str = ""  # Cache-Tag the origin sets on a video's files, e.g. "video-{id}" (for purge)
-    ttls: CacheTtls = field(default_factory=CacheTtls)
-    browser_cache_ttl: int = 14400  # zone default when no rule sets one (Cloudflare's default)
-    http3: bool = True
-    early_hints: bool = True
-    polish: Polish = "lossless"
-    webp: bool = True
-    tiered_cache: bool = True  # Smart Tiered Cache
-    # Page rules are deprecated and cache rules override them: only for zones that still need them.
-    page_rules_enabled: bool = False
-    # Adopt the zone's existing cache-rules entry point (created in the dashboard) by its id.
-    cache_ruleset_id: str = ""
 
 
 def load_cdn_settings(raw: Mapping[str, Any] | None, *, required: bool) -> CdnSettings | None:
@@ -150,6 +111,20 @@ def _check_zone(s: CdnSettings) -> None:
             f"{s.cache_ruleset_id!r} is not a ruleset id",
             "copy the 32 hex `id` of GET /zones/{zone_id}/rulesets/phases/http_request_cache_settings/entrypoint, "
             "or leave it empty",
+        )
+    if s.cache_ruleset_id and not s.cache_ruleset_name.strip():
+        raise SettingsError(
+            "cdn.cache_ruleset_name",
+            "is needed with cdn.cache_ruleset_id: Pulumi would rename the adopted entry point, and a rename "
+            "replaces (deletes) it",
+            "copy its `name` from GET /zones/{zone_id}/rulesets/phases/http_request_cache_settings/entrypoint "
+            "(jq -r .result.name)",
+        )
+    if s.cache_ruleset_name and not s.cache_ruleset_id:
+        raise SettingsError(
+            "cdn.cache_ruleset_name",
+            "is only used to adopt an existing entry point, and cdn.cache_ruleset_id is empty",
+            "set cdn.cache_ruleset_id too, or remove cdn.cache_ruleset_name",
         )
     if s.video_cache_tag and "{id}" not in s.video_cache_tag:
         raise SettingsError(
@@ -248,12 +223,13 @@ def _check_lists(s: CdnSettings) -> None:
 
 
 def _check_ttls(s: CdnSettings) -> None:
-    minimum = RULE_TTL_MINIMUM[s.plan]
     t = s.ttls
     for name in ("static_edge", "video_edge", "content_api_edge"):
-        _check_rule_ttl(f"cdn.ttls.{name}", getattr(t, name), minimum, s.plan, zero_means="")
+        _check_rule_ttl(f"cdn.ttls.{name}", getattr(t, name), EDGE_TTL_MINIMUM[s.plan], s.plan, zero_means="")
     for name in ("static_browser", "video_browser", "content_api_browser"):
-        _check_rule_ttl(f"cdn.ttls.{name}", getattr(t, name), minimum, s.plan, zero_means="not cached in browsers")
+        _check_rule_ttl(
+            f"cdn.ttls.{name}", getattr(t, name), BROWSER_TTL_MINIMUM, s.plan, zero_means="not cached in browsers"
+        )
     if not 0 <= t.page_rule_edge <= PAGE_RULE_EDGE_TTL_MAX:
         raise SettingsError(
             "cdn.ttls.page_rule_edge",
@@ -269,11 +245,11 @@ def _check_ttls(s: CdnSettings) -> None:
                 f"{value} is not a status-code TTL Cloudflare accepts",
                 f"use -1 (no-store), 0 (no-cache) or 1..{YEAR} seconds",
             )
-    if s.browser_cache_ttl not in ZONE_BROWSER_TTLS:
+    if not 0 <= s.browser_cache_ttl <= YEAR:
         raise SettingsError(
             "cdn.browser_cache_ttl",
-            f"{s.browser_cache_ttl} is not one of the values Cloudflare accepts for the zone Browser Cache TTL",
-            f"use one of {', '.join(map(str, ZONE_BROWSER_TTLS))} (0 = respect origin headers)",
+            f"{s.browser_cache_ttl} s is outside 0..{YEAR} s for the zone Browser Cache TTL",
+            f"use 0 (respect origin headers) or 1..{YEAR} seconds, e.g. 14400",
         )
 
 

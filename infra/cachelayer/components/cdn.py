@@ -31,6 +31,7 @@ from cachelayer.cdn.rules import (
     StatusTtl,
     build_cache_rules,
     build_page_rules,
+    url_normalization,
     zone_setting_values,
 )
 from cachelayer.cdn.settings import CdnSettings
@@ -52,15 +53,8 @@ def _status_ttl(s: StatusTtl) -> RulesetRuleActionParametersEdgeTtlStatusCodeTtl
 def action_parameters(action: CacheAction) -> RulesetRuleActionParametersArgsDict:
     """The typed twin of CacheAction.parameters(); a test checks the two agree on the wire."""
     if not action.cache:
-        # The bypass rule resets every setting an earlier rule may have made (see BYPASS_PARAMETERS).
-        return {
-            "cache": False,
-            "edge_ttl": {"mode": "respect_origin"},
-            "browser_ttl": {"mode": "respect_origin"},
-            "cache_key": {"cache_by_device_type": False},
-            "origin_range_requests": {"mode": "default"},
-            "serve_stale": {"disable_stale_while_updating": False},
-        }
+        # `cache: false` only: the other settings are documented for cacheable rules (BYPASS_PARAMETERS).
+        return {"cache": False}
     params: RulesetRuleActionParametersArgsDict = {"cache": True}
     if action.edge_ttl is not None:
         edge: RulesetRuleActionParametersEdgeTtlArgsDict = {"mode": "override_origin", "default": action.edge_ttl}
@@ -74,8 +68,12 @@ def action_parameters(action: CacheAction) -> RulesetRuleActionParametersArgsDic
             else {"mode": "override_origin", "default": action.browser_ttl}
         )
         params["browser_ttl"] = browser
+    cache_key: RulesetRuleActionParametersCacheKeyArgsDict = {}
     if action.cache_by_device_type:
-        cache_key: RulesetRuleActionParametersCacheKeyArgsDict = {"cache_by_device_type": True}
+        cache_key["cache_by_device_type"] = True
+    if action.cache_deception_armor:
+        cache_key["cache_deception_armor"] = True
+    if cache_key:
         params["cache_key"] = cache_key
     if action.origin_range_requests:
         ranges: RulesetRuleActionParametersOriginRangeRequestsArgsDict = {"mode": "on"}
@@ -95,6 +93,29 @@ def ruleset_rule(rule: CacheRule) -> RulesetRuleArgsDict:
         "action_parameters": action_parameters(rule.action),
         "enabled": True,
     }
+
+
+RULESET_NAME = "cachelayer cache rules"
+RULESET_DESCRIPTION = "Managed by Pulumi (cachelayer): static, video, content API, private bypass"
+
+
+def ruleset_name(settings: CdnSettings) -> str:
+    """Ours, or the adopted entry point's own name: the provider replaces a ruleset whose name
+    changes, and replacing a zone's entry point deletes every cache rule it holds."""
+    return settings.cache_ruleset_name if settings.cache_ruleset_id else RULESET_NAME
+
+
+def ruleset_options(settings: CdnSettings) -> pulumi.ResourceOptions:
+    """An adopted entry point is imported (since pulumi/pulumi#19339 an import whose inputs differ
+    succeeds and the same `up` then updates it in place) and protected, and never deleted before a
+    replacement. Our own ruleset is replaced delete-first: a zone cannot hold two entry points."""
+    if settings.cache_ruleset_id:
+        return pulumi.ResourceOptions(
+            import_=f"zones/{settings.zone_id}/{settings.cache_ruleset_id}",
+            protect=True,
+            delete_before_replace=False,
+        )
+    return pulumi.ResourceOptions(delete_before_replace=True)
 
 
 def page_rule_actions(plan: PageRulePlan) -> PageRuleActionsArgsDict:
@@ -132,25 +153,28 @@ class CloudflareCdn(pulumi.ComponentResource):
 
         # One entry-point ruleset per zone and phase: this resource owns every cache rule. A zone
         # whose entry point already exists (dashboard edits leave one) adopts it by id: creating a
-        # second fails with API error 20217. delete_before_replace: a replacement never needs two.
-        adopt = f"zones/{settings.zone_id}/{settings.cache_ruleset_id}" if settings.cache_ruleset_id else None
+        # second fails with API error 20217.
+        cache_rules = build_cache_rules(settings)
         ruleset = cloudflare.Ruleset(
             f"{name}-cache-rules",
             zone_id=settings.zone_id,
             kind="zone",
             phase=RULESET_PHASE,
-            name="cachelayer cache rules",
-            description="Managed by Pulumi (cachelayer): static, video, content API, private bypass",
-            rules=[ruleset_rule(rule) for rule in build_cache_rules(settings)],
-            opts=pulumi.ResourceOptions.merge(
-                child, pulumi.ResourceOptions(import_=adopt, delete_before_replace=True)
-            ),
+            name=ruleset_name(settings),
+            description=RULESET_DESCRIPTION,
+            rules=[ruleset_rule(rule) for rule in cache_rules],
+            opts=pulumi.ResourceOptions.merge(child, ruleset_options(settings)),
         )
 
-        # The rules' paths are matched after Cloudflare URL normalization (cdn_rules.normalize_path
+        # The rules' paths are matched after Cloudflare URL normalization (cdn.rules.normalize_path
         # models it): pin it, so a dashboard change cannot reopen `//api/...` style bypasses.
+        normalization = url_normalization(cache_rules)
         cloudflare.UrlNormalizationSettings(
-            f"{name}-url-normalization", zone_id=settings.zone_id, type="cloudflare", scope="incoming", opts=child
+            f"{name}-url-normalization",
+            zone_id=settings.zone_id,
+            type=normalization["type"],
+            scope=normalization["scope"],
+            opts=child,
         )
 
         # Cloudflare renumbers page rule priorities 1..n in creation order; creating them one
