@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cachelayer.cli.app import main, status_table
+from cachelayer.cli.app import main
+from cachelayer.cli.sandbox import status_table
 from cachelayer.sandbox.local import NodeStatus, SandboxStatus, SentinelStatus
 
 
