@@ -11,11 +11,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from cachelayer.cli import backup, cdn, delivery, ops, sandbox
 from cachelayer.cli.common import ExitCode, Runtime, emit_json, errors
+
+CLICK_USAGE_CODE = 2  # click.UsageError.exit_code: here 2 means "could not check", so it becomes USAGE
 
 app = typer.Typer(
     help="Caching layer (Redis + Cloudflare) tooling. Exit codes: 0 ok, 1 a problem found or refused, "
@@ -36,16 +38,15 @@ def main(argv: Sequence[str] | None = None, runtime: Runtime | None = None) -> i
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="cachelayer", standalone_mode=False, obj=runtime)
-    except click.UsageError as error:  # click's own checks: its exit code 2 means "could not check" here
+    except TyperException as error:  # the parser's own errors: click's usage errors carry exit code 2
+        code = getattr(error, "exit_code", ExitCode.PROBLEM)
+        code = ExitCode.USAGE if code == CLICK_USAGE_CODE else code
         if "--json" in args:
-            emit_json({"ok": False, "error": error.format_message(), "exit_code": int(ExitCode.USAGE)})
+            emit_json({"ok": False, "error": error.format_message(), "exit_code": int(code)})
         else:
-            error.show()
-        return ExitCode.USAGE
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
-    except click.Abort:
+            error.show()  # type: ignore[attr-defined]
+        return code
+    except typer.Abort:  # Ctrl-C or EOF at a confirmation prompt
         errors.print("aborted", highlight=False)
         return ExitCode.PROBLEM
     return result if isinstance(result, int) else ExitCode.OK

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -36,6 +37,9 @@ from cachelayer.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cachelayer.ops.drift import Drift
     from cachelayer.ops.health import Check, Limits, NodeFacts, SentinelFacts
     from cachelayer.ops.target import Target
 
@@ -134,13 +138,15 @@ def health(
 
 def nodes_table(target: Target, nodes: Sequence[NodeFacts], sentinels: Sequence[SentinelFacts]) -> Table:
     cluster = target.kind == "cluster"
-    table = Table(title=f"{target.kind} nodes")
+    # A light box, and a replica's master and link state on two lines: the columns that must stay
+    # whole (names, addresses) fit 80 terminal columns.
+    table = Table(title=f"{target.kind} nodes", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     whole_column(table, "process", [f.status.name for f in nodes] + [s.status.name for s in sentinels])
     whole_column(table, "endpoint", [f.status.endpoint for f in nodes] + [s.status.endpoint for s in sentinels])
     whole_column(table, "role", ["sentinel"])
     # Address and link state, or a sentinel's groups one per line: an address is never split.
-    links = [f"{f.status.master} {f.status.master_link}" for f in nodes if f.status.up and f.status.role == "replica"]
-    links += [f"{g}→{a}" for s in sentinels for g, a in s.status.masters.items()]
+    links = [f.status.master for f in nodes if f.status.up and f.status.role == "replica"]
+    links += [line for s in sentinels for g, a in s.status.masters.items() for line in (g, a)]
     whole_column(table, "master / link", links)
     columns = ["endpoint", "role", "master / link", "slots", "keys", "memory"] if cluster else [
         "endpoint", "role", "master / link", "keys", "memory"]
@@ -151,7 +157,7 @@ def nodes_table(target: Target, nodes: Sequence[NodeFacts], sentinels: Sequence[
         if not status.up:
             table.add_row(status.name, status.endpoint, "[red]down", escape(status.error), *([""] * (len(columns) - 3)))
             continue
-        link = f"{status.master} {status.master_link}" if status.role == "replica" else "-"
+        link = f"{status.master}\n{status.master_link}" if status.role == "replica" else "-"
         row = [status.name, status.endpoint, status.role, link]
         if cluster:
             row.append(str(status.slots))
@@ -159,7 +165,7 @@ def nodes_table(target: Target, nodes: Sequence[NodeFacts], sentinels: Sequence[
         table.add_row(*row)
     for sentinel in sentinels:
         state = sentinel.status
-        watched = "\n".join(f"{g}→{a}" for g, a in state.masters.items()) if state.up else f"[red]down[/] {escape(state.error)}"
+        watched = "\n".join(f"{g}\n {a}" for g, a in state.masters.items()) if state.up else f"[red]down[/] {escape(state.error)}"
         table.add_row(state.name, state.endpoint, "sentinel", watched, *([""] * (len(columns) - 3)))
     return table
 
@@ -198,25 +204,29 @@ def drift(
                     "drift": drift_json(drifts), "unreadable": unreadable})
         raise typer.Exit(code=code)
     if drifts:
-        table = Table(title=f"drift in {target.stack}: {len(drifts)} difference(s)")
-        whole_column(table, "#", [str(len(drifts))])
-        whole_column(table, "where", [d.where for d in drifts])
-        whole_column(table, "kind", [d.kind for d in drifts])
-        whole_column(table, "item", [d.item for d in drifts])
-        for column in ("expected", "live"):
-            text_column(table, column)
-        for number, d in enumerate(drifts, 1):
-            table.add_row(str(number), d.where, d.kind, escape(d.item), escape(d.expected), escape(d.actual))
-        console.print(table)
-        # Fixes are commands to copy: printed whole, one per line, never folded into a cell.
-        for number, d in enumerate(drifts, 1):
-            console.print(f"fix {number}: {escape(d.fix)}", highlight=False, soft_wrap=True)
+        print_drift(console, target.stack, drifts)
     for line in unreadable:
         console.print(f"[red]could not read[/] {escape(line)}", soft_wrap=True)
     if not drifts and not unreadable:
         console.print(f"[green]no drift[/]: {len(target.nodes)} nodes and {len(target.sentinels)} sentinels match "
                       f"what stack {target.stack} renders ({seconds:.2f} s)", highlight=False)
     raise typer.Exit(code=code)
+
+
+def print_drift(out: Console, stack: str, drifts: Sequence[Drift]) -> None:
+    table = Table(title=f"drift in {stack}: {len(drifts)} difference(s)")
+    whole_column(table, "#", [str(len(drifts))])
+    whole_column(table, "where", [d.where for d in drifts])
+    whole_column(table, "kind", [d.kind for d in drifts])
+    whole_column(table, "item", [d.item for d in drifts])
+    for column in ("expected", "live"):
+        text_column(table, column)
+    for number, d in enumerate(drifts, 1):
+        table.add_row(str(number), d.where, d.kind, escape(d.item), escape(d.expected), escape(d.actual))
+    out.print(table)
+    # Fixes are commands to copy: printed whole, one per line, never folded into a cell.
+    for number, d in enumerate(drifts, 1):
+        out.print(f"fix {number}: {escape(d.fix)}", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------ report
