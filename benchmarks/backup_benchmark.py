@@ -38,8 +38,8 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.ops.backup import take_backup
 from cachelayer.ops.restore import Router, open_backup, read_batches, restore, temp_server
-from cachelayer.ops.target import target_of_sandbox
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+from cachelayer.sandbox.targets import target_of_sandbox
 
 
 def sandbox(base_port: int, workdir: Path) -> LocalSandbox:

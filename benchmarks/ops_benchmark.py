@@ -20,8 +20,8 @@ from rich.table import Table
 from cachelayer.cli.ops import health_checks
 from cachelayer.ops.drift import find_drift
 from cachelayer.ops.failover import cluster_failover, default_replica
-from cachelayer.ops.target import target_of_sandbox
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+from cachelayer.sandbox.targets import target_of_sandbox
 
 
 def timed(work: object) -> float:

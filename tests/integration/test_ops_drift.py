@@ -97,11 +97,11 @@ def test_cluster_shape_drift(cluster: LocalSandbox, capsys: pytest.CaptureFixtur
 def test_environment_and_seed_find_the_whole_cluster(
     cluster: LocalSandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REDIS_PASSWORD", cluster.passwords.admin)
+    monkeypatch.setenv("REDIS_ADMIN_PASSWORD", cluster.passwords.admin)
     code = main(["health", "--stack", "dev", "--seed", "127.0.0.1:7733", "--json"])
     document = json.loads(capsys.readouterr().out)
     assert code == 0, document
-    assert document["target"]["source"] == "environment (REDIS_PASSWORD, --seed 127.0.0.1:7733)"
+    assert document["target"]["source"] == "environment (REDIS_ADMIN_PASSWORD, --seed 127.0.0.1:7733)"
     assert document["target"]["nodes"] == [f"127.0.0.1:{p}" for p in range(7730, 7736)]
 
 

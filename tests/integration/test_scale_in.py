@@ -14,8 +14,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from cachelayer.ops.scale_in import retire_sandbox_nodes
 from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, SandboxError, sandbox_settings
+from cachelayer.sandbox.targets import retire_sandbox_nodes
 
 from .conftest import cluster_client, cluster_nodes
 

@@ -1,19 +1,26 @@
-"""`cdn` commands with the real `cloudflare` SDK and its HTTP layer mocked: no network, no real time."""
+"""`cdn` commands with the real `cloudflare` SDK and its HTTP layer mocked: no network, no real time.
+
+The fakes are passed in, as a caller of `main` would: a Runtime (an API client on a mock
+transport, a fake clock) and a project directory of stack files (CACHELAYER_PROJECT)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cloudflare
 import httpx
 import pytest
+import yaml
 
 from cachelayer.cdn.api import PURGE_LIMITS, plan_purge
-from cachelayer.cli import cdn as cdn_cli
 from cachelayer.cli.app import main
+from cachelayer.cli.common import Runtime
+from support.repo import REPO_ROOT
 
 TOKEN = "cf-token-never-printed-0123456789"
 ZONE = "0123456789abcdef0123456789abcdef"
@@ -70,40 +77,55 @@ CDN: dict[str, Any] = {
 }
 
 
+def write_project(root: Path, cdn: dict[str, Any]) -> Path:
+    """A project whose stack `test` has these CDN settings (and the repository's dev and prod)."""
+    root.mkdir(exist_ok=True)
+    for name in ("Pulumi.yaml", "Pulumi.dev.yaml", "Pulumi.prod.yaml"):
+        (root / name).write_text((REPO_ROOT / name).read_text())
+    (root / "Pulumi.test.yaml").write_text(yaml.safe_dump({"config": {"cachelayer:cdn": cdn}}))
+    return root
+
+
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    recorder = Api()
-    monkeypatch.setenv("CLOUDFLARE_API_TOKEN", TOKEN)
-    monkeypatch.setattr(
-        cdn_cli,
-        "make_client",
-        lambda token: cloudflare.Cloudflare(
-            api_token=token, max_retries=0, http_client=httpx.Client(transport=httpx.MockTransport(recorder.handler))
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CACHELAYER_PROJECT", str(write_project(tmp_path / "project", dict(CDN))))
+    return tmp_path / "project"
+
+
+@pytest.fixture
+def api(project: Path) -> Api:
+    return Api()
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def runtime(api: Api, fake_time: FakeTime) -> Runtime:
+    return Runtime(
+        cloudflare_client=lambda token: cloudflare.Cloudflare(
+            api_token=token, max_retries=0, http_client=httpx.Client(transport=httpx.MockTransport(api.handler))
         ),
+        sleep=fake_time.sleep,
+        clock=fake_time.clock,
+        now=lambda: datetime(2026, 3, 2, 10, 41, 5, tzinfo=UTC),
+        env={"CLOUDFLARE_API_TOKEN": TOKEN},
     )
-    monkeypatch.setattr(cdn_cli, "read_stack_config", lambda stack: {"cdn": dict(CDN)})
-    yield recorder
 
 
-@pytest.fixture
-def fake_time(monkeypatch: pytest.MonkeyPatch) -> FakeTime:
-    fake = FakeTime()
-    monkeypatch.setattr(cdn_cli, "sleep", fake.sleep)
-    monkeypatch.setattr(cdn_cli, "clock", fake.clock)
-    return fake
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    code = main(["cdn", *argv])
+def run(capsys: pytest.CaptureFixture[str], runtime: Runtime, *argv: str, stack: str = "test") -> tuple[int, str]:
+    code = main(["cdn", *argv, "--stack", stack], runtime)
     captured = capsys.readouterr()
     output = captured.out + captured.err
     assert TOKEN not in output
     return code, " ".join(output.split())  # rich wraps long lines
 
 
-def test_static_purge_is_batched_to_the_plan_limit_and_paced(api: Api, fake_time: FakeTime, capsys: Any) -> None:
+def test_static_purge_is_batched_to_the_plan_limit_and_paced(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
     paths = [f"/css/{i}.css" for i in range(250)]
-    code, out = run(capsys, "purge", *[arg for p in paths for arg in ("--static", p)])
+    code, out = run(capsys, runtime, "purge", *[arg for p in paths for arg in ("--static", p)])
     assert code == 0
     assert [str(r.url) for r in api.requests] == [PURGE_URL] * 3
     assert all(r.method == "POST" for r in api.requests)
@@ -118,18 +140,18 @@ def test_static_purge_is_batched_to_the_plan_limit_and_paced(api: Api, fake_time
 
 
 def test_free_plan_paces_to_five_requests_a_minute(
-    api: Api, fake_time: FakeTime, capsys: Any, monkeypatch: pytest.MonkeyPatch
+    api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any, project: Path
 ) -> None:
     free = {**CDN, "plan": "free", "polish": "off", "webp": False, "ttls": {"content_api_edge": 7200}}
-    monkeypatch.setattr(cdn_cli, "read_stack_config", lambda stack: {"cdn": free})
-    code, _ = run(capsys, "purge", "--tag", "a", "--host", "learn.example.com", "--prefix", "learn.example.com/x/")
+    write_project(project, free)
+    code, _ = run(capsys, runtime, "purge", "--tag", "a", "--host", "learn.example.com", "--prefix", "learn.example.com/x/")
     assert code == 0
     assert fake_time.sleeps == [12.0, 12.0]
     assert api.bodies() == [{"prefixes": ["learn.example.com/x/"]}, {"tags": ["a"]}, {"hosts": ["learn.example.com"]}]
 
 
-def test_video_purge_sends_its_prefixes_on_every_host_and_its_tag(api: Api, fake_time: FakeTime, capsys: Any) -> None:
-    code, _ = run(capsys, "purge", "--video", "lesson-42")
+def test_video_purge_sends_its_prefixes_on_every_host_and_its_tag(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
+    code, _ = run(capsys, runtime, "purge", "--video", "lesson-42")
     assert code == 0
     assert api.bodies() == [
         {"prefixes": ["learn.example.com/video/lesson-42/", "static.learn.example.com/video/lesson-42/"]},
@@ -143,17 +165,17 @@ def test_enterprise_sends_up_to_500_urls_and_100_tags_per_request() -> None:
     assert [(b.kind, len(b.items)) for b in batches] == [("files", 500), ("files", 1), ("tags", 100), ("tags", 1)]
 
 
-def test_dry_run_shows_the_requests_and_sends_nothing(api: Api, fake_time: FakeTime, capsys: Any) -> None:
-    code, out = run(capsys, "purge", "--tag", "t1", "--tag", "t2", "--dry-run")
+def test_dry_run_shows_the_requests_and_sends_nothing(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
+    code, out = run(capsys, runtime, "purge", "--tag", "t1", "--tag", "t2", "--dry-run")
     assert code == 0
     assert api.requests == []
     assert f'POST /zones/{ZONE}/purge_cache {{"tags": ["t1", "t2"]}}' in out
     assert "nothing sent" in out
 
 
-def test_429_waits_as_retry_after_says_then_succeeds(api: Api, fake_time: FakeTime, capsys: Any) -> None:
+def test_429_waits_as_retry_after_says_then_succeeds(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
     api.responses = [error(429, "Rate limited", {"retry-after": "7"}), ok()]
-    code, out = run(capsys, "purge", "--tag", "t")
+    code, out = run(capsys, runtime, "purge", "--tag", "t")
     assert code == 0
     assert fake_time.sleeps == [7.0]
     assert len(api.requests) == 2
@@ -161,62 +183,61 @@ def test_429_waits_as_retry_after_says_then_succeeds(api: Api, fake_time: FakeTi
     assert "purged 1 tags after 2 attempts" in out
 
 
-def test_5xx_backs_off_exponentially(api: Api, fake_time: FakeTime, capsys: Any) -> None:
+def test_5xx_backs_off_exponentially(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
     api.responses = [error(500, "Internal"), error(502, "Bad gateway"), ok()]
-    code, _ = run(capsys, "purge", "--tag", "t")
+    code, _ = run(capsys, runtime, "purge", "--tag", "t")
     assert code == 0
     assert fake_time.sleeps == [1.0, 2.0]
 
 
-def test_5xx_that_persists_is_could_not_check(api: Api, fake_time: FakeTime, capsys: Any) -> None:
+def test_5xx_that_persists_is_could_not_check(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
     api.responses = [error(503, "Unavailable")] * 5
-    code, out = run(capsys, "purge", "--tag", "t")
+    code, out = run(capsys, runtime, "purge", "--tag", "t")
     assert code == 2
     assert fake_time.sleeps == [1.0, 2.0, 4.0, 8.0]
     assert "1 tags: HTTP 503 (Unavailable) after 5 attempts" in out
 
 
-def test_unreachable_api_is_exit_2(api: Api, fake_time: FakeTime, capsys: Any) -> None:
+def test_unreachable_api_is_exit_2(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
     api.responses = [httpx.ConnectError("no route")] * 5
-    code, out = run(capsys, "purge", "--tag", "t")
+    code, out = run(capsys, runtime, "purge", "--tag", "t")
     assert code == 2
     assert "Cloudflare API unreachable after 5 attempts" in out
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_refused_token_names_the_cache_purge_permission(api: Api, fake_time: FakeTime, capsys: Any, status: int) -> None:
+def test_refused_token_names_the_cache_purge_permission(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any, status: int) -> None:
     api.responses = [error(status, "Authentication error")]
-    code, out = run(capsys, "purge", "--tag", "t")
+    code, out = run(capsys, runtime, "purge", "--tag", "t")
     assert code == 1
     assert len(api.requests) == 1  # never retried
     assert f'HTTP {status} (Authentication error)): it needs the zone permission "Cache Purge"' in out
 
 
-def test_missing_token_names_the_permission(api: Api, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("CLOUDFLARE_API_TOKEN")
-    code, out = run(capsys, "purge", "--tag", "t")
+def test_missing_token_names_the_permission(api: Api, runtime: Runtime, capsys: Any) -> None:
+    code, out = run(capsys, replace(runtime, env={}), "purge", "--tag", "t")
     assert code == 1
     assert 'CLOUDFLARE_API_TOKEN is not set: create an API token with the zone permission "Cache Purge"' in out
     assert api.requests == []
 
 
-def test_everything_asks_first(api: Api, fake_time: FakeTime, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_everything_asks_first(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("typer.confirm", lambda *a, **k: False)
-    code, out = run(capsys, "purge", "--everything")
+    code, out = run(capsys, runtime, "purge", "--everything")
     assert code == 1
     assert api.requests == []
     assert "not confirmed; nothing purged" in out
 
 
-def test_everything_with_yes_purges_the_zone(api: Api, fake_time: FakeTime, capsys: Any) -> None:
-    code, _ = run(capsys, "purge", "--everything", "--yes")
+def test_everything_with_yes_purges_the_zone(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
+    code, _ = run(capsys, runtime, "purge", "--everything", "--yes")
     assert code == 0
     assert api.bodies() == [{"purge_everything": True}]
 
 
-def test_everything_with_other_targets_is_refused(api: Api, capsys: Any) -> None:
-    code, out = run(capsys, "purge", "--everything", "--yes", "--tag", "t")
-    assert code == 1
+def test_everything_with_other_targets_is_refused(api: Api, runtime: Runtime, capsys: Any) -> None:
+    code, out = run(capsys, runtime, "purge", "--everything", "--yes", "--tag", "t")
+    assert code == 64  # ExitCode.USAGE: the command line is wrong
     assert "give it alone" in out
     assert api.requests == []
 
@@ -247,12 +268,7 @@ def limits(hourly: int = 3 * 86_400, adaptive: int = 86_400, back: int = 30 * 86
     return httpx.Response(200, json={"data": {"viewer": {"zones": [{"settings": settings}]}}, "errors": None})
 
 
-@pytest.fixture
-def fixed_now(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cdn_cli, "now", lambda: datetime(2026, 3, 2, 10, 41, 5, tzinfo=UTC))
-
-
-def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, fixed_now: None, capsys: Any) -> None:
+def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, runtime: Runtime, capsys: Any) -> None:
     api.responses = [
         limits(),
         graphql(
@@ -260,7 +276,7 @@ def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, fix
             [("hit", 2800), ("miss", 900), ("dynamic", 300)],
         )
     ]
-    code = main(["cdn", "analytics", "--since", "2h", "--json"])
+    code = main(["cdn", "analytics", "--since", "2h", "--json", "--stack", "test"], runtime)
     out = capsys.readouterr().out
     assert code == 0
     assert TOKEN not in out
@@ -280,16 +296,16 @@ def test_analytics_json_sums_hours_and_breaks_down_by_cache_status(api: Api, fix
     assert "cacheStatus" in body["query"]
 
 
-def test_analytics_text_has_totals_and_an_hourly_chart(api: Api, fixed_now: None, capsys: Any) -> None:
+def test_analytics_text_has_totals_and_an_hourly_chart(api: Api, runtime: Runtime, capsys: Any) -> None:
     api.responses = [limits(), graphql([("2026-03-02T08:00:00Z", 1000, 500, 2000, 1000), ("2026-03-02T09:00:00Z", 2000, 2000, 10, 10)], [])]
-    code, out = run(capsys, "analytics", "--since", "2h")
+    code, out = run(capsys, runtime, "analytics", "--since", "2h")
     assert code == 0
     assert "requests 3,000 cached 2,500 hit ratio 83.3%" in out
     assert "03-02 08:00 " + "█" * 8 + "░" * 7 in out  # half of half the peak cached
     assert "03-02 09:00 " + "█" * 30 in out
 
 
-def test_analytics_window_wider_than_the_adaptive_datasets_range_is_split(api: Api, fixed_now: None, capsys: Any) -> None:
+def test_analytics_window_wider_than_the_adaptive_datasets_range_is_split(api: Api, runtime: Runtime, capsys: Any) -> None:
     # --since 3d on a plan whose httpRequestsAdaptiveGroups answers at most 1 day per query.
     api.responses = [
         limits(hourly=3 * 86_400, adaptive=86_400),
@@ -298,7 +314,7 @@ def test_analytics_window_wider_than_the_adaptive_datasets_range_is_split(api: A
         graphql([], [("hit", 7)]),
         graphql([], [("miss", 2), ("dynamic", 1)]),
     ]
-    code = main(["cdn", "analytics", "--since", "3d", "--json"])
+    code = main(["cdn", "analytics", "--since", "3d", "--json", "--stack", "test"], runtime)
     report = json.loads(capsys.readouterr().out)
     assert code == 0
     assert report["by_cache_status"] == {"hit": 12, "miss": 3, "dynamic": 1}
@@ -313,69 +329,90 @@ def test_analytics_window_wider_than_the_adaptive_datasets_range_is_split(api: A
     ]
 
 
-def test_analytics_further_back_than_the_plan_keeps_is_refused(api: Api, fixed_now: None, capsys: Any) -> None:
+def test_analytics_further_back_than_the_plan_keeps_is_refused(api: Api, runtime: Runtime, capsys: Any) -> None:
     api.responses = [limits(back=86_400)]
-    code, out = run(capsys, "analytics", "--since", "3d")
+    code, out = run(capsys, runtime, "analytics", "--since", "3d")
     assert code == 1
     assert "--since 3d reaches further back than this plan keeps" in out and "(1d)" in out
     assert len(api.requests) == 1  # nothing queried that the plan would refuse
 
 
 @pytest.mark.parametrize("status", [401, 403])
-def test_analytics_refusal_names_analytics_read(api: Api, fixed_now: None, capsys: Any, status: int) -> None:
+def test_analytics_refusal_names_analytics_read(api: Api, runtime: Runtime, capsys: Any, status: int) -> None:
     api.responses = [error(status, "Unauthorized")]
-    code, out = run(capsys, "analytics")
+    code, out = run(capsys, runtime, "analytics")
     assert code == 1
     assert 'needs the zone permission "Analytics Read"' in out
 
 
-def test_analytics_graphql_authorization_error_names_analytics_read(api: Api, fixed_now: None, capsys: Any) -> None:
+def test_analytics_graphql_authorization_error_names_analytics_read(api: Api, runtime: Runtime, capsys: Any) -> None:
     api.responses = [httpx.Response(200, json={"data": None, "errors": [{"message": "not authorized for that zone"}]})]
-    code, out = run(capsys, "analytics")
+    code, out = run(capsys, runtime, "analytics")
     assert code == 1
     assert '"Analytics Read"' in out
 
 
-def test_analytics_unreachable_is_exit_2(api: Api, fixed_now: None, capsys: Any) -> None:
+def test_analytics_unreachable_is_exit_2(api: Api, runtime: Runtime, capsys: Any) -> None:
     api.responses = [httpx.ConnectError("down")]
-    code, out = run(capsys, "analytics")
+    code, out = run(capsys, runtime, "analytics")
     assert code == 2
     assert "could not read analytics: Cloudflare API unreachable" in out
 
 
-def test_bad_since_is_refused(api: Api, capsys: Any) -> None:
-    code, out = run(capsys, "analytics", "--since", "yesterday")
-    assert code == 1
+def test_bad_since_is_refused(api: Api, runtime: Runtime, capsys: Any) -> None:
+    code, out = run(capsys, runtime, "analytics", "--since", "yesterday")
+    assert code == 64  # ExitCode.USAGE
     assert "24h or 3d" in out
 
 
 # -- explain --------------------------------------------------------------------------------------
 
 
-def test_explain_a_deception_attempt_shows_the_bypass(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cdn_cli, "read_stack_config", lambda stack: {"cdn": dict(CDN)})
-    code, out = run(capsys, "explain", "https://learn.example.com/API/v1/me/x.CSS", "--cookie", "lp_session=1")
+def test_explain_a_deception_attempt_shows_the_bypass(capsys: Any, runtime: Runtime) -> None:
+    code, out = run(capsys, runtime, "explain", "https://learn.example.com/API/v1/me/x.CSS", "--cookie", "lp_session=1")
     assert code == 0
     assert "│ 1 │ static_assets │ no" in out
     assert "│ 4 │ private_bypass │ yes" in out
     assert "cache: bypass" in out
 
 
-def test_explain_video_shows_ttls_and_the_device_in_the_key(capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cdn_cli, "read_stack_config", lambda stack: {"cdn": dict(CDN)})
-    code, out = run(capsys, "explain", "/video/a/seg1.ts?x=1", "--device", "mobile")
+def test_explain_video_shows_ttls_and_the_device_in_the_key(capsys: Any, runtime: Runtime) -> None:
+    code, out = run(capsys, runtime, "explain", "/video/a/seg1.ts?x=1", "--device", "mobile")
     assert code == 0
     assert "edge TTL: 604800 s" in out and "browser TTL: 86400 s" in out
     assert "cache key: learn.example.com/video/a/seg1.ts?x=1 + device type mobile" in out
 
 
-def test_explain_reads_the_real_prod_stack_file(capsys: Any) -> None:
-    code, out = run(capsys, "explain", "/api/v1/courses/42", "--stack", "prod")
+def test_explain_reads_the_real_prod_stack_file(capsys: Any, runtime: Runtime) -> None:
+    code, out = run(capsys, runtime, "explain", "/api/v1/courses/42", stack="prod")
     assert code == 0
     assert "edge TTL: 300 s" in out and "browser TTL: not cached in browsers" in out
 
 
-def test_explain_a_stack_without_a_cdn_is_refused(capsys: Any) -> None:
-    code, out = run(capsys, "explain", "/x", "--stack", "dev")
-    assert code == 1
-    assert "cdn.zone_id" in out
+def test_a_stack_without_a_cdn_names_the_stacks_that_have_one(capsys: Any, runtime: Runtime) -> None:
+    """Every command defaults to dev; dev has no CDN, and the error says where the CDN is."""
+    for argv in (["explain", "/x"], ["purge", "--tag", "t"], ["analytics"]):
+        code = main(["cdn", *argv], runtime)
+        out = " ".join(capsys.readouterr().err.split())
+        assert code == 3, (argv, out)  # ExitCode.SETTINGS, as any stack setting that is wrong
+        assert "stack dev has no CDN settings" in out and "pass --stack prod" in out, out
+
+
+def test_explain_json_names_every_rule_and_the_decision(capsys: Any, runtime: Runtime) -> None:
+    code = main(["cdn", "explain", "/video/a/seg1.ts", "--json", "--stack", "prod"], runtime)
+    document = json.loads(capsys.readouterr().out)
+    assert code == 0 and document["ok"] is True
+    matched = [rule["rule"] for rule in document["rules"] if rule["matches"]]
+    assert "video" in " ".join(matched), document["rules"]
+    assert "edge TTL: 604800 s" in document["decision"]
+
+
+def test_analytics_errors_under_json_are_json(api: Api, runtime: Runtime, capsys: Any) -> None:
+    api.responses = [httpx.Response(401, json={"success": False, "errors": [{"code": 10000, "message": "no"}],
+                                               "messages": [], "result": None})]
+    code = main(["cdn", "analytics", "--json", "--stack", "test"], runtime)
+    captured = capsys.readouterr()
+    document = json.loads(captured.out)
+    assert code == 1 and document["ok"] is False and document["exit_code"] == 1
+    assert "Analytics Read" in document["error"]
+    assert captured.err == ""

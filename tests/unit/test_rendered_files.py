@@ -88,7 +88,7 @@ def test_render_command_writes_the_tree_without_secrets(stack: str, tmp_path: Pa
 
 
 def test_render_refuses_an_unknown_stack(tmp_path: Path) -> None:
-    assert main(["render", "--stack", "nosuch", "--out", str(tmp_path / "x")]) == 2
+    assert main(["render", "--stack", "nosuch", "--out", str(tmp_path / "x")]) == 3  # ExitCode.SETTINGS
     assert not (tmp_path / "x").exists()
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cachelayer.cli.app import main, status_table
+from cachelayer.cli.app import main
+from cachelayer.cli.sandbox import status_table
 from cachelayer.sandbox.local import NodeStatus, SandboxStatus, SentinelStatus
 
 
@@ -89,7 +90,7 @@ def test_bus_port_taken_is_named_too(
 
 def test_unknown_topology_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["sandbox", "up", "--workdir", str(tmp_path / "sb"), "--topology", "ring"])
-    assert code == 1
+    assert code == 64  # ExitCode.USAGE, as click's own checks
     assert "cluster or sentinel" in capsys.readouterr().err
 
 
@@ -104,7 +105,7 @@ def test_workdir_help_shows_its_default(capsys: pytest.CaptureFixture[str], monk
     for command in ("up", "status", "down"):
         assert main(["sandbox", command, "--help"]) == 0
         out = " ".join(capsys.readouterr().out.split())
-        assert "Where files, logs and PIDs live (default: .sandbox/STACK)." in out, (command, out)
+        assert "Where the sandbox's files, logs and PIDs live (default: .sandbox/STACK)." in out, (command, out)
 
 
 def test_status_table_keeps_full_process_names_at_80_columns() -> None:

@@ -1,7 +1,7 @@
-"""`cachelayer backup`, `restore` and `restore-drill` (docs/backups.md). cli.py registers them.
+"""`cachelayer backup`, `restore` and `restore-drill` (docs/backups.md).
 
-Exit codes as the other operator commands: 0 done (and verified, when asked), 1 refused or
-failed (a corrupt file, a non-empty target, a verification that did not match), 2 no deployment.
+Exit codes (common.ExitCode): 0 done (and verified, when asked), 1 refused or failed (a corrupt
+file, a non-empty target, a verification that did not match), 2 no deployment.
 """
 
 from __future__ import annotations
@@ -14,62 +14,51 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 from rich.table import Table
-from rich.text import Text
 
-from cachelayer.cli.ops import (
-    CANNOT_CHECK,
-    OK,
-    PROBLEM,
+from cachelayer.cli.common import (
+    DEFAULT_STACK,
+    ExitCode,
     JsonOption,
     OutputsOption,
     SeedOption,
     StackOption,
     WorkdirOption,
-    _emit_json,
     console,
+    emit_json,
     errors,
     fail,
     progress,
+    reported,
     target_of,
+    usage_error,
+    whole_column,
 )
 from cachelayer.config.backup import BackupSettings
-from cachelayer.errors import SettingsError
-from cachelayer.ops.backup import BackupError, LocalStore, S3Store, Store, open_store, prune, read_manifest, take_backup
-from cachelayer.ops.restore import MODES, Mode, Progress, RestoreResult, open_backup, restore
-from cachelayer.ops.target import TargetError, target_of_sandbox
+from cachelayer.errors import CachelayerError
 from cachelayer.paths import project_root
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, port_is_free, sandbox_settings
 
+if TYPE_CHECKING:
+    from cachelayer.ops.backup import Store
+    from cachelayer.ops.restore import Mode, RestoreResult
+    from cachelayer.ops.target import Target
+
+OK, PROBLEM = ExitCode.OK, ExitCode.PROBLEM
 DEFAULT_DIR = ".backups"  # in the project
 EndpointOption = Annotated[
     str | None,
-    typer.Option("--s3-endpoint", help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL).",
-                 show_default=False),
+    typer.Option("--s3-endpoint", metavar="URL", show_default=False,
+                 help="S3-compatible endpoint URL (default: AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL)."),
 ]
 
 
-class _KeysPerSecond(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:,.0f} keys/s")
-
-
-class _Bar(Progress):
-    """The restore's progress: one bar per shard, on stderr."""
-
-    def __init__(self, bar: RichProgress) -> None:
-        self.bar = bar
-
-    def start(self, label: str, total: int) -> Any:
-        return self.bar.add_task(label, total=total)
-
-    def advance(self, task: Any, keys: int) -> None:
-        self.bar.advance(task, keys)
+def register(app: typer.Typer) -> None:
+    app.command("backup")(backup)
+    app.command("restore")(restore_command)
+    app.command("restore-drill")(restore_drill)
 
 
 @contextmanager
@@ -86,6 +75,8 @@ def _interruptible() -> Iterator[None]:
 
 
 def _store(location: str, endpoint: str | None, region: str | None = None) -> Store:
+    from cachelayer.ops.backup import S3Store, open_store
+
     store = open_store(location, endpoint)
     if isinstance(store, S3Store):
         store.endpoint = endpoint or store.endpoint
@@ -93,7 +84,7 @@ def _store(location: str, endpoint: str | None, region: str | None = None) -> St
     return store
 
 
-def stack_backup(target: Any) -> BackupSettings:
+def stack_backup(target: Target) -> BackupSettings:
     """The stack's `cachelayer:backup` settings (defaults when the stack file is not at hand)."""
     settings = getattr(target, "settings", None)
     return settings.backup if settings is not None else BackupSettings()
@@ -111,6 +102,8 @@ def destination_of(backup: BackupSettings) -> str:
 def _backup_to(target: Any, location: str, endpoint: str | None, from_masters: bool,
                keep_days: int | None, keep: int | None, as_json: bool) -> tuple[str, dict[str, Any], list[str]]:
     """Takes the backup into `location`; (where it is, its manifest, backups pruned)."""
+    from cachelayer.ops.backup import LocalStore, prune, read_manifest, take_backup
+
     store = _store(location, endpoint, stack_backup(target).s3_region)
     local_root = store.root if isinstance(store, LocalStore) else Path(tempfile.mkdtemp(prefix="cachelayer-backup-"))
     try:
@@ -129,35 +122,45 @@ def _backup_to(target: Any, location: str, endpoint: str | None, from_masters: b
 
 def _shards_table(manifest: dict[str, Any]) -> Table:
     table = Table(title=f"backup {manifest['name']} ({manifest['topology']}, Redis {manifest['redis_version']})")
-    for column in ("shard", "slots / group", "from", "keys", "bytes", "sha256", "s"):
+    shards = manifest["shards"]
+    wheres = [shard["group"] or "\n".join(f"{a}-{b}" for a, b in shard["slots"]) for shard in shards]
+    sources = [f"{shard['source']['address']}\n({shard['source']['role']})" for shard in shards]
+    whole_column(table, "shard", [str(shard["index"]) for shard in shards])
+    whole_column(table, "slots / group", wheres)
+    whole_column(table, "from", sources)
+    for column in ("keys", "bytes", "sha256", "s"):
         table.add_column(column, overflow="fold")
-    for shard in manifest["shards"]:
-        where = shard["group"] or " ".join(f"{a}-{b}" for a, b in shard["slots"])
-        table.add_row(str(shard["index"]), where, f"{shard['source']['address']} ({shard['source']['role']})",
+    for shard, where, source in zip(shards, wheres, sources, strict=True):
+        table.add_row(str(shard["index"]), where, source,
                       str(shard["rdb_keys"]), str(shard["bytes"]), shard["sha256"][:12], f"{shard['seconds']:.2f}")
     return table
 
 
 def backup(
-    stack: StackOption = "dev",
+    stack: StackOption = DEFAULT_STACK,
     to: Annotated[str | None, typer.Option(
-        "--to", help="A directory, or s3://bucket/prefix. Default: the stack's backup.destination, else .backups/.",
-        show_default=False)] = None,
-    from_masters: Annotated[bool, typer.Option(help="Snapshot the masters (they fork) instead of a healthy replica.")] = False,
+        "--to", metavar="WHERE", show_default=False,
+        help="A directory, or s3://bucket/prefix. Default: the stack's backup.destination, else .backups/.")] = None,
+    from_masters: Annotated[bool, typer.Option(
+        show_default=False, help="Snapshot the masters (they fork) instead of a healthy replica.")] = False,
     keep_days: Annotated[int | None, typer.Option(
-        min=0, help="Delete backups older than N days there (0: all but the newest). Default: the stack's "
-        "backup.keep_days.",
-        show_default=False)] = None,
+        min=0, metavar="N", show_default=False,
+        help="Delete backups older than N days there (0: all but the newest). Default: the stack's "
+        "backup.keep_days.")] = None,
     keep: Annotated[int | None, typer.Option(
-        min=1, help="Keep the N newest backups there. Default: the stack's backup.keep.", show_default=False)] = None,
+        min=1, metavar="N", show_default=False,
+        help="Keep the N newest backups there. Default: the stack's backup.keep.")] = None,
     s3_endpoint: EndpointOption = None,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """One checked RDB per shard (from a healthy replica) and a manifest.json, in a directory or
-    an S3 bucket; then the retention. The newest complete backup is never deleted."""
+    """Back the deployment up, shard by shard.
+
+    One checked RDB per shard, snapshotted from a healthy replica, and a manifest.json, into a
+    directory or an S3 bucket; then the retention runs. The newest complete backup is never deleted.
+    """
     target = target_of(stack, seed, workdir, outputs, as_json)
     settings = stack_backup(target)
     location = to or destination_of(settings)
@@ -166,11 +169,12 @@ def backup(
     keep_days = keep_days if keep_days is not None else settings.keep_days
     keep = keep if keep is not None else settings.keep
     try:
-        where, manifest, pruned = _backup_to(target, location, endpoint, from_masters, keep_days, keep, as_json)
-    except (BackupError, OSError) as error:
+        with reported(as_json, PROBLEM):
+            where, manifest, pruned = _backup_to(target, location, endpoint, from_masters, keep_days, keep, as_json)
+    except OSError as error:  # the destination: a full disk, no permission
         raise fail(str(error), as_json, code=PROBLEM) from None
     if as_json:
-        _emit_json({"command": "backup", "target": target.describe(), "ok": True, "location": where,
+        emit_json({"command": "backup", "target": target.describe(), "ok": True, "location": where,
                     "manifest": manifest, "pruned": pruned})
         raise typer.Exit(code=OK)
     console.print(_shards_table(manifest))
@@ -197,6 +201,28 @@ def _restore_table(result: RestoreResult) -> Table:
 
 def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: int, sample: int,
                  endpoint: str | None, as_json: bool, parallel: int | None) -> RestoreResult:
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as RichProgress
+    from rich.text import Text
+
+    from cachelayer.ops.restore import Progress, open_backup, restore
+
+    class KeysPerSecond(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(f"{task.speed or 0:,.0f} keys/s")
+
+    class Bars(Progress):
+        """The restore's progress: one bar per shard, on stderr."""
+
+        def __init__(self, bar: RichProgress) -> None:
+            self.bar = bar
+
+        def start(self, label: str, total: int) -> Any:
+            return self.bar.add_task(label, total=total)
+
+        def advance(self, task: Any, keys: int) -> None:
+            self.bar.advance(task, keys)
+
     announce = None if as_json else (lambda line: errors.print(f"[dim]{line}[/]", highlight=False))
     settings = stack_backup(target)
     if settings.is_s3 and location.startswith(str(settings.destination).rstrip("/")):
@@ -205,23 +231,26 @@ def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: in
     with open_backup(location, endpoint, settings.s3_region) as (source, files):
         if as_json:
             return restore(files, target, mode, verify, source, batch, sample, announce=announce, parallel=parallel)
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _KeysPerSecond(),
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), KeysPerSecond(),
                    TimeElapsedColumn())
         with RichProgress(*columns, console=errors, transient=False) as bar:
-            return restore(files, target, mode, verify, source, batch, sample, _Bar(bar), announce=announce,
+            return restore(files, target, mode, verify, source, batch, sample, Bars(bar), announce=announce,
                            parallel=parallel)
 
 
 def restore_command(
     backup_location: Annotated[str, typer.Argument(
         metavar="BACKUP", help="A backup directory, a folder of them (newest), s3://..., or the hosts' .rdb files.")],
-    into: Annotated[str, typer.Option("--into", help="The stack to restore into.")] = "dev",
-    mode: Annotated[str, typer.Option(help="fail-if-not-empty, skip-existing or replace.")] = "fail-if-not-empty",
-    verify: Annotated[bool, typer.Option(help="Check counts per shard and compare a sample by DUMP payload.")] = False,
-    batch: Annotated[int, typer.Option(help="Keys per SCAN batch and pipeline.")] = 1000,
-    sample: Annotated[int, typer.Option(help="Keys per shard compared by --verify.")] = 100,
+    into: Annotated[str, typer.Option("--into", metavar="NAME", help="The stack to restore into.")] = DEFAULT_STACK,
+    mode: Annotated[str, typer.Option(metavar="MODE", help="fail-if-not-empty, skip-existing or replace.")
+                    ] = "fail-if-not-empty",
+    verify: Annotated[bool, typer.Option(
+        show_default=False, help="Check counts per shard and compare a sample by DUMP payload.")] = False,
+    batch: Annotated[int, typer.Option(metavar="N", help="Keys per SCAN batch and pipeline.")] = 1000,
+    sample: Annotated[int, typer.Option(metavar="N", help="Keys per shard compared by --verify.")] = 100,
     parallel: Annotated[int | None, typer.Option(
-        min=1, help="Shards restored at once (each in a temporary redis-server's memory). "
+        min=1, metavar="N", show_default=False,
+        help="Shards restored at once (each in a temporary redis-server's memory). "
         "Default: up to 4, as many as fit in half the free memory.")] = None,
     s3_endpoint: EndpointOption = None,
     seed: SeedOption = None,
@@ -229,19 +258,24 @@ def restore_command(
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Load each shard's RDB into a temporary redis-server and RESTORE its keys (ABSTTL) into the
-    target through its masters, whatever its shape. Refuses a non-empty target unless --mode says."""
+    """Restore a backup into a stack, whatever its shape.
+
+    Each shard's RDB is loaded into a temporary redis-server and its keys RESTOREd (ABSTTL) into
+    the target through its masters. Refuses a non-empty target unless --mode says.
+    """
+    from cachelayer.ops.restore import MODES
+
     if mode not in MODES:
-        raise fail(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", as_json, code=PROBLEM)
+        raise usage_error(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", as_json)
     target = target_of(into, seed, workdir, outputs, as_json)
     try:
-        with _interruptible():
+        with reported(as_json, PROBLEM), _interruptible():
             result = _run_restore(backup_location, target, mode, verify, batch, sample, s3_endpoint, as_json, parallel)
-    except (BackupError, OSError) as error:
+    except OSError as error:  # the backup's files: missing, unreadable
         raise fail(str(error), as_json, code=PROBLEM) from None
     ok = result.verified is not False
     if as_json:
-        _emit_json({"command": "restore", "target": target.describe(), "ok": ok, **result.as_json()})
+        emit_json({"command": "restore", "target": target.describe(), "ok": ok, **result.as_json()})
         raise typer.Exit(code=OK if ok else PROBLEM)
     console.print(_restore_table(result))
     console.print(f"restored {result.restored} keys in {result.seconds:.1f} s ({result.keys_per_second:,.0f} keys/s); "
@@ -253,6 +287,8 @@ def restore_command(
 
 def free_base_port(first: int = 17000, last: int = 18000, sentinels: bool = False) -> int:
     """A base port with 6 node ports, their bus ports (+10000) and, for sentinel, +20000 free."""
+    from cachelayer.sandbox.local import SandboxError, port_is_free
+
     for base in range(first, last, 10):
         ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
         ports += [base + 20000 + i for i in range(3)] if sentinels else []
@@ -262,18 +298,28 @@ def free_base_port(first: int = 17000, last: int = 18000, sentinels: bool = Fals
 
 
 def restore_drill(
-    stack: StackOption = "dev",
-    base_port: Annotated[int | None, typer.Option(help="Ports of the throwaway sandbox (default: a free block from 17000).",
-                                                  show_default=False)] = None,
-    from_masters: Annotated[bool, typer.Option(help="Snapshot the masters instead of a healthy replica.")] = False,
-    sample: Annotated[int, typer.Option(help="Keys per shard compared by DUMP payload.")] = 100,
+    stack: StackOption = DEFAULT_STACK,
+    base_port: Annotated[int | None, typer.Option(
+        metavar="PORT", show_default=False,
+        help="Ports of the throwaway sandbox (default: a free block from 17000).")] = None,
+    from_masters: Annotated[bool, typer.Option(
+        show_default=False, help="Snapshot the masters instead of a healthy replica.")] = False,
+    sample: Annotated[int, typer.Option(metavar="N", help="Keys per shard compared by DUMP payload.")] = 100,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Back the stack up, restore it into a throwaway local sandbox of the same topology, verify
-    (counts and sampled DUMP payloads), report the figures, clean up. Exit 1 when any step fails."""
+    """Back up, restore into a throwaway sandbox, verify.
+
+    The throwaway local sandbox has the stack's topology; the check compares counts and sampled
+    DUMP payloads, reports the figures and cleans up. Exit 1 when any step fails.
+    """
+    from cachelayer.ops.backup import read_manifest, take_backup
+    from cachelayer.ops.restore import open_backup, restore
+    from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+    from cachelayer.sandbox.targets import target_of_sandbox
+
     target = target_of(stack, seed, workdir, outputs, as_json)
     scratch = Path(tempfile.mkdtemp(prefix="cachelayer-drill-"))
     figures: dict[str, Any] = {}
@@ -298,7 +344,7 @@ def restore_drill(
             drill_target = target_of_sandbox(sandbox, "restore drill sandbox")
             with open_backup(str(path)) as (source, files), progress("Restoring and verifying…", as_json):
                 result = restore(files, drill_target, "fail-if-not-empty", True, source, sample=sample)
-    except (BackupError, SandboxError, SettingsError, TargetError, OSError) as error:
+    except (CachelayerError, OSError) as error:  # every step's refusal, and the scratch directory's
         raise fail(f"restore drill failed: {error}", as_json, code=PROBLEM) from None
     finally:
         if sandbox is not None:
@@ -309,23 +355,14 @@ def restore_drill(
                 "sampled": sum(s.sampled for s in result.shards), "verified": bool(result.verified)}
     ok = bool(result.verified)
     if as_json:
-        _emit_json({"command": "restore-drill", "target": target.describe(), "ok": ok, "figures": figures,
+        emit_json({"command": "restore-drill", "target": target.describe(), "ok": ok, "figures": figures,
                     "restore": result.as_json()})
         raise typer.Exit(code=OK if ok else PROBLEM)
     console.print(_restore_table(result))
     table = Table(title=f"restore drill of {target.stack}: {'[green]passed' if ok else '[red]FAILED'}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
+    whole_column(table, "figure", list(figures))
+    whole_column(table, "value", [str(v) for v in figures.values()], justify="right")
     for name, value in figures.items():
         table.add_row(name, str(value))
     console.print(table)
     raise typer.Exit(code=OK if ok else PROBLEM)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("backup")(backup)
-    app.command("restore")(restore_command)
-    app.command("restore-drill")(restore_drill)
-
-
-__all__ = ["CANNOT_CHECK", "register"]

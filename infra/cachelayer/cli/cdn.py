@@ -1,118 +1,150 @@
-"""`cachelayer cdn ...`: purge, analytics and an offline explain of the cache rules.
+"""`cachelayer cdn purge | analytics | explain` (docs/cdn.md).
 
-The zone comes from the stack file (cdn.zone_id); the token from CLOUDFLARE_API_TOKEN, and it
-is never printed. Exit codes: 0 ok, 1 problem or refused, 2 could not check (API unreachable).
+The zone comes from the stack file (cdn.zone_id; the default stack is dev, as for every command,
+and a stack without CDN settings is named with the stacks that have them); the token comes from
+CLOUDFLARE_API_TOKEN and is never printed. Exit codes: common.ExitCode.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit
 
-import cloudflare
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cachelayer.cdn.api import (
-    PURGE_LIMITS,
-    AnalyticsReport,
-    BatchResult,
-    CdnApiError,
-    Purger,
-    fetch_analytics,
-    plan_purge,
-    static_urls,
-    video_targets,
+from cachelayer.cli.common import (
+    DEFAULT_STACK,
+    JsonOption,
+    Runtime,
+    StackOption,
+    console,
+    emit_json,
+    errors,
+    fail,
+    reported,
+    runtime_of,
+    usage_error,
+    whole_column,
 )
-from cachelayer.cdn.rules import Request, build_cache_rules, evaluate
-from cachelayer.cdn.settings import CdnSettings, load_cdn_settings
-from cachelayer.config.stack_file import read_stack_config
-from cachelayer.errors import SettingsError
+from cachelayer.errors import CachelayerError, SettingsError
 
-cdn_app = typer.Typer(help="The Cloudflare CDN: purge, analytics, and which cache rules a URL meets.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
+if TYPE_CHECKING:
+    from cachelayer.cdn.api import AnalyticsReport, BatchResult
+    from cachelayer.cdn.rules import Request
+    from cachelayer.cdn.settings import CdnSettings
+
+cdn_app = typer.Typer(help="The Cloudflare CDN: purge, analytics, explain.\n\n"
+                      "Purge cached content, read the zone's analytics, and see which cache rules a URL meets.",
+                      no_args_is_help=True, rich_markup_mode=None)
 
 TOKEN_ENV = "CLOUDFLARE_API_TOKEN"
-# Seams for tests: the client (its HTTP layer) and time. Never real network or time in tests.
-make_client: Callable[[str], cloudflare.Cloudflare] = lambda token: cloudflare.Cloudflare(  # noqa: E731
-    api_token=token, max_retries=0  # retries are ours: paced, and honouring Retry-After
-)
-sleep: Callable[[float], None] = time.sleep
-clock: Callable[[], float] = time.monotonic
-now: Callable[[], datetime] = lambda: datetime.now(UTC)  # noqa: E731
-
-StackOption = Annotated[str, typer.Option("--stack", "-s", help="Stack whose Pulumi.<stack>.yaml is read.")]
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=code)
+def register(app: typer.Typer) -> None:
+    app.add_typer(cdn_app, name="cdn")
 
 
-def _settings(stack: str) -> CdnSettings:
-    try:
-        settings = load_cdn_settings(read_stack_config(stack).get("cdn"), required=True)
-    except SettingsError as error:
-        raise _fail(str(error)) from None
+def stacks_with_cdn() -> list[str]:
+    """The project's stacks whose file sets cdn.zone_id."""
+    from cachelayer.config.stack_file import read_stack_config
+    from cachelayer.paths import project_root
+
+    found = []
+    for path in sorted(project_root().glob("Pulumi.*.yaml")):
+        name = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        cdn = read_stack_config(name).get("cdn")
+        if isinstance(cdn, dict) and cdn.get("zone_id"):
+            found.append(name)
+    return found
+
+
+def cdn_settings(stack: str) -> CdnSettings:
+    """The stack's CDN settings; a stack without them is a settings error that names the stacks
+    that have them."""
+    from cachelayer.cdn.settings import load_cdn_settings
+    from cachelayer.config.stack_file import read_stack_config
+
+    raw = read_stack_config(stack).get("cdn")
+    if not (isinstance(raw, dict) and raw.get("zone_id")):
+        others = [name for name in stacks_with_cdn() if name != stack]
+        raise SettingsError(
+            "cdn.zone_id",
+            f"stack {stack} has no CDN settings (no cachelayer:cdn.zone_id in Pulumi.{stack}.yaml)",
+            f"pass --stack {' or --stack '.join(others)}, which has them" if others
+            else f"set cachelayer:cdn: {{zone_id: <32-hex zone id>}} in Pulumi.{stack}.yaml",
+        )
+    settings = load_cdn_settings(raw, required=True)
     assert settings is not None  # required=True
     return settings
 
 
-def _client(permission: str) -> cloudflare.Cloudflare:
-    token = os.environ.get(TOKEN_ENV, "")
+def _client(runtime: Runtime, permission: str) -> Any:
+    token = runtime.env.get(TOKEN_ENV, "")
     if not token:
-        raise _fail(f"{TOKEN_ENV} is not set: create an API token with the zone permission \"{permission}\"")
-    return make_client(token)
+        raise CachelayerError(f"{TOKEN_ENV} is not set: create an API token with the zone permission \"{permission}\"")
+    return runtime.cloudflare_client(token)
 
 
 @cdn_app.command()
 def purge(
-    stack: StackOption = "prod",
-    video: Annotated[list[str] | None, typer.Option("--video", help="Video id: its prefixes (and tag).")] = None,
-    static: Annotated[list[str] | None, typer.Option("--static", help="Static file path or URL.")] = None,
-    prefix: Annotated[list[str] | None, typer.Option("--prefix", help="host/path prefix.")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Cache-Tag.")] = None,
-    host: Annotated[list[str] | None, typer.Option("--host", help="Hostname.")] = None,
+    context: typer.Context,
+    stack: StackOption = DEFAULT_STACK,
+    video: Annotated[list[str] | None, typer.Option(
+        "--video", metavar="ID", show_default=False, help="Video id: its prefixes (and tag).")] = None,
+    static: Annotated[list[str] | None, typer.Option(
+        "--static", metavar="PATH", show_default=False, help="Static file path or URL.")] = None,
+    prefix: Annotated[list[str] | None, typer.Option(
+        "--prefix", metavar="PREFIX", show_default=False, help="host/path prefix.")] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", metavar="TAG", show_default=False, help="Cache-Tag.")] = None,
+    host: Annotated[list[str] | None, typer.Option("--host", metavar="HOST", show_default=False, help="Hostname.")] = None,
     everything: Annotated[bool, typer.Option("--everything", help="Purge the whole zone.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before --everything.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the requests, send nothing.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Purge cached content, batched to the plan's per-request limit and paced to its rate limit."""
-    settings = _settings(stack)
-    limits = PURGE_LIMITS[settings.plan]
-    prefixes, tags = list(prefix or []), list(tag or [])
-    try:
+    """Purge cached content.
+
+    Batched to the plan's per-request limit and paced to its rate limit.
+    """
+    from cachelayer.cdn.api import PURGE_LIMITS, Purger, plan_purge, static_urls, video_targets
+
+    runtime = runtime_of(context)
+    with reported(as_json):
+        settings = cdn_settings(stack)
+        limits = PURGE_LIMITS[settings.plan]
+        prefixes, tags = list(prefix or []), list(tag or [])
         for video_id in video or []:
             video_prefixes, video_tags = video_targets(settings, video_id)
             prefixes += video_prefixes
             tags += video_tags
         files = static_urls(settings, static or [])
-    except CdnApiError as error:
-        raise _fail(str(error), error.exit_code) from None
     if everything and (files or prefixes or tags or host):
-        raise _fail("--everything purges the whole zone: give it alone")
+        raise usage_error("--everything purges the whole zone: give it alone", as_json)
     batches = plan_purge(limits, files=files, prefixes=prefixes, tags=tags, hosts=host or [], everything=everything)
     if not batches:
-        raise _fail("nothing to purge: give --video, --static, --prefix, --tag, --host or --everything")
+        raise usage_error("nothing to purge: give --video, --static, --prefix, --tag, --host or --everything", as_json)
     endpoint = f"POST /zones/{settings.zone_id}/purge_cache"
     if dry_run:
+        if as_json:
+            emit_json({"command": "cdn purge", "ok": True, "dry_run": True,
+                       "requests": [{"request": endpoint, "body": batch.body()} for batch in batches]})
+            return
         for number, batch in enumerate(batches, 1):
             console.print(f"[{number}/{len(batches)}] {endpoint} {json.dumps(batch.body())}", highlight=False, soft_wrap=True)
         console.print(f"dry run: {len(batches)} request(s), nothing sent", highlight=False)
         return
-    if everything and not yes and not typer.confirm(f"Purge EVERYTHING cached for zone {settings.zone_name or settings.zone_id}?"):
-        raise _fail("not confirmed; nothing purged")
+    zone = settings.zone_name or settings.zone_id
+    if everything and not yes and not typer.confirm(f"Purge EVERYTHING cached for zone {zone}?", err=True):
+        raise fail("not confirmed; nothing purged", as_json)
 
     def done(result: BatchResult) -> None:
+        if as_json:
+            return
         number = batches.index(result.batch) + 1
         retried = f" after {result.attempts} attempts" if result.attempts > 1 else ""
         console.print(
@@ -120,22 +152,24 @@ def purge(
             highlight=False,
         )
 
-    purger = Purger(
-        _client("Cache Purge"), settings.zone_id, limits, sleep=sleep, clock=clock,
-        notify=lambda message: errors.print(f"[yellow]{escape(message)}[/]", highlight=False),
-    )  # fmt: skip
-    try:
+    with reported(as_json):
+        purger = Purger(
+            _client(runtime, "Cache Purge"), settings.zone_id, limits, sleep=runtime.sleep, clock=runtime.clock,
+            notify=lambda message: errors.print(f"[yellow]{escape(message)}[/]", highlight=False),
+        )  # fmt: skip
         results = purger.run(batches, done)
-    except CdnApiError as error:
-        raise _fail(str(error), error.exit_code) from None
     items = sum(len(r.batch.items) for r in results)
+    if as_json:
+        emit_json({"command": "cdn purge", "ok": True, "dry_run": False, "items": items,
+                   "requests": [{"body": r.batch.body(), "attempts": r.attempts, "purge_id": r.purge_id} for r in results]})
+        return
     console.print(f"done: {len(results)} request(s), {items or 'all'} item(s) purged", highlight=False)
 
 
-def _since(text: str) -> timedelta:
+def _since(text: str, as_json: bool) -> timedelta:
     match = re.fullmatch(r"(\d+)([hd])", text)
     if not match or int(match.group(1)) == 0:
-        raise _fail(f"--since {text!r}: write hours or days, e.g. 24h or 3d")
+        raise usage_error(f"--since {text!r}: write hours or days, e.g. 24h or 3d", as_json)
     amount = int(match.group(1))
     return timedelta(hours=amount) if match.group(2) == "h" else timedelta(days=amount)
 
@@ -164,20 +198,25 @@ def chart(report: AnalyticsReport, width: int = 30) -> list[str]:
 
 @cdn_app.command()
 def analytics(
-    stack: StackOption = "prod",
-    since: Annotated[str, typer.Option(help="How far back: 24h, 3d...")] = "24h",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    context: typer.Context,
+    stack: StackOption = DEFAULT_STACK,
+    since: Annotated[str, typer.Option(metavar="AGE", help="How far back: 24h, 3d...")] = "24h",
+    as_json: JsonOption = False,
 ) -> None:
-    """Requests, cached requests, bandwidth from cache, hit ratio, by cache status and by hour."""
-    settings = _settings(stack)
-    window = _since(since)
-    until = now().replace(minute=0, second=0, microsecond=0)  # whole hours: the hourly dataset's unit
-    try:
-        report = fetch_analytics(_client("Analytics Read"), settings.zone_id, until - window, until)
-    except CdnApiError as error:
-        raise _fail(str(error), error.exit_code) from None
+    """The zone's requests and hit ratio.
+
+    Requests, cached requests, bandwidth from cache, hit ratio, by cache status and by hour.
+    """
+    from cachelayer.cdn.api import fetch_analytics
+
+    runtime = runtime_of(context)
+    window = _since(since, as_json)
+    with reported(as_json):
+        settings = cdn_settings(stack)
+        until = runtime.now().replace(minute=0, second=0, microsecond=0)  # whole hours: the hourly dataset's unit
+        report = fetch_analytics(_client(runtime, "Analytics Read"), settings.zone_id, until - window, until)
     if as_json:
-        console.print_json(json.dumps(report.as_json()))
+        emit_json(report.as_json())
         return
     ratio = f"{report.hit_ratio:.1%}" if report.hit_ratio is not None else "-"
     console.print(f"{report.since} .. {report.until}", highlight=False)
@@ -187,7 +226,7 @@ def analytics(
         highlight=False,
     )
     table = Table(title="by cache status")
-    table.add_column("cacheStatus")
+    whole_column(table, "cacheStatus", [status for status, _ in report.statuses])
     table.add_column("requests", justify="right")
     for status, count in report.statuses:
         table.add_row(status, f"{count:,}")
@@ -199,32 +238,52 @@ def analytics(
 @cdn_app.command()
 def explain(
     url: Annotated[str, typer.Argument(help="URL or path, e.g. https://learn.example.com/static/app.css")],
-    cookie: Annotated[list[str] | None, typer.Option("--cookie", help="NAME=VALUE, repeatable.")] = None,
-    device: Annotated[str, typer.Option(help="mobile, tablet or desktop.")] = "desktop",
-    stack: StackOption = "prod",
+    cookie: Annotated[list[str] | None, typer.Option(
+        "--cookie", metavar="NAME=VALUE", show_default=False, help="A request cookie; repeatable.")] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="mobile, tablet or desktop.")] = "desktop",
+    stack: StackOption = DEFAULT_STACK,
+    as_json: JsonOption = False,
 ) -> None:
-    """Which cache rules match, in order, and the resulting TTLs and cache key (offline)."""
+    """Which cache rules a URL meets (offline).
+
+    The rules that match, in order, and the resulting TTLs and cache key.
+    """
+    from cachelayer.cdn.rules import Request, build_cache_rules, evaluate
+
     if device not in ("mobile", "tablet", "desktop"):
-        raise _fail(f"--device must be mobile, tablet or desktop, not {device!r}")
+        raise usage_error(f"--device must be mobile, tablet or desktop, not {device!r}", as_json)
     for item in cookie or []:
         if "=" not in item:
-            raise _fail(f"--cookie {item!r}: write NAME=VALUE")
-    settings = _settings(stack)
+            raise usage_error(f"--cookie {item!r}: write NAME=VALUE", as_json)
+    with reported(as_json):
+        settings = cdn_settings(stack)
     parts = urlsplit(url if "//" in url else f"//{settings.zone_name}{'' if url.startswith('/') else '/'}{url}")
     request = Request(parts.path or "/", host=parts.hostname or settings.zone_name, cookie="; ".join(cookie or []))
     rules = build_cache_rules(settings)
     decision = evaluate(rules, request)
-    console.print(f"{request.host}{request.path}  (rules see {request.normalized_path})", highlight=False)
-    table = Table(title="cache rules, in evaluation order (the last match wins each setting)")
-    for column in ("#", "rule", "matches", "sets"):
-        table.add_column(column)
+    rows = []
     for number, rule in enumerate(rules, 1):
         hit = rule.ref in decision.matched
         won = sorted(k for k, ref in decision.decided_by.items() if ref == rule.ref)
-        table.add_row(str(number), rule.ref, "[green]yes" if hit else "no", ", ".join(won) if hit else "")
+        rows.append((number, rule.ref, hit, won if hit else []))
+    lines = describe_decision(decision.settings, request, parts.query, device)
+    if as_json:
+        emit_json({"command": "cdn explain", "ok": True, "stack": stack, "host": request.host, "path": request.path,
+                   "normalized_path": request.normalized_path,
+                   "rules": [{"order": n, "rule": ref, "matches": hit, "sets": won} for n, ref, hit, won in rows],
+                   "settings": decision.settings or {}, "decision": lines})
+        return
+    console.print(f"{request.host}{request.path}  (rules see {request.normalized_path})", highlight=False, soft_wrap=True)
+    table = Table(title="cache rules, in evaluation order (the last match wins each setting)")
+    whole_column(table, "#", [str(len(rows))])
+    whole_column(table, "rule", [ref for _, ref, _, _ in rows])
+    whole_column(table, "matches", ["yes"])
+    table.add_column("sets", overflow="fold")
+    for number, ref, hit, won in rows:
+        table.add_row(str(number), ref, "[green]yes" if hit else "no", ", ".join(won))
     console.print(table)
-    for line in describe_decision(decision.settings, request, parts.query, device):
-        console.print(line, highlight=False)
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def describe_decision(settings: Any, request: Request, query: str, device: str) -> list[str]:

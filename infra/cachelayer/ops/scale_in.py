@@ -3,41 +3,19 @@ drained (their slots and keys moved to the remaining masters, key by key with MI
 slot stays served) and made forgotten by the cluster before their processes go away. Then every
 remaining master gets its `replicas_per_master` replicas back, taken from masters that have more.
 
-The local sandbox runs it before `up`; on the hosts and in Docker, the node's delete step refuses
-while the node still owns slots or keys (see render_hosts.render_node_guard)."""
+The local sandbox runs it before `up` (sandbox/targets.py); on the hosts and in Docker, the node's
+delete step refuses while the node still owns slots or keys (see render_hosts.render_node_guard)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from cachelayer.ops.health import read_cluster_nodes
 from cachelayer.ops.rebalance import RebalanceError, node_id, postcheck, preflight, redis_cli_cluster
-from cachelayer.ops.target import Endpoint, Target, target_of_sandbox
-from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.ops.target import Endpoint, Target
 
 Report = Callable[[str], None]
-
-
-def retire_sandbox_nodes(sandbox: LocalSandbox, report: Report = lambda line: None) -> list[str]:
-    """Drain, forget and stop the sandbox's running nodes that the stack no longer plans."""
-    retired = sandbox.retired_nodes()
-    if not retired:
-        return []
-    if sandbox.topology.kind != "cluster":
-        # Sentinel groups are whole master/replica pairs: nothing holds another group's data.
-        for name in sorted(retired):
-            sandbox.forget(name)
-        return sorted(retired)
-    planned = target_of_sandbox(sandbox)
-    leaving = tuple(Endpoint(name, record.address, record.port) for name, record in sorted(retired.items()))
-    target = replace(planned, nodes=planned.nodes + leaving)
-    retire(target, leaving, len(sandbox.topology.masters), report)
-    for endpoint in leaving:
-        sandbox.forget(endpoint.name)
-    restore_replicas(planned, sandbox.settings.redis.replicas_per_master, report)
-    return [e.name for e in leaving]
 
 
 def retire(target: Target, leaving: tuple[Endpoint, ...], masters_wanted: int, report: Report) -> None:

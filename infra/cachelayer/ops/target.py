@@ -1,10 +1,11 @@
 """Which deployment an operator command talks to, and with which credentials.
 
-`resolve(stack)` tries, in order: a running local sandbox of the stack (its workdir state), the
-stack's `pulumi stack output --json --show-secrets` (when the Pulumi CLI is installed, or a file
-given with --outputs), and the environment (REDIS_PASSWORD, SENTINEL_PASSWORD,
-REDIS_NODE_<n>_HOST/PORT, REDIS_SENTINEL_<n>_HOST/PORT) plus `--seed host:port`. The source used
-is recorded in `Target.source`; passwords never appear in a repr, a message or a command line.
+A Target comes from the stack's `pulumi stack output --json --show-secrets` (when the Pulumi CLI is
+installed, or a file given with --outputs), or from the environment (REDIS_ADMIN_PASSWORD,
+REDIS_ADMIN_USER, SENTINEL_PASSWORD, REDIS_NODE_<n>_HOST/PORT, REDIS_SENTINEL_<n>_HOST/PORT) plus
+`--seed host:port`; a running local sandbox gives one too (sandbox/targets.py). The order the CLI
+tries them in lives in cli/common.py. The source used is recorded in `Target.source`; passwords
+never appear in a repr, a message or a command line.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import redis
 
@@ -24,12 +25,26 @@ from cachelayer.config.settings import Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.errors import CachelayerError, SettingsError
 from cachelayer.ops.health import read_cluster_nodes
-from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, default_workdir
+from cachelayer.plan.topology import Node, Topology
+from cachelayer.render.nodes import USERS, Paths
 
 Kind = Literal["cluster", "sentinel"]
 # Runs `pulumi stack output`: argv in, (exit code, stdout, stderr) out. Tests pass a fake.
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
+# The operator's credentials. Not REDIS_PASSWORD/REDIS_USER: the cache library reads those as the
+# application user's (user app), and the operator commands need the admin user.
+ADMIN_PASSWORD_ENV = "REDIS_ADMIN_PASSWORD"
+ADMIN_USER_ENV = "REDIS_ADMIN_USER"
+
+
+class LocalLayout(Protocol):
+    """A deployment whose files ops can name (a local sandbox): drift compares against its own
+    topology and paths instead of the stack's. ops never imports the sandbox itself."""
+
+    @property
+    def topology(self) -> Topology: ...
+
+    def paths(self, process: Node) -> Paths: ...
 
 
 class TargetError(CachelayerError):
@@ -62,7 +77,7 @@ class Target:
     tls_ca: str | None = None  # a CA file: connect with TLS
     settings: Settings | None = None  # what the stack renders (drift, planned shape), when known
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)  # user -> password, those known
-    sandbox: LocalSandbox | None = field(default=None, repr=False, compare=False)
+    sandbox: LocalLayout | None = field(default=None, repr=False, compare=False)
 
     def client(self, endpoint: Endpoint, timeout: float = 2.0) -> redis.Redis:
         """An admin connection to one node (or, for a sentinel endpoint, a sentinel)."""
@@ -121,44 +136,6 @@ def _stack_settings(stack: str) -> Settings | None:
         return load_settings(read_stack_config(stack), stack)
     except SettingsError:
         return None
-
-
-# --------------------------------------------------------------------------- sandbox
-def from_sandbox(stack: str, workdir: Path | None = None) -> Target | None:
-    """The stack's local sandbox, when one of its processes is running."""
-    directory = workdir or default_workdir(stack)
-    try:
-        sandbox = LocalSandbox.from_workdir(directory)
-    except (SandboxError, SettingsError, OSError, KeyError):
-        return None
-    if not sandbox.running():
-        return None
-    return target_of_sandbox(sandbox, f"local sandbox {sandbox.workdir}")
-
-
-def target_of_sandbox(sandbox: LocalSandbox, source: str = "local sandbox") -> Target:
-    topology = sandbox.topology
-    passwords = sandbox.passwords
-    return Target(
-        stack=sandbox.settings.stack,
-        source=source,
-        kind=topology.kind,
-        nodes=tuple(Endpoint(n.name, n.address, n.port) for n in topology.nodes),
-        sentinels=tuple(Endpoint(s.name, s.address, s.port) for s in topology.sentinels),
-        groups=tuple(m.group for m in topology.masters) if topology.kind == "sentinel" else (),
-        admin_password=passwords.admin,
-        sentinel_password=passwords.admin,  # sentinels know the admin user too (sentinel.conf.j2)
-        tls_ca=str(sandbox.tls_dir / "ca.crt") if sandbox.tls_dir else None,
-        settings=sandbox.settings,
-        passwords={
-            USERS.app: passwords.app,
-            USERS.admin: passwords.admin,
-            USERS.replication: passwords.replication,
-            USERS.sentinel: passwords.sentinel,
-            USERS.monitor: passwords.monitor,
-        },
-        sandbox=sandbox,
-    )
 
 
 # ---------------------------------------------------------------------------- pulumi
@@ -237,10 +214,10 @@ def _numbered(env: Mapping[str, str], prefix: str, name: Callable[[int], str]) -
 def from_environment(
     stack: str, env: Mapping[str, str], seed: str | None = None, discover: bool = True
 ) -> Target | None:
-    """REDIS_PASSWORD (admin user, or REDIS_USER), SENTINEL_PASSWORD, REDIS_NODE_<n>_HOST/PORT,
+    """REDIS_ADMIN_PASSWORD (user admin, or REDIS_ADMIN_USER), SENTINEL_PASSWORD, REDIS_NODE_<n>_HOST/PORT,
     REDIS_SENTINEL_<n>_HOST/PORT, REDIS_TLS_CA; `seed` adds a node. In a cluster the other
     nodes are found from the seed's CLUSTER NODES (with `discover`)."""
-    password = env.get("REDIS_PASSWORD")
+    password = env.get(ADMIN_PASSWORD_ENV)
     if not password:
         return None
     nodes = _numbered(env, "REDIS_NODE", lambda port: f"redis-{port}")
@@ -249,13 +226,13 @@ def from_environment(
         if all(e.port != port or e.host != host for e in nodes):
             nodes.insert(0, Endpoint(f"redis-{port}", host, port))
     if not nodes:
-        raise TargetError("REDIS_PASSWORD is set but no node is: give --seed host:port or REDIS_NODE_1_HOST/PORT")
+        raise TargetError(f"{ADMIN_PASSWORD_ENV} is set but no node is: give --seed host:port or REDIS_NODE_1_HOST/PORT")
     sentinels = _numbered(env, "REDIS_SENTINEL", lambda port: f"redis-sentinel-{port}")
-    user = env.get("REDIS_USER", USERS.admin)
+    user = env.get(ADMIN_USER_ENV, USERS.admin)
     sentinel_password = env.get("SENTINEL_PASSWORD")
     target = Target(
         stack=stack,
-        source="environment (REDIS_PASSWORD" + (f", --seed {seed})" if seed else ", REDIS_NODE_<n>_*)"),
+        source=f"environment ({ADMIN_PASSWORD_ENV}" + (f", --seed {seed})" if seed else ", REDIS_NODE_<n>_*)"),
         kind="sentinel" if sentinels else "cluster",
         nodes=tuple(nodes),
         sentinels=tuple(sentinels),
@@ -303,35 +280,3 @@ def _discover_cluster(target: Target) -> Target:
         endpoints = tuple(Endpoint(f"redis-{port}", host, port) for host, port in sorted(found, key=lambda a: (a[1], a[0])))
         return replace(target, nodes=endpoints)
     return target
-
-
-# --------------------------------------------------------------------------- resolve
-def resolve(
-    stack: str,
-    *,
-    seed: str | None = None,
-    workdir: Path | None = None,
-    outputs_file: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    runner: Runner | None = None,
-) -> Target:
-    """The first source that knows the stack: sandbox, Pulumi outputs, environment."""
-    env = os.environ if env is None else env
-    if outputs_file is None and seed is None:
-        target = from_sandbox(stack, workdir)
-        if target is not None:
-            return target
-        if workdir is not None:
-            raise TargetError(f"no running sandbox in {workdir}: start it with `cachelayer sandbox up`")
-    if seed is None:
-        target = from_pulumi(stack, runner, outputs_file, env.get("REDIS_TLS_CA") or None)
-        if target is not None:
-            return target
-    target = from_environment(stack, env, seed)
-    if target is not None:
-        return target
-    raise TargetError(
-        f"found no deployment of stack {stack}: no running sandbox in {default_workdir(stack)}, no Pulumi CLI "
-        "(or --outputs FILE), and no REDIS_PASSWORD with --seed host:port in the environment. Start the sandbox "
-        f"with `venv/bin/cachelayer sandbox up --stack {stack}`, or set REDIS_PASSWORD and pass --seed"
-    )
