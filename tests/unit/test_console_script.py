@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -37,8 +38,15 @@ def test_a_non_editable_install_renders_and_runs_without_the_checkout(tmp_path: 
     site = next((fresh / "lib").glob("python3*/site-packages"))
     ours = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "jinja2").is_dir())
     (site / "dependencies.pth").write_text(f"{ours}\n")
+    # Built from a copy: a build in place would leave build/ and *.egg-info in the checkout.
+    source = tmp_path / "source"
+    source.mkdir()
+    shutil.copy(REPO_ROOT / "pyproject.toml", source)
+    for folder in ("infra", "templates"):
+        shutil.copytree(REPO_ROOT / folder, source / folder, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(fresh / "bin" / "python"), "install", "-q", "--no-deps", str(REPO_ROOT)],
+        [sys.executable, "-m", "pip", "--python", str(fresh / "bin" / "python"), "install", "-q", "--no-deps", str(source)],
         capture_output=True, text=True, check=False,
     )
     assert install.returncode == 0, install.stderr
