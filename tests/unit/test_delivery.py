@@ -18,6 +18,7 @@ from cachelayer.ops.delivery import (
     clean_output,
     issue_title,
     overall,
+    read_tree,
     render_diff_markdown,
     tree_changes,
 )
@@ -175,3 +176,31 @@ def test_render_diff_is_cut_to_githubs_limit() -> None:
     head = {f"f{i}": "b\n" * 200 for i in range(50)}
     text = render_diff_markdown({"dev": (base, head)}, limit=5_000)
     assert len(text) <= 5_000 and "cut to GitHub's comment limit" in text
+
+
+def test_render_out_refuses_a_directory_it_did_not_write_and_deletes_nothing(tmp_path: Path, capsys: Any) -> None:
+    """`--out .` from a checkout must not empty the checkout (it did: the directory was removed)."""
+    project = tmp_path / "checkout"
+    project.mkdir()
+    keep = project / "notes.md"
+    keep.write_text("mine")
+    assert main(["render", "--stack", "dev", "--out", str(project)]) == 64
+    assert keep.read_text() == "mine" and sorted(p.name for p in project.iterdir()) == ["notes.md"]
+    assert "holds files that no render wrote" in capsys.readouterr().err
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(["render", "--stack", "dev", "--out", str(a_file)]) == 64  # was a traceback
+    assert a_file.read_text() == "x"
+
+
+def test_render_again_replaces_only_what_the_last_render_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "rendered"
+    assert main(["render", "--stack", "prod", "--out", str(out)]) == 0
+    prod_only = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.service"))
+    assert prod_only, "the prod render ships systemd units"
+    (out / "operator-notes.txt").write_text("kept")  # not the render's: never deleted
+    assert main(["render", "--stack", "dev", "--out", str(out)]) == 0
+    assert not list(out.rglob("*.service")), "a file the stack no longer ships lingered"
+    assert (out / "operator-notes.txt").read_text() == "kept"
+    assert read_tree(out)["operator-notes.txt"] == "kept"
+    assert ".cachelayer-render" not in read_tree(out)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +36,9 @@ def register(app: typer.Typer) -> None:
 
 def render(
     stack: StackOption = DEFAULT_STACK,
-    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Directory to write into (emptied first).")
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", metavar="DIR",
+        help="Directory to write into: new, empty, or a previous render (whose files are replaced).")
                    ] = Path("rendered"),
     as_json: JsonOption = False,
 ) -> None:
@@ -54,9 +55,8 @@ def render(
         settings = load_settings(read_stack_config(stack), stack)
     passwords = placeholder_passwords()
     files = mask_hashes(rendered_files(settings, build_topology(settings), passwords), passwords)
-    if out.exists():
-        shutil.rmtree(out)  # a file the stack no longer ships must not linger in the diff
-    write_tree(files, out)
+    with reported(as_json):
+        write_tree(files, out)
     if as_json:
         emit_json({"command": "render", "ok": True, "stack": stack, "out": str(out), "files": sorted(files)})
         return

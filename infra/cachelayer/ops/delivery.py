@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from cachelayer.errors import CachelayerError
+from cachelayer.render.files import RENDER_MARKER
 
 Outcome = Literal["clean", "drift", "error"]
 
@@ -173,10 +174,15 @@ def upsert_pr_comment(repo: str, pr: int, marker: str, body: str, gh: Runner = r
 
 # ------------------------------------------------------------------------- rendered-file diff
 def read_tree(root: Path) -> dict[str, str]:
-    """Relative path -> text of every file under `root` (empty when it does not exist)."""
+    """Relative path -> text of every rendered file under `root` (empty when it does not exist);
+    the render's own marker is not a file the servers receive."""
     if not root.is_dir():
         return {}
-    return {p.relative_to(root).as_posix(): p.read_text() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): p.read_text()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != RENDER_MARKER
+    }
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cachelayer.config.settings import PASSWORD_KEYS, Settings
+from cachelayer.errors import UsageError
 from cachelayer.plan.topology import Topology
 from cachelayer.render.hosts import (
     ADMIN_PASS_FILE,
@@ -104,12 +105,36 @@ def mask_hashes(files: dict[str, str], passwords: Passwords) -> dict[str, str]:
     return masked
 
 
+RENDER_MARKER = ".cachelayer-render"  # in a directory `cachelayer render` wrote: the files it wrote
+
+
 def write_tree(files: dict[str, str], out: Path) -> None:
-    """Write the files under `out` (mode and owner are not part of the diff: only contents)."""
+    """Write the files under `out` (mode and owner are not part of the diff: only contents).
+
+    `out` must be new, empty, or a previous render (its marker lists what that render wrote):
+    only those files are replaced, so a file the stack no longer ships does not linger, and
+    nothing else in the directory is ever deleted."""
+    marker = out / RENDER_MARKER
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file: name a directory (new, empty, or a previous render)")
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise UsageError(
+            f"--out {out} holds files that no render wrote: name a new or empty directory, or a previous render"
+        )
+    previous = marker.read_text().splitlines() if marker.is_file() else []
+    for relative in previous:
+        stale = out / relative
+        if relative not in files and stale.is_file() and stale.resolve().is_relative_to(out.resolve()):
+            stale.unlink()
+            for folder in stale.parents:
+                if folder == out or any(folder.iterdir()):
+                    break
+                folder.rmdir()
     for relative, content in files.items():
         path = out / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
+    marker.write_text("".join(f"{relative}\n" for relative in sorted(files)))
 
 
 def _docker_files(settings: Settings, topology: Topology, passwords: Passwords) -> dict[str, str]:
