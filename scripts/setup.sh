@@ -47,5 +47,6 @@ if [ ! -x venv/bin/python ]; then
     python3 -m venv venv
 fi
 venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
-# The `cachelayer` command (venv/bin/cachelayer), editable: it runs this checkout's code and templates.
-venv/bin/pip install -q --disable-pip-version-check -e .
+# The `cachelayer` command (venv/bin/cachelayer) and the cache library whose key rules it uses,
+# editable: they run this checkout's code and templates.
+venv/bin/pip install -q --disable-pip-version-check -e cache_library -e .

@@ -375,3 +375,13 @@ def test_summarize_info_sums_masters() -> None:
     infos = [{"keyspace_hits": 1, "keyspace_misses": 1, "evicted_keys": 2, "maxmemory_policy": "allkeys-lru"}] * 3
     summary = summarize_info(infos)
     assert (summary["masters"], summary["evicted_keys"], summary["server_hit_ratio"]) == (3, 6, 0.5)
+
+
+def test_redaction_keeps_a_session_keys_namespace_and_never_its_id() -> None:
+    from platform_cache.keys import Keys, redact_command, redact_key
+
+    key = Keys("lms").session("tok-123")
+    assert redact_key(key) == "~session:lms:<redacted>"
+    assert redact_key("lms:course:42") == "lms:course:42"
+    assert redact_command(["SET", key, '{"user": 7}', "EX", "3600"]) == ["SET", "~session:lms:<redacted>", "<redacted>"]
+    assert redact_command(["GET", "lms:course:42"]) == ["GET", "lms:course:42"]

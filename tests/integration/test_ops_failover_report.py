@@ -70,6 +70,33 @@ def test_report_json_shape_and_biggest_keys(cluster: LocalSandbox, capsys: pytes
     assert sum(n["keyspace_misses"] for n in nodes) >= 1
 
 
+def test_report_never_shows_a_session_id(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """A session id is a bearer token: not in the biggest keys, not in the slowlog, in neither
+    output, whether the application hashes its entry keys or not (sessions are never hashed)."""
+    from platform_cache.keys import Keys
+
+    client = cluster_client(cluster, "admin")
+    token = "s3ss10n-t0ken-7f3a9c"
+    session_key = Keys("lms", hash_keys=True).session(token)
+    configured = client.config_get("slowlog-log-slower-than", target_nodes=client.get_random_node())
+    for node in client.get_nodes():
+        client.config_set("slowlog-log-slower-than", 0, target_nodes=node)
+    try:
+        client.set(session_key, "y" * 200_000)  # the biggest key of its shard, and in the slowlog
+        code, document = run(["report", "--workdir", str(cluster.workdir), "--top", "3"], capsys)
+        assert code == 0
+        assert token not in json.dumps(document)
+        shown = [k["key"] for n in document["nodes"] for k in n["biggest_keys"]]
+        assert "~session:lms:<redacted>" in shown, shown
+        assert any("~session:lms:<redacted>" in e["command"] for n in document["nodes"] for e in n["slowlog"])
+        text_code = main(["report", "--workdir", str(cluster.workdir), "--top", "3"])
+        assert text_code == 0 and token not in capsys.readouterr().out
+    finally:
+        for node in client.get_nodes():
+            client.config_set("slowlog-log-slower-than", configured["slowlog-log-slower-than"], target_nodes=node)
+        client.delete(session_key)
+
+
 def test_sentinel_failover_announces_a_new_master(
     sandbox_factory: Callable[..., LocalSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:

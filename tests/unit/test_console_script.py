@@ -84,5 +84,5 @@ def test_no_hint_uses_pythonpath() -> None:
 
 def test_setup_installs_the_project_after_the_requirements() -> None:
     setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
-    assert setup.index("-r requirements.txt") < setup.index("install -q --disable-pip-version-check -e .")
+    assert setup.index("-r requirements.txt") < setup.index("install -q --disable-pip-version-check -e cache_library -e .")
     assert Path(REPO_ROOT / "scripts" / "up.sh").read_text().count("venv/bin/cachelayer sandbox up") == 1

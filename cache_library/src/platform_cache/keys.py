@@ -8,6 +8,32 @@ import hashlib
 
 from .errors import InvalidKeyError
 
+# Keys whose names carry a credential: a session id is a bearer token. Anything that shows key
+# names to people (the operator's `cachelayer report`, logs) shows these through `redact_key`.
+SESSION_PREFIX = "~session:"
+REDACTED = "<redacted>"
+
+
+def is_secret_key(key: str) -> bool:
+    return key.startswith(SESSION_PREFIX)
+
+
+def redact_key(key: str) -> str:
+    """The key as it may be shown: a session key keeps its namespace's first segment, never its id."""
+    if not is_secret_key(key):
+        return key
+    namespace = key[len(SESSION_PREFIX):].split(":", 1)[0]
+    return f"{SESSION_PREFIX}{namespace}:{REDACTED}"
+
+
+def redact_command(words: list[str]) -> list[str]:
+    """A logged command (SLOWLOG, MONITOR) as it may be shown: from the first session key on,
+    nothing is shown (the key's id, and the session data that follows it)."""
+    for index, word in enumerate(words):
+        if is_secret_key(word):
+            return [*words[:index], redact_key(word), *([REDACTED] if index + 1 < len(words) else [])]
+    return words
+
 
 class Keys:
     def __init__(self, namespace: str, hash_keys: bool = False) -> None:
@@ -41,4 +67,4 @@ class Keys:
     def session(self, session_id: str) -> str:
         if not isinstance(session_id, str) or not session_id:
             raise InvalidKeyError("session id must be a non-empty str")
-        return f"~session:{self.namespace}:{session_id}"
+        return f"{SESSION_PREFIX}{self.namespace}:{session_id}"

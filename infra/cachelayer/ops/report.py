@@ -9,6 +9,8 @@ from typing import Any
 
 import redis
 
+from platform_cache.keys import redact_command, redact_key
+
 
 @dataclass(frozen=True)
 class NodeReport:
@@ -43,7 +45,8 @@ class NodeReport:
 
 
 def biggest_keys(client: redis.Redis, sample: int, top: int) -> tuple[list[dict[str, Any]], int]:
-    """Up to `sample` keys walked with SCAN, the `top` largest by MEMORY USAGE."""
+    """Up to `sample` keys walked with SCAN, the `top` largest by MEMORY USAGE; a session key's
+    id (a bearer token) is never shown (the cache library's redaction rule)."""
     sizes: list[tuple[int, str]] = []
     for key in client.scan_iter(count=500):
         usage = client.memory_usage(key)
@@ -51,7 +54,7 @@ def biggest_keys(client: redis.Redis, sample: int, top: int) -> tuple[list[dict[
         if len(sizes) >= sample:
             break
     sizes.sort(reverse=True)
-    return [{"key": key, "bytes": size} for size, key in sizes[:top]], len(sizes)
+    return [{"key": redact_key(key), "bytes": size} for size, key in sizes[:top]], len(sizes)
 
 
 def node_report(name: str, endpoint: str, client: redis.Redis, slowlog: int = 10, sample: int = 1000, top: int = 10) -> NodeReport:
@@ -63,7 +66,8 @@ def node_report(name: str, endpoint: str, client: redis.Redis, slowlog: int = 10
         ]
         entries = [
             {"id": e["id"], "start_time": e["start_time"], "duration_us": e["duration"],
-             "command": _text(e["command"])[:200], "client": _text(e.get("client_address", ""))}
+             "command": " ".join(redact_command(_text(e["command"]).split(" ")))[:200],
+             "client": _text(e.get("client_address", ""))}
             for e in client.slowlog_get(slowlog)
         ]
         keys, sampled = biggest_keys(client, sample, top) if info.get("role") == "master" else ([], 0)
