@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from cachelayer.cli.app import main, status_table
-from cachelayer.sandbox.local import NodeStatus, SandboxStatus, SentinelStatus
+from cachelayer.ops.health import NodeStatus, SentinelStatus
+from cachelayer.sandbox.convergence import SandboxStatus
 
 
 @pytest.fixture

@@ -20,14 +20,11 @@ from cachelayer.config.stack_file import read_stack_config
 from cachelayer.errors import SettingsError
 from cachelayer.ops.rebalance import RebalanceError
 from cachelayer.ops.scale_in import retire_sandbox_nodes
-from cachelayer.sandbox.local import (
-    LocalSandbox,
-    SandboxError,
-    SandboxStatus,
-    default_workdir,
-    sandbox_settings,
-)
+from cachelayer.sandbox.convergence import SandboxStatus
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.monitoring import SandboxMonitoring
+from cachelayer.sandbox.state import default_workdir
 
 app = typer.Typer(help="Caching layer (Redis + Cloudflare) tooling.", no_args_is_help=True, add_completion=False)
 sandbox_app = typer.Typer(

@@ -44,7 +44,9 @@ from cachelayer.ops.backup import BackupError, LocalStore, S3Store, Store, open_
 from cachelayer.ops.restore import MODES, Mode, Progress, RestoreResult, open_backup, restore
 from cachelayer.ops.target import TargetError, target_of_sandbox
 from cachelayer.paths import project_root
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, port_is_free, sandbox_settings
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+from cachelayer.sandbox.processes import port_is_free
 
 DEFAULT_DIR = ".backups"  # in the project
 EndpointOption = Annotated[

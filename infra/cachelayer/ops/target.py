@@ -25,7 +25,9 @@ from cachelayer.config.stack_file import read_stack_config
 from cachelayer.errors import CachelayerError, SettingsError
 from cachelayer.ops.health import read_cluster_nodes
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, default_workdir
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.state import default_workdir
 
 Kind = Literal["cluster", "sentinel"]
 # Runs `pulumi stack output`: argv in, (exit code, stdout, stderr) out. Tests pass a fake.
