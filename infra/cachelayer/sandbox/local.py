@@ -6,7 +6,7 @@ same `sh -s` and REDISCLI_AUTH, only without the `docker exec` wrapper. The inte
 the benchmarks drive this class directly, with their own working directory, ports and placement.
 
 `LocalSandbox` coordinates the rooms of this package, one job each: the workdir's state file
-(state.py), passwords (passwords.py), each process's files (node_files.py), processes
+(state.py), passwords (passwords.py), each process's files (process_files.py), processes
 (processes.py: it never signals a pid that is no longer the redis-server it started), the
 bootstrap (bootstrap.py), convergence (convergence.py) and clients (clients.py).
 """
@@ -32,8 +32,8 @@ from cachelayer.sandbox.bootstrap import BOOTSTRAP_FILE, bootstrap_script, run_b
 from cachelayer.sandbox.clients import process_client
 from cachelayer.sandbox.convergence import SandboxStatus, sandbox_status, wait_converged
 from cachelayer.sandbox.errors import SandboxError
-from cachelayer.sandbox.node_files import TLS_FILES, NodeFiles
 from cachelayer.sandbox.passwords import PASSWORDS_FILE, PasswordFile
+from cachelayer.sandbox.process_files import TLS_FILES, ProcessFiles
 from cachelayer.sandbox.processes import HostPrefix, ProcessSupervisor, check_ports, require_binaries
 from cachelayer.sandbox.state import STATE_FILE, Deployment, ProcessRecord, StateFile
 
@@ -112,7 +112,7 @@ class LocalSandbox:
         self.wait_seconds = wait_seconds
         self._state = StateFile(self.workdir)
         self._password_file = PasswordFile(self.workdir, self.config)
-        self._files = NodeFiles(settings, self.topology, self.workdir, self.tls_dir, self._password_file)
+        self._files = ProcessFiles(settings, self.topology, self.workdir, self.tls_dir, self._password_file)
         self._supervisor = ProcessSupervisor()
 
     # ---------------------------------------------------------------- loading

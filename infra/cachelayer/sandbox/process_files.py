@@ -30,7 +30,7 @@ def write_secret(path: Path, text: str) -> None:
         file.write(text)
 
 
-class NodeFiles:
+class ProcessFiles:
     """Writes a process's config files under `<workdir>/<process>/` before it starts."""
 
     def __init__(
