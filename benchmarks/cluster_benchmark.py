@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "infra"))
 import redis
 
 from cachelayer.config.stack_file import read_stack_config
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, require_binaries, sandbox_settings
+from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+from cachelayer.sandbox.processes import require_binaries
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
@@ -175,7 +177,7 @@ def failover_timeline(sandbox: LocalSandbox) -> Failover:
     witness = next(port for port in survivors if port != replica)
     seen: dict[str, float] = {}
     killed = time.monotonic()
-    sandbox.signal(victim.name)
+    os.kill(sandbox.running()[victim.name].pid, signal.SIGKILL)
 
     def step(name: str, reached: bool) -> bool:
         if reached and name not in seen:

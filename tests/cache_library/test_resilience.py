@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox
+from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.sandbox.local import LocalSandbox
 from integration.conftest import cluster_nodes, wait_until
 from platform_cache import AsyncCache, Cache
+from support.sandbox_processes import kill
 
 from .conftest import cache_config
 
@@ -134,7 +136,7 @@ def test_a_master_killed_mid_loop(sandbox_factory: Callable[..., LocalSandbox]) 
         time.sleep(1)
         victim = sandbox.topology.masters[0]
         killed_at = time.monotonic()
-        sandbox.signal(victim.name)
+        kill(sandbox, victim.name)
         survivors = [n.port for n in sandbox.topology.nodes if n.port != victim.port]
 
         def covered() -> bool:

@@ -22,7 +22,8 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.plan.topology import Placement
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import LocalSandbox, process_cmdline, sandbox_settings
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+from cachelayer.sandbox.processes import process_cmdline
 
 README_TEST_COMMAND = "scripts/test.sh"
 

@@ -27,7 +27,8 @@ from redis.crc import key_slot
 from cachelayer.cli.app import main
 from cachelayer.ops import backup as backup_module
 from cachelayer.ops.backup import sha256_of
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, sandbox_settings
+from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from support.repo import REPO_ROOT
 from support.tls_certificates import make_test_certificates
 

@@ -14,8 +14,10 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from cachelayer.ops.health import TOTAL_SLOTS
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, process_cmdline, process_start_time
+from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.processes import process_cmdline, process_start_time
 
 from .conftest import BootedSandbox, boot, cluster_client, cluster_nodes
 

@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, sandbox_settings
+from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
+from support.sandbox_processes import kill
 
 from .conftest import cluster_client, cluster_nodes, wait_until
 
@@ -62,7 +64,7 @@ def test_killed_master_is_replaced_by_its_replica_and_rejoins_as_replica(
         assert admin.execute_command("WAIT", 1, 5000) >= 1  # every write is on the replica
 
     killed_at = time.monotonic()
-    sandbox.signal(victim.name)  # SIGKILL
+    kill(sandbox, victim.name)  # SIGKILL
     survivors = [n.port for n in sandbox.topology.nodes if n.port != victim.port]
 
     def replica_took_over() -> bool:

@@ -18,8 +18,10 @@ import pytest
 import redis
 
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import LocalSandbox, process_cmdline, sandbox_settings
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.monitoring import SandboxMonitoring
+from cachelayer.sandbox.processes import process_cmdline
+from support.sandbox_processes import kill, process_named
 
 from .conftest import cluster_client, require_redis
 
@@ -126,7 +128,7 @@ def firing_names(monitoring: SandboxMonitoring) -> set[str]:
 
 
 def master_of(sandbox: LocalSandbox, replica: str) -> str:
-    with sandbox.admin_client(sandbox.process(replica)) as client:
+    with sandbox.admin_client(process_named(sandbox, replica)) as client:
         return f"redis-{client.info('replication')['master_port']}"
 
 
@@ -158,9 +160,9 @@ def test_killed_replica_fires_master_without_replicas(cluster: tuple[LocalSandbo
     sandbox, monitoring = cluster
     replica = next(n.name for n in sandbox.status().nodes if n.role == "replica")
     master = master_of(sandbox, replica)
-    sandbox.signal(replica, signal.SIGKILL)
+    kill(sandbox, replica, signal.SIGKILL)
     begin = time.monotonic()
-    sandbox.reap(replica)
+    sandbox.stop([replica])
     wait_for(firing_for(monitoring, "RedisMasterMissingReplicas", process=master), ALERT_TIMEOUT, "missing replica")
     measure("RedisMasterMissingReplicas (replica killed)", time.monotonic() - begin)
     wait_for(firing_for(monitoring, "RedisDown", process=replica), ALERT_TIMEOUT, "down")
@@ -210,13 +212,13 @@ def test_stopped_master_fires_down_and_failover(cluster: tuple[LocalSandbox, San
     sandbox, monitoring = cluster
     master = next(n.name for n in sandbox.status().nodes if n.role == "master")
     replica = next(n.name for n in sandbox.status().nodes if n.role == "replica" and master_of(sandbox, n.name) == master)
-    sandbox.signal(master, signal.SIGKILL)
+    kill(sandbox, master, signal.SIGKILL)
     begin = time.monotonic()
-    sandbox.reap(master)
+    sandbox.stop([master])
     wait_for(firing_for(monitoring, "RedisDown", process=master), ALERT_TIMEOUT, "down")
     measure("RedisDown (master killed)", time.monotonic() - begin)
     def promoted() -> bool:
-        with sandbox.admin_client(sandbox.process(replica)) as client:
+        with sandbox.admin_client(process_named(sandbox, replica)) as client:
             return bool(client.info("replication")["role"] == "master")
 
     wait_for(promoted, ALERT_TIMEOUT, "replica promoted")
@@ -240,10 +242,10 @@ def test_sentinels_without_quorum_fire(sentinel: tuple[LocalSandbox, SandboxMoni
     assert firing_names(monitoring) == set()
     stopped = [s.name for s in sandbox.topology.sentinels[1:]]
     for name in stopped:
-        sandbox.signal(name, signal.SIGKILL)
+        kill(sandbox, name, signal.SIGKILL)
     begin = time.monotonic()
     for name in stopped:
-        sandbox.reap(name)
+        sandbox.stop([name])
     wait_for(firing_for(monitoring, "RedisSentinelNoQuorum", master_name="redis-master-1"), ALERT_TIMEOUT, "no quorum")
     measure("RedisSentinelNoQuorum (2 of 3 sentinels killed)", time.monotonic() - begin)
     sandbox.start(stopped)
@@ -253,9 +255,9 @@ def test_sentinels_without_quorum_fire(sentinel: tuple[LocalSandbox, SandboxMoni
 def test_sentinel_failover_fires(sentinel: tuple[LocalSandbox, SandboxMonitoring]) -> None:
     sandbox, monitoring = sentinel
     master = sandbox.topology.masters[0].name
-    sandbox.signal(master, signal.SIGKILL)
+    kill(sandbox, master, signal.SIGKILL)
     begin = time.monotonic()
-    sandbox.reap(master)
+    sandbox.stop([master])
     wait_for(firing_for(monitoring, "RedisFailover"), ALERT_TIMEOUT, "failover")
     measure("RedisFailover (sentinel topology, master killed)", time.monotonic() - begin)
     sandbox.start([master])

@@ -78,7 +78,7 @@ def test_report_never_shows_a_session_id(cluster: LocalSandbox, capsys: pytest.C
     client = cluster_client(cluster, "admin")
     token = "s3ss10n-t0ken-7f3a9c"
     session_key = Keys("lms", hash_keys=True).session(token)
-    configured = client.config_get("slowlog-log-slower-than", target_nodes=client.get_random_node())
+    configured = str(client.config_get("slowlog-log-slower-than", target_nodes=client.get_random_node())["slowlog-log-slower-than"])
     for node in client.get_nodes():
         client.config_set("slowlog-log-slower-than", 0, target_nodes=node)
     try:
@@ -93,7 +93,7 @@ def test_report_never_shows_a_session_id(cluster: LocalSandbox, capsys: pytest.C
         assert text_code == 0 and token not in capsys.readouterr().out
     finally:
         for node in client.get_nodes():
-            client.config_set("slowlog-log-slower-than", configured["slowlog-log-slower-than"], target_nodes=node)
+            client.config_set("slowlog-log-slower-than", configured, target_nodes=node)
         client.delete(session_key)
 
 

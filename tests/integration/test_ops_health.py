@@ -20,6 +20,7 @@ from cachelayer.config.stack_file import read_stack_config
 from cachelayer.plan.topology import build_topology
 from cachelayer.render.hosts import HEALTH_MODULE, health_module_source, health_plan, host_plans, render_health_check
 from cachelayer.sandbox.local import LocalSandbox
+from support.sandbox_processes import kill
 
 from .conftest import cluster_nodes, wait_until
 
@@ -94,8 +95,8 @@ def test_a_killed_replica_fails_reachable_and_replicas_then_pfail(
     cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     replica = next(n for n in cluster.status().nodes if n.role == "replica")
-    cluster.signal(replica.name, signal.SIGKILL)
-    cluster.reap(replica.name)
+    kill(cluster, replica.name, signal.SIGKILL)
+    cluster.stop([replica.name])
     try:
         code, document = health(cluster, capsys)
         assert code == 1
@@ -197,8 +198,8 @@ def test_the_hosts_health_check_runs_the_same_checks_on_debians_redis_py(
             admin.execute_command("CLUSTER SETSLOT", slot, "STABLE")
 
     replica = next(n for n in cluster.status().nodes if n.role == "replica")
-    cluster.signal(replica.name, signal.SIGKILL)
-    cluster.reap(replica.name)
+    kill(cluster, replica.name, signal.SIGKILL)
+    cluster.stop([replica.name])
     try:
         down = host_health(cluster, tmp_path)
         assert down.returncode == 1

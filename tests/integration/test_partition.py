@@ -12,8 +12,9 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from cachelayer.ops.health import TOTAL_SLOTS
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, sandbox_settings
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
 from .conftest import NetnsHosts, cluster_client, cluster_nodes, wait_until
 

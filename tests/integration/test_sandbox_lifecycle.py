@@ -13,7 +13,8 @@ import pytest
 
 from cachelayer.cli.app import main
 from cachelayer.render.nodes import password_hash
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, sandbox_settings
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
 from .conftest import cluster_nodes, wait_until
 

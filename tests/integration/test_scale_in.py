@@ -14,7 +14,9 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from cachelayer.sandbox.local import TOTAL_SLOTS, LocalSandbox, SandboxError, sandbox_settings
+from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.targets import retire_sandbox_nodes
 
 from .conftest import cluster_client, cluster_nodes

@@ -13,6 +13,7 @@ import redis
 
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.local import LocalSandbox
+from support.sandbox_processes import kill
 
 from .conftest import BootedSandbox, boot, wait_until
 
@@ -85,7 +86,7 @@ def test_killed_master_is_failed_over_automatically(sentinel: BootedSandbox) -> 
     sandbox = sentinel.sandbox
     master = sandbox.topology.masters[1]
     (replica,) = sandbox.topology.replicas_of(master)
-    sandbox.signal(master.name)  # SIGKILL
+    kill(sandbox, master.name)  # SIGKILL
     wait_until(lambda: master_address(sandbox, master.group) == (replica.address, replica.port), 30,
                f"sentinels to fail {master.group} over to {replica.endpoint}")
     wait_until(lambda: sandbox.admin(replica).info("replication")["role"] == "master", 15,

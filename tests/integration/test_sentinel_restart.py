@@ -26,7 +26,9 @@ import redis.sentinel
 
 from cachelayer.plan.topology import Node
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import LocalSandbox, SandboxError
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox
+from support.sandbox_processes import kill
 
 from .conftest import BootedSandbox, CmdlineWatch, boot, wait_until
 
@@ -188,8 +190,8 @@ def test_a_restarted_old_master_comes_back_as_a_replica_of_the_new_one(
     (new,) = sandbox.topology.replicas_of(old)
     assert master_address(sandbox) == (old.address, old.port)
 
-    sandbox.signal(old.name)  # SIGKILL
-    sandbox.reap(old.name)
+    kill(sandbox, old.name)  # SIGKILL
+    sandbox.stop([old.name])
     wait_until(lambda: master_address(sandbox) == (new.address, new.port), 30, f"failover to {new.name}")
     wait_until(lambda: replication(sandbox, new)["role"] == "master", 15, f"{new.name} to be master")
 
@@ -240,8 +242,8 @@ def test_b_a_promoted_master_restarted_within_down_after_stays_master(
     wait_until(lambda: writer.acknowledged_at[-1] > time.monotonic() - 0.5, 15, "acknowledged writes")
 
     killed_at = time.monotonic()
-    sandbox.signal(promoted.name)  # SIGKILL, then straight back up
-    sandbox.reap(promoted.name)
+    kill(sandbox, promoted.name)  # SIGKILL, then straight back up
+    sandbox.stop([promoted.name])
     sandbox.start(names=[promoted.name])
     started_after = time.monotonic() - killed_at
     info = replication(sandbox, promoted)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from cachelayer.sandbox.local import port_is_free
+from cachelayer.sandbox.processes import port_is_free
 
 
 def free_port_block(first: int, last: int, size: int = 6, offsets: tuple[int, ...] = ()) -> int:

@@ -44,7 +44,8 @@ from cachelayer.render.nodes import (
     render_sentinel_conf,
     render_users_acl,
 )
-from cachelayer.sandbox.local import LocalSandbox, port_is_free
+from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.processes import port_is_free
 from support.tls_certificates import make_test_certificates
 
 # Distinctive passwords, with the characters a config file must escape.

@@ -14,7 +14,8 @@ from rich.console import Console
 
 from cachelayer.cli.app import main
 from cachelayer.cli.sandbox import status_table
-from cachelayer.sandbox.local import NodeStatus, SandboxStatus, SentinelStatus
+from cachelayer.ops.health import NodeStatus, SentinelStatus
+from cachelayer.sandbox.convergence import SandboxStatus
 
 
 @pytest.fixture

@@ -287,7 +287,8 @@ def restore_command(
 
 def free_base_port(first: int = 17000, last: int = 18000, sentinels: bool = False) -> int:
     """A base port with 6 node ports, their bus ports (+10000) and, for sentinel, +20000 free."""
-    from cachelayer.sandbox.local import SandboxError, port_is_free
+    from cachelayer.sandbox.errors import SandboxError
+    from cachelayer.sandbox.processes import port_is_free
 
     for base in range(first, last, 10):
         ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]

@@ -182,7 +182,7 @@ def resolve_target(
     (the CLI, or --outputs FILE), the environment (REDIS_ADMIN_PASSWORD with --seed or
     REDIS_NODE_<n>_*). A --seed skips the first two; --outputs skips the sandbox."""
     from cachelayer.ops.target import ADMIN_PASSWORD_ENV, TargetError, from_environment, from_pulumi
-    from cachelayer.sandbox.local import default_workdir
+    from cachelayer.sandbox.state import default_workdir
     from cachelayer.sandbox.targets import from_sandbox
 
     sandboxes = find_sandbox or from_sandbox

@@ -28,7 +28,8 @@ from cachelayer.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from cachelayer.sandbox.local import LocalSandbox, SandboxStatus
+    from cachelayer.sandbox.convergence import SandboxStatus
+    from cachelayer.sandbox.local import LocalSandbox
 
 sandbox_app = typer.Typer(
     help="The stack as local redis-server processes.\n\n"
@@ -43,7 +44,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _workdir(stack: str, workdir: Path | None) -> Path:
-    from cachelayer.sandbox.local import default_workdir
+    from cachelayer.sandbox.state import default_workdir
 
     return workdir if workdir is not None else default_workdir(stack)
 

@@ -1,7 +1,7 @@
 """Monitoring resources: the exporters of both targets and the stack's monitoring outputs.
 
-The hosts target declares its exporter files and units through RedisHostsDeployment's own
-file/service building blocks (see `host_exporter_files`); the docker target gets one exporter
+The hosts target's exporter files and units are in the per-host file list
+(render/host_files.py), which RedisHostsDeployment deploys; the docker target gets one exporter
 container per Redis container (`docker_exporters`).
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import pulumi
@@ -23,9 +22,7 @@ from cachelayer.render.monitoring import (
     ExporterTarget,
     dashboard_json,
     exporter_args,
-    exporter_password_file,
     exporter_unit_name,
-    render_exporter_unit,
     render_password_file,
     rules_yaml,
     scrape_targets,
@@ -42,45 +39,6 @@ def export_outputs(settings: Settings, topology: Topology) -> None:
     pulumi.export("monitoring_targets", scrape_targets(settings, stack_targets(settings, topology)))
     pulumi.export("monitoring_rules", rules_yaml(settings))
     pulumi.export("monitoring_dashboard", dashboard_json(settings))
-
-
-# ------------------------------------------------------------------------------------ hosts
-@dataclass(frozen=True)
-class ExporterFiles:
-    """What one exporter needs on its host: a root-only password file and its unit."""
-
-    target: ExporterTarget
-    unit_name: str
-    unit: str
-    password_path: str
-    password_json: pulumi.Output[str]  # secret
-
-
-def host_exporter_files(
-    settings: Settings,
-    topology: Topology,
-    host: str,
-    passwords: pulumi.Output[Passwords],
-    conf_dir: str,
-    tls_ca_file: str | None,
-) -> list[ExporterFiles]:
-    """The exporters of the processes on machine `host`."""
-    tls = settings.redis.tls
-    found = []
-    for target in stack_targets(settings, topology):
-        if target.host != host:
-            continue
-        password_json: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(partial(_host_password, target, tls)))
-        found.append(
-            ExporterFiles(
-                target,
-                exporter_unit_name(target),
-                render_exporter_unit(settings, target, conf_dir, tls_ca_file if tls else None),
-                exporter_password_file(target, conf_dir),
-                password_json,
-            )
-        )
-    return found
 
 
 # ----------------------------------------------------------------------------------- docker
@@ -126,10 +84,6 @@ def docker_exporters(
             )
         )
     return containers
-
-
-def _host_password(target: ExporterTarget, tls: bool, passwords: Passwords) -> str:
-    return render_password_file(target, passwords.monitor, tls)
 
 
 def _password_json(target: ExporterTarget, passwords: Passwords) -> str:

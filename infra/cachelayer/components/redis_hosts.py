@@ -22,61 +22,23 @@ import pulumi
 import pulumi_command as command
 from pulumi_command.remote import ConnectionArgsDict
 
-from cachelayer.components.monitoring import host_exporter_files
 from cachelayer.components.tls_material import RedisTlsArgs, RedisTlsMaterial, create_tls_material
 from cachelayer.config.hosts import Machine
 from cachelayer.config.settings import Settings
-from cachelayer.plan.topology import SentinelNode, Topology
+from cachelayer.plan.topology import Topology
+from cachelayer.render.host_files import HostDeployFiles, HostFile, HostFiles, HostScript, host_deploy_files
 from cachelayer.render.hosts import (
-    ADMIN_PASS_FILE,
-    BACKUP_SCRIPT,
-    CONF_DIR,
     FIREWALL_UNIT,
-    HEALTH_CHECK_SCRIPT,
-    HEALTH_MODULE,
-    HEALTH_PLAN_FILE,
     NFT_FILE,
     ROLLING_RESTART_SCRIPT,
-    SYSCTL_FILE,
-    THP_UNIT,
     TLS_DIR,
-    UNIT_DIR,
-    HostPlan,
-    health_module_source,
-    host_plans,
-    node_paths,
-    render_apply_config,
-    render_backup_script,
-    render_backup_service,
-    render_backup_timer,
-    render_dirs_script,
-    render_firewall_unit,
-    render_health_check,
-    render_health_plan,
-    render_install_script,
-    render_kernel_apply,
-    render_nftables,
-    render_node_start,
-    render_node_unit,
-    render_rolling_restart,
-    render_sentinel_set,
-    render_sentinel_unit,
-    render_sysctl,
-    render_thp_unit,
     run_script_command,
     sentinel_paths,
     ssh_user,
     sudo_prefix,
     write_file_command,
 )
-from cachelayer.render.nodes import (
-    Passwords,
-    render_auth_conf,
-    render_bootstrap_script,
-    render_redis_conf,
-    render_sentinel_conf,
-    render_users_acl,
-)
+from cachelayer.render.nodes import Passwords, render_users_acl
 from cachelayer.render.rollout import content_hash, restart_fingerprint, rolling_plan
 
 LOGGING = command.remote.Logging.STDOUT_AND_STDERR
@@ -94,16 +56,23 @@ class RedisHostsArgs:
 class _Host:
     """What the component declares on one machine, for the resources that follow."""
 
-    plan: HostPlan
+    files: HostFiles  # what render/host_files.py lists for this machine
     user: str
     connection: ConnectionArgsDict
     ready: list[pulumi.Resource]  # install + dirs: every file waits for these
     shared_files: list[pulumi.Resource]  # TLS material and admin.pass: every process needs them
     system: list[pulumi.Resource]  # firewall and kernel applied: before any process starts
 
+    @property
+    def name(self) -> str:
+        return self.files.plan.name
+
 
 class RedisHostsDeployment(pulumi.ComponentResource):
-    """Redis nodes (and sentinels) as systemd services on the hosts of hosts.machines."""
+    """Redis nodes (and sentinels) as systemd services on the hosts of hosts.machines.
+
+    Every file and script comes from render/host_files.py, the list `cachelayer render` writes
+    too; this class only wires them into remote Commands and their order."""
 
     hosts: pulumi.Output[list[str]]
     services: pulumi.Output[list[str]]
@@ -113,10 +82,10 @@ class RedisHostsDeployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: RedisHostsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("cachelayer:hosts:RedisHostsDeployment", name, None, opts)
         self._name = name
-        settings, topology, passwords = args.settings, args.topology, args.passwords
+        self._passwords = args.passwords
+        settings, topology = args.settings, args.topology
         assert settings.hosts is not None, "the hosts target needs hosts settings"
-        plans = host_plans(settings, topology)
-        admin_password: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(lambda p: p.admin))
+        deploy = host_deploy_files(settings, topology)
         # No `environment` on any Command: pulumi-command fails the command when sshd refuses an
         # env request (stock sshd accepts only LANG/LC_*), found by the rehearsal. The scripts
         # read the root-only admin.pass, uploaded before any of them runs (run_script_command).
@@ -124,171 +93,41 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         tls_material: RedisTlsMaterial | None = None
         if settings.redis.tls:
             tls_material = create_tls_material(
-                f"{name}-tls", RedisTlsArgs(settings.stack, [(p.name, p.address) for p in plans]), parent=self
+                f"{name}-tls", RedisTlsArgs(settings.stack, [(h.plan.name, h.plan.address) for h in deploy.hosts]), parent=self
             )
         self.ca_cert_pem = tls_material.ca_cert_pem if tls_material else None
 
-        acl: pulumi.Output[str] = pulumi.Output.secret(passwords.apply(lambda p: render_users_acl(settings, p)))
-        confs = {node.port: render_redis_conf(settings, topology, node, node_paths(node)) for node in topology.nodes}
         hosts: dict[str, _Host] = {}
         node_services: list[pulumi.Resource] = []
         sentinel_services: list[pulumi.Resource] = []
         node_files: list[pulumi.Resource] = []
-        for plan in plans:
-            host = self._host(settings, topology, plan, args.ssh_private_key, admin_password, tls_material)
-            hosts[plan.name] = host
-            for node in plan.nodes:
-                paths = node_paths(node)
-                files = [
-                    self._file(host, f"{node.name}-conf", paths.conf_file, confs[node.port], "0640", "redis"),
-                    self._file(host, f"{node.name}-acl", paths.acl_file, acl, "0640", "redis", secret=True),
-                    self._file(
-                        host,
-                        f"{node.name}-auth",
-                        paths.auth_file,
-                        _auth_conf(passwords, node.name),
-                        "0640",
-                        "redis",
-                        secret=True,
-                    ),
-                ]
-                if topology.kind == "sentinel":
-                    # Root's file, run by the unit as redis: the node cannot rewrite its own start.
-                    start = render_node_start(settings, topology, node)
-                    files.append(self._file(host, f"{node.name}-start", paths.start_script, start, "0755", "root"))
-                unit = render_node_unit(settings, topology, node)
-                unit_file = self._file(
-                    host, f"{node.name}-unit", f"{UNIT_DIR}/{node.name}.service", unit, "0644", "root"
-                )
-                node_files += files
-                node_services.append(
-                    self._service(host, node.name, unit, [*files, unit_file, *host.shared_files, *host.system])
-                )
-            for sentinel in plan.sentinels:
-                paths = sentinel_paths(sentinel)
-                conf = _sentinel_conf(settings, topology, sentinel, passwords)
-                # Sentinel rewrites its config: upload a template next to it and copy it into
-                # place only when the host has none yet (see the service's create command).
-                dist = self._file(
-                    host, f"{sentinel.name}-conf-dist", f"{paths.conf_file}.dist", conf, "0640", "redis", secret=True
-                )
-                unit = render_sentinel_unit(settings, sentinel)
-                unit_file = self._file(
-                    host, f"{sentinel.name}-unit", f"{UNIT_DIR}/{sentinel.name}.service", unit, "0644", "root"
-                )
-                install_conf = (
-                    f"{sudo_prefix(host.user)}sh -c '[ -e {paths.conf_file} ] || "
-                    f"install -m 0640 -o redis -g redis {paths.conf_file}.dist {paths.conf_file}'"
-                )
-                sentinel_services.append(
-                    self._service(
-                        host,
-                        sentinel.name,
-                        unit,
-                        [dist, unit_file, *host.shared_files, *host.system],
-                        before=install_conf,
-                    )
-                )
-            if settings.monitoring_enabled:
-                self._exporters(host, settings, topology, passwords)
+        for host_files in deploy.hosts:
+            host = self._host(settings, host_files, args.ssh_private_key, tls_material)
+            hosts[host.name] = host
+            node_services += self._nodes(host, node_files)
+            sentinel_services += self._sentinels(host)
+            self._exporters(host)
 
         # Form the cluster (or check the sentinel quorum) once every process runs: the dev
         # stack's script, from the first host, the password read from the host's admin.pass.
-        first = hosts[topology.nodes[0].host]
-        bootstrap = command.remote.Command(
-            f"{name}-bootstrap",
-            connection=first.connection,
-            create=run_script_command(first.user),
-            stdin=render_bootstrap_script(settings, topology, TLS_DIR),
+        first = hosts[deploy.bootstrap_host]
+        bootstrap = self._script(
+            f"{name}-{deploy.bootstrap.label}",
+            first,
+            deploy.bootstrap,
             # Re-run when the set of processes changes; the script leaves an existing cluster alone.
             triggers=[n.endpoint for n in topology.nodes] + [s.endpoint for s in topology.sentinels],
-            logging=LOGGING,
-            opts=self._opts([*node_services, *sentinel_services]),
+            depends_on=[*node_services, *sentinel_services],
         )
+        acl: pulumi.Output[str] = pulumi.Output.secret(self._passwords.apply(partial(render_users_acl, settings)))
+        apply_steps = self._apply_config_steps(hosts, deploy, acl, [bootstrap, *node_files])
+        sentinel_steps = self._sentinel_set_steps(hosts, settings, [bootstrap])
+        self._rolling_restarts(hosts, deploy, topology, tls_material, [*apply_steps, *sentinel_steps])
 
-        # Later config changes: live settings on every host at once, then restarts one node at a time.
-        apply_steps: list[pulumi.Resource] = []
-        for plan in plans:
-            if not plan.nodes:
-                continue
-            host = hosts[plan.name]
-            script = render_apply_config(settings, plan, confs)
-            apply_steps.append(
-                command.remote.Command(
-                    f"{name}-{plan.name}-apply-config",
-                    connection=host.connection,
-                    create=run_script_command(host.user),
-                    update=run_script_command(host.user),
-                    stdin=script,
-                    triggers=[content_hash(confs[port]) for port in plan.ports] + [acl.apply(content_hash)],
-                    logging=LOGGING,
-                    opts=self._opts([bootstrap, *node_files]),
-                )
-            )
-        # Sentinel owns its config after the first start: users and settings of later deploys go
-        # through ACL SETUSER and SENTINEL SET. Before any node restarts, so a restarted node's
-        # start script finds the replication user it asks with.
-        sentinel_steps: list[pulumi.Resource] = []
-        for plan in plans:
-            if not plan.sentinels:
-                continue
-            host = hosts[plan.name]
-            watch = settings.sentinel
-            sentinel_script: pulumi.Output[str] = pulumi.Output.secret(
-                passwords.apply(partial(render_sentinel_set, settings, topology, plan))
-            )
-            sentinel_steps.append(
-                command.remote.Command(
-                    f"{name}-{plan.name}-sentinel-set",
-                    connection=host.connection,
-                    create=run_script_command(host.user),
-                    update=run_script_command(host.user),
-                    stdin=sentinel_script,
-                    triggers=[
-                        watch.quorum,
-                        watch.down_after_milliseconds,
-                        watch.failover_timeout,
-                        watch.parallel_syncs,
-                        sentinel_script.apply(content_hash),
-                    ],
-                    logging=LOGGING,
-                    opts=self._opts([bootstrap], secret_outputs=["stdin"]),
-                )
-            )
-
-        previous: list[pulumi.Resource] = []
-        for step in rolling_plan(topology):
-            host = hosts[step.host]
-            # What the node read at start-up: a change must *update* this resource, which runs
-            # `update` (the rolling restart). Not `triggers`: pulumi-command replaces the
-            # resource on a triggers change and runs `create` (the echo), so no node would ever
-            # restart (found by the rehearsal). The fingerprints ride in a shell comment.
-            fingerprints: list[pulumi.Input[str]] = [restart_fingerprint(confs[step.port])[:16]]
-            if tls_material is not None:
-                # A renewed certificate is read at start-up only.
-                fingerprints.append(
-                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or "")[:16])
-                )
-            restart_run = f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}"
-            restart_command = pulumi.Output.all(*fingerprints).apply(partial(_with_comment, restart_run))
-            restart = command.remote.Command(
-                f"{name}-{step.name}-restart",
-                connection=host.connection,
-                # Created together with the service, which started with this very config.
-                create=f"echo '{step.name}: started with the deployed config, no restart needed'",
-                update=restart_command,
-                logging=LOGGING,
-                # After the sentinels know this deploy's users (a restarted node's start script asks
-                # them), and after the new certificate and key are on the host (shared_files), or
-                # the node restarts with the old ones and nothing restarts it again.
-                opts=self._opts([*apply_steps, *sentinel_steps, *previous, *host.ready, *host.shared_files]),
-            )
-            previous = [restart]
-
-        self.hosts = pulumi.Output.from_input([p.name for p in plans])
+        self.hosts = pulumi.Output.from_input([h.plan.name for h in deploy.hosts])
         self.services = pulumi.Output.from_input(
-            [f"{p.name}:{n.name}" for p in plans for n in p.nodes]
-            + [f"{p.name}:{s.name}" for p in plans for s in p.sentinels]
+            [f"{h.plan.name}:{n.name}" for h in deploy.hosts for n in h.plan.nodes]
+            + [f"{h.plan.name}:{s.name}" for h in deploy.hosts for s in h.plan.sentinels]
         )
         self.bootstrap_output = bootstrap.stdout
         outputs: dict[str, pulumi.Input[object]] = {
@@ -305,59 +144,29 @@ class RedisHostsDeployment(pulumi.ComponentResource):
     def _host(
         self,
         settings: Settings,
-        topology: Topology,
-        plan: HostPlan,
+        files: HostFiles,
         ssh_private_key: pulumi.Output[str],
-        admin_password: pulumi.Output[str],
         tls_material: RedisTlsMaterial | None,
     ) -> _Host:
-        assert settings.hosts is not None
-        machine = plan.machine
-        user = ssh_user(settings, machine)
-        connection = _connection(machine, user, ssh_private_key)
-        install = command.remote.Command(
-            f"{self._name}-{plan.name}-install",
-            connection=connection,
-            create=run_script_command(user),
-            stdin=render_install_script(settings, plan),
-            logging=LOGGING,
-            opts=self._opts([]),
-        )
-        dirs = command.remote.Command(
-            f"{self._name}-{plan.name}-dirs",
-            connection=connection,
-            create=run_script_command(user),
-            stdin=render_dirs_script(settings, plan),
-            logging=LOGGING,
-            opts=self._opts([install]),
-        )
-        host = _Host(plan, user, connection, [install, dirs], [], [])
-        host.shared_files.append(
-            self._file(
-                host,
-                "admin-pass",
-                ADMIN_PASS_FILE,
-                admin_password.apply(lambda p: p + "\n"),
-                "0600",
-                "root",
-                secret=True,
-            )
-        )
+        """Packages and directories, the files every process needs, the firewall, the kernel
+        settings, and the host's backup timer and tools."""
+        plan = files.plan
+        user = ssh_user(settings, plan.machine)
+        connection = _connection(plan.machine, user, ssh_private_key)
+        host = _Host(files, user, connection, [], [], [])
+        install = self._script(f"{self._name}-{plan.name}-{files.install.label}", host, files.install)
+        dirs = self._script(f"{self._name}-{plan.name}-{files.dirs.label}", host, files.dirs, depends_on=[install])
+        host.ready += [install, dirs]
+        host.shared_files.append(self._file(host, files.admin_pass))
         if tls_material is not None:
             certificate = tls_material.certificates[plan.name]
             host.shared_files += [
-                self._file(host, "tls-ca", f"{TLS_DIR}/ca.crt", tls_material.ca_cert_pem, "0640", "redis"),
-                self._file(host, "tls-cert", f"{TLS_DIR}/redis.crt", certificate.cert_pem, "0640", "redis"),
-                self._file(host, "tls-key", f"{TLS_DIR}/redis.key", certificate.key_pem, "0640", "redis", secret=True),
+                self._upload(host, "tls-ca", f"{TLS_DIR}/ca.crt", tls_material.ca_cert_pem, "0640", "redis"),
+                self._upload(host, "tls-cert", f"{TLS_DIR}/redis.crt", certificate.cert_pem, "0640", "redis"),
+                self._upload(host, "tls-key", f"{TLS_DIR}/redis.key", certificate.key_pem, "0640", "redis", secret=True),
             ]
 
         # Firewall: the rule set file, a unit that loads it at boot, and loading it now.
-        rules = render_nftables(settings, topology, plan)
-        firewall_unit = render_firewall_unit(settings)
-        firewall_files = [
-            self._file(host, "firewall-rules", NFT_FILE, rules, "0644", "root"),
-            self._file(host, "firewall-unit", f"{UNIT_DIR}/{FIREWALL_UNIT}", firewall_unit, "0644", "root"),
-        ]
         sudo = sudo_prefix(user)
         host.system.append(
             self._systemd(
@@ -365,110 +174,251 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 "firewall",
                 create=f"{sudo}nft -c -f {NFT_FILE} && {sudo}systemctl daemon-reload && "
                 f"{sudo}systemctl enable {FIREWALL_UNIT} && {sudo}systemctl reload-or-restart {FIREWALL_UNIT}",
-                triggers=[content_hash(rules), content_hash(firewall_unit)],
-                depends_on=firewall_files,
+                triggers=[content_hash(f.text) for f in files.firewall],
+                depends_on=[self._file(host, f) for f in files.firewall],
             )
         )
-        if settings.hosts.kernel_tuning:
-            sysctl, thp = render_sysctl(settings), render_thp_unit(settings)
-            kernel_files = [
-                self._file(host, "sysctl", SYSCTL_FILE, sysctl, "0644", "root"),
-                self._file(host, "thp-unit", f"{UNIT_DIR}/{THP_UNIT}", thp, "0644", "root"),
-            ]
+        if files.kernel_apply is not None:
+            kernel_files = [self._file(host, f) for f in files.kernel]
             # A script rather than `sysctl -p && ...`: a container cannot write these, and that
             # must be a clear warning, not a failed deploy (found by the rehearsal on nspawn).
-            kernel_apply = render_kernel_apply(settings, plan)
             host.system.append(
-                command.remote.Command(
-                    f"{self._name}-{plan.name}-kernel",
-                    connection=connection,
-                    create=run_script_command(user),
-                    stdin=kernel_apply,
-                    triggers=[content_hash(sysctl), content_hash(thp), content_hash(kernel_apply)],
-                    logging=LOGGING,
-                    opts=self._opts([*host.ready, *kernel_files]),
+                self._script(
+                    f"{self._name}-{plan.name}-{files.kernel_apply.label}",
+                    host,
+                    files.kernel_apply,
+                    triggers=[*(content_hash(f.text) for f in files.kernel), content_hash(files.kernel_apply.text)],
+                    depends_on=[*host.ready, *kernel_files],
                 )
             )
 
         # Backups and health check: scripts read the admin password from ADMIN_PASS_FILE.
-        if plan.nodes:
-            backup_script = render_backup_script(settings, plan)
-            backup_service, backup_timer = render_backup_service(settings), render_backup_timer(settings)
-            backup_files = [
-                self._file(host, "backup-script", BACKUP_SCRIPT, backup_script, "0750", "root"),
-                self._file(
-                    host, "backup-service-unit", f"{UNIT_DIR}/redis-backup.service", backup_service, "0644", "root"
-                ),
-                self._file(host, "backup-timer-unit", f"{UNIT_DIR}/redis-backup.timer", backup_timer, "0644", "root"),
-            ]
+        if files.backup:
             self._systemd(
                 host,
                 "backup-timer",
                 create=f"{sudo}systemctl daemon-reload && {sudo}systemctl enable redis-backup.timer && "
                 f"{sudo}systemctl restart redis-backup.timer",
-                triggers=[content_hash(backup_script), content_hash(backup_service), content_hash(backup_timer)],
-                depends_on=[*backup_files, *host.shared_files],
+                triggers=[content_hash(f.text) for f in files.backup],
+                depends_on=[*(self._file(host, f) for f in files.backup), *host.shared_files],
             )
-            self._file(
-                host,
-                "rolling-restart-script",
-                ROLLING_RESTART_SCRIPT,
-                render_rolling_restart(settings, topology, plan),
-                "0750",
-                "root",
-            )
-        self._file(host, "health-check", HEALTH_CHECK_SCRIPT, render_health_check(settings, plan), "0750", "root")
-        self._file(host, "health-module", HEALTH_MODULE, health_module_source(), "0644", "root")
-        self._file(host, "health-plan", HEALTH_PLAN_FILE, render_health_plan(settings, topology, plan), "0644", "root")
+        if files.rolling_restart is not None:
+            self._file(host, files.rolling_restart)
+        for tool in files.health:
+            self._file(host, tool)
         return host
 
-    # --- monitoring ------------------------------------------------------------------------
+    def _nodes(self, host: _Host, node_files: list[pulumi.Resource]) -> list[pulumi.Resource]:
+        """Each node's files and its service; the files also go to `node_files` (apply-config waits for them)."""
+        services: list[pulumi.Resource] = []
+        for node in host.files.nodes:
+            files = [self._file(host, f) for f in node.config]
+            unit_file = self._file(host, node.unit)
+            node_files += files
+            services.append(
+                self._service(host, node.node.name, node.unit.text, [*files, unit_file, *host.shared_files, *host.system])
+            )
+        return services
 
-    def _exporters(
-        self, host: _Host, settings: Settings, topology: Topology, passwords: pulumi.Output[Passwords]
-    ) -> None:
-        """One exporter unit per process on this host (components/monitoring.py renders them).
-        Unlike a Redis node, an exporter is restarted on any change: it holds no data."""
+    def _sentinels(self, host: _Host) -> list[pulumi.Resource]:
+        services: list[pulumi.Resource] = []
+        for sentinel in host.files.sentinels:
+            conf_file = sentinel_paths(sentinel.sentinel).conf_file
+            # Sentinel rewrites its config: upload a template next to it and copy it into
+            # place only when the host has none yet (see the service's create command).
+            dist = self._file(host, sentinel.conf_dist)
+            unit_file = self._file(host, sentinel.unit)
+            install_conf = (
+                f"{sudo_prefix(host.user)}sh -c '[ -e {conf_file} ] || "
+                f"install -m 0640 -o redis -g redis {sentinel.conf_dist.path} {conf_file}'"
+            )
+            services.append(
+                self._service(
+                    host,
+                    sentinel.sentinel.name,
+                    sentinel.unit.text,
+                    [dist, unit_file, *host.shared_files, *host.system],
+                    before=install_conf,
+                )
+            )
+        return services
+
+    def _exporters(self, host: _Host) -> None:
+        """One exporter unit per process on this host. Unlike a Redis node, an exporter is
+        restarted on any change: it holds no data."""
         sudo = sudo_prefix(host.user)
-        for exporter in host_exporter_files(settings, topology, host.plan.name, passwords, CONF_DIR, f"{TLS_DIR}/ca.crt"):
+        for exporter in host.files.exporters:
             unit_name = exporter.unit_name
-            files = [
-                self._file(
-                    host, f"{unit_name}-password", exporter.password_path, exporter.password_json, "0600", "root", secret=True
-                ),
-                self._file(host, f"{unit_name}-unit", f"{UNIT_DIR}/{unit_name}.service", exporter.unit, "0644", "root"),
-            ]
+            files = [self._file(host, exporter.password), self._file(host, exporter.unit)]
             start = (
                 f"{sudo}systemctl daemon-reload && {sudo}systemctl enable {unit_name}.service && "
                 f"{sudo}systemctl restart {unit_name}.service"
             )
-            command.remote.Command(
+            self._command(
                 f"{self._name}-{unit_name}-service",
-                connection=host.connection,
+                host,
                 create=start,
                 update=start,
                 delete=f"{sudo}systemctl disable --now {unit_name}.service",
-                triggers=[content_hash(exporter.unit), exporter.password_json.apply(content_hash)],
-                logging=LOGGING,
-                opts=self._opts([*host.ready, *files, *host.shared_files, *host.system]),
+                triggers=[
+                    content_hash(exporter.unit.text),
+                    pulumi.Output.from_input(self._content(exporter.password)).apply(content_hash),
+                ],
+                depends_on=[*host.ready, *files, *host.shared_files, *host.system],
             )
+
+    # --- later deploys ---------------------------------------------------------------------
+
+    def _apply_config_steps(
+        self, hosts: dict[str, _Host], deploy: HostDeployFiles, acl: pulumi.Output[str], after: list[pulumi.Resource]
+    ) -> list[pulumi.Resource]:
+        """Later config changes: live settings on every host at once (the restarts come after)."""
+        steps: list[pulumi.Resource] = []
+        for host in hosts.values():
+            script = host.files.apply_config
+            if script is None:
+                continue
+            steps.append(
+                self._script(
+                    f"{self._name}-{host.name}-{script.label}",
+                    host,
+                    script,
+                    rerun_on_update=True,
+                    triggers=[content_hash(deploy.confs[port]) for port in host.files.plan.ports]
+                    + [acl.apply(content_hash)],
+                    depends_on=after,
+                )
+            )
+        return steps
+
+    def _sentinel_set_steps(
+        self, hosts: dict[str, _Host], settings: Settings, after: list[pulumi.Resource]
+    ) -> list[pulumi.Resource]:
+        """Sentinel owns its config after the first start: users and settings of later deploys go
+        through ACL SETUSER and SENTINEL SET. Before any node restarts, so a restarted node's
+        start script finds the replication user it asks with."""
+        steps: list[pulumi.Resource] = []
+        watch = settings.sentinel
+        for host in hosts.values():
+            script = host.files.sentinel_set
+            if script is None:
+                continue
+            content = pulumi.Output.from_input(self._content(script))
+            steps.append(
+                self._script(
+                    f"{self._name}-{host.name}-{script.label}",
+                    host,
+                    script,
+                    rerun_on_update=True,
+                    triggers=[
+                        watch.quorum,
+                        watch.down_after_milliseconds,
+                        watch.failover_timeout,
+                        watch.parallel_syncs,
+                        content.apply(content_hash),
+                    ],
+                    depends_on=after,
+                )
+            )
+        return steps
+
+    def _rolling_restarts(
+        self,
+        hosts: dict[str, _Host],
+        deploy: HostDeployFiles,
+        topology: Topology,
+        tls_material: RedisTlsMaterial | None,
+        after: list[pulumi.Resource],
+    ) -> None:
+        """One restart step per node, chained replicas first, then masters after a failover."""
+        previous: list[pulumi.Resource] = []
+        for step in rolling_plan(topology):
+            host = hosts[step.host]
+            # What the node read at start-up: a change must *update* this resource, which runs
+            # `update` (the rolling restart). Not `triggers`: pulumi-command replaces the
+            # resource on a triggers change and runs `create` (the echo), so no node would ever
+            # restart (found by the rehearsal). The fingerprints ride in a shell comment.
+            fingerprints: list[pulumi.Input[str]] = [restart_fingerprint(deploy.confs[step.port])[:16]]
+            if tls_material is not None:
+                # A renewed certificate is read at start-up only.
+                fingerprints.append(
+                    tls_material.certificates[step.host].cert_pem.apply(lambda pem: content_hash(pem or "")[:16])
+                )
+            restart_run = f"{sudo_prefix(host.user)}{ROLLING_RESTART_SCRIPT} {step.port}"
+            restart = self._command(
+                f"{self._name}-{step.name}-restart",
+                host,
+                # Created together with the service, which started with this very config.
+                create=f"echo '{step.name}: started with the deployed config, no restart needed'",
+                update=pulumi.Output.all(*fingerprints).apply(partial(_with_comment, restart_run)),
+                # After the sentinels know this deploy's users (a restarted node's start script asks
+                # them), and after the new certificate and key are on the host (shared_files), or
+                # the node restarts with the old ones and nothing restarts it again.
+                depends_on=[*after, *previous, *host.ready, *host.shared_files],
+            )
+            previous = [restart]
 
     # --- building blocks -------------------------------------------------------------------
 
-    def _opts(
+    def _command(
         self,
+        resource_name: str,
+        host: _Host,
+        create: pulumi.Input[str],
         depends_on: Sequence[pulumi.Resource],
-        secret_outputs: list[str] | None = None,
+        update: pulumi.Input[str] | None = None,
+        delete: str | None = None,
+        stdin: pulumi.Input[str] | None = None,
+        triggers: Sequence[pulumi.Input[object]] | None = None,
+        secret_stdin: bool = False,
         delete_before_replace: bool = False,
-    ) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions(
-            parent=self,
-            depends_on=list(depends_on),
-            additional_secret_outputs=secret_outputs,
-            delete_before_replace=delete_before_replace,
+    ) -> command.remote.Command:
+        """The one remote Command of this component: over the host's SSH connection, logged,
+        a child of the deployment. A secret stdin stays a secret in the state."""
+        return command.remote.Command(
+            resource_name,
+            connection=host.connection,
+            create=create,
+            update=update,
+            delete=delete,
+            stdin=stdin,
+            triggers=list(triggers) if triggers is not None else None,
+            logging=LOGGING,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=list(depends_on),
+                additional_secret_outputs=["stdin"] if secret_stdin else None,
+                delete_before_replace=delete_before_replace,
+            ),
         )
 
-    def _file(
+    def _script(
+        self,
+        resource_name: str,
+        host: _Host,
+        script: HostScript,
+        depends_on: Sequence[pulumi.Resource] = (),
+        triggers: Sequence[pulumi.Input[object]] | None = None,
+        rerun_on_update: bool = False,
+    ) -> command.remote.Command:
+        """A rendered script piped to `sh -s` on the host (as root); with `rerun_on_update`, a
+        changed script runs again as an update instead of replacing the resource."""
+        run = run_script_command(host.user)
+        return self._command(
+            resource_name,
+            host,
+            create=run,
+            update=run if rerun_on_update else None,
+            stdin=self._content(script),
+            triggers=triggers,
+            secret_stdin=script.secret is not None,
+            depends_on=depends_on,
+        )
+
+    def _file(self, host: _Host, file: HostFile) -> command.remote.Command:
+        return self._upload(host, file.label, file.path, self._content(file), file.mode, file.owner, file.secret is not None)
+
+    def _upload(
         self,
         host: _Host,
         label: str,
@@ -480,25 +430,26 @@ class RedisHostsDeployment(pulumi.ComponentResource):
     ) -> command.remote.Command:
         """A file written from stdin; re-written (create runs again) when the content changes."""
         group = "root" if owner == "root" else "redis"
-        return command.remote.Command(
-            f"{self._name}-{host.plan.name}-{label}",
-            connection=host.connection,
+        return self._command(
+            f"{self._name}-{host.name}-{label}",
+            host,
             create=write_file_command(path, mode, owner, group, host.user),
             stdin=pulumi.Output.secret(content) if secret else content,
-            logging=LOGGING,
-            opts=self._opts(host.ready, secret_outputs=["stdin"] if secret else None),
+            secret_stdin=secret,
+            depends_on=host.ready,
         )
+
+    def _content(self, rendered: HostFile | HostScript) -> pulumi.Input[str]:
+        """The rendered text; one holding a secret is rendered from the passwords, as a secret."""
+        if rendered.secret is None:
+            return rendered.text
+        return pulumi.Output.secret(self._passwords.apply(rendered.secret))
 
     def _systemd(
         self, host: _Host, label: str, create: str, triggers: list[str], depends_on: Sequence[pulumi.Resource]
     ) -> command.remote.Command:
-        return command.remote.Command(
-            f"{self._name}-{host.plan.name}-{label}",
-            connection=host.connection,
-            create=create,
-            triggers=triggers,
-            logging=LOGGING,
-            opts=self._opts([*host.ready, *depends_on]),
+        return self._command(
+            f"{self._name}-{host.name}-{label}", host, create=create, triggers=triggers, depends_on=[*host.ready, *depends_on]
         )
 
     def _service(
@@ -509,39 +460,23 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         sudo = sudo_prefix(host.user)
         service = f"{process}.service"
         start = f"{sudo}systemctl daemon-reload && {sudo}systemctl enable --now {service}"
-        return command.remote.Command(
+        return self._command(
             f"{self._name}-{process}-service",
-            connection=host.connection,
+            host,
             create=f"{before} && {start}" if before else start,
             # The unit's hash in a comment makes a changed unit an update (daemon-reload only).
             # As `triggers` it replaced the resource: `delete` then `create`, every node of the
             # deployment stopped and started at once (found by the rehearsal).
             update=f"{sudo}systemctl daemon-reload # unit {content_hash(unit)[:16]}",
             delete=f"{sudo}systemctl disable --now {service}",
-            logging=LOGGING,
             # If this ever gets replaced, stop the old process before starting the new one.
-            opts=self._opts([*host.ready, *depends_on], delete_before_replace=True),
+            depends_on=[*host.ready, *depends_on],
+            delete_before_replace=True,
         )
 
 
 def _with_comment(command_line: str, fingerprints: list[str]) -> str:
     return f"{command_line} # start-up inputs {' '.join(fingerprints)}"
-
-
-def _auth_conf(passwords: pulumi.Output[Passwords], node_name: str) -> pulumi.Output[str]:
-    def render(p: Passwords) -> str:
-        return render_auth_conf(node_name, p)
-
-    return pulumi.Output.secret(passwords.apply(render))
-
-
-def _sentinel_conf(
-    settings: Settings, topology: Topology, sentinel: SentinelNode, passwords: pulumi.Output[Passwords]
-) -> pulumi.Output[str]:
-    def render(p: Passwords) -> str:
-        return render_sentinel_conf(settings, topology, sentinel, sentinel_paths(sentinel), p)
-
-    return pulumi.Output.secret(passwords.apply(render))
 
 
 def _connection(machine: Machine, user: str, private_key: pulumi.Output[str]) -> ConnectionArgsDict:

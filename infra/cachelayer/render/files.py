@@ -2,8 +2,9 @@
 
 `cachelayer render` writes them to a directory so a pull request can show what changes on a
 server: Pulumi's own diff shows a changed command resource as one opaque string. The components
-(redis_docker.py, redis_hosts.py) ship exactly these contents; tests/unit/test_rendered_files.py runs
-the program under mocks and checks that every file and script it declares is listed here.
+ship exactly these contents: redis_hosts.py builds its resources from the very list the hosts
+part comes from (render/host_files.py); for redis_docker.py, tests/unit/test_rendered_files.py
+runs the program under mocks and checks that every file and script it declares is listed here.
 
 Paths are `containers/<process>/<path in the container>`, `hosts/<machine>/<path on the host>`,
 `hosts/<machine>/stdin/<script>` for scripts piped to a shell, and `local/<script>` for what
@@ -18,51 +19,8 @@ from pathlib import Path
 from cachelayer.config.settings import PASSWORD_KEYS, Settings
 from cachelayer.errors import UsageError
 from cachelayer.plan.topology import Topology
-from cachelayer.render.hosts import (
-    ADMIN_PASS_FILE,
-    BACKUP_SCRIPT,
-    CONF_DIR,
-    FIREWALL_UNIT,
-    HEALTH_CHECK_SCRIPT,
-    HEALTH_MODULE,
-    HEALTH_PLAN_FILE,
-    NFT_FILE,
-    ROLLING_RESTART_SCRIPT,
-    SYSCTL_FILE,
-    THP_UNIT,
-    TLS_DIR,
-    UNIT_DIR,
-    health_module_source,
-    host_plans,
-    node_paths,
-    render_apply_config,
-    render_backup_script,
-    render_backup_service,
-    render_backup_timer,
-    render_dirs_script,
-    render_firewall_unit,
-    render_health_check,
-    render_health_plan,
-    render_install_script,
-    render_kernel_apply,
-    render_nftables,
-    render_node_start,
-    render_node_unit,
-    render_rolling_restart,
-    render_sentinel_set,
-    render_sentinel_unit,
-    render_sysctl,
-    render_thp_unit,
-    sentinel_paths,
-)
-from cachelayer.render.monitoring import (
-    DOCKER_PASSWORD_FILE,
-    exporter_password_file,
-    exporter_unit_name,
-    render_exporter_unit,
-    render_password_file,
-    stack_targets,
-)
+from cachelayer.render.host_files import host_deploy_files
+from cachelayer.render.monitoring import DOCKER_PASSWORD_FILE, exporter_unit_name, render_password_file, stack_targets
 from cachelayer.render.nodes import (
     Passwords,
     docker_paths,
@@ -165,55 +123,4 @@ def _docker_files(settings: Settings, topology: Topology, passwords: Passwords) 
 
 
 def _host_files(settings: Settings, topology: Topology, passwords: Passwords) -> dict[str, str]:
-    assert settings.hosts is not None, "the hosts target needs hosts settings"
-    files: dict[str, str] = {}
-    acl = render_users_acl(settings, passwords)
-    confs = {node.port: render_redis_conf(settings, topology, node, node_paths(node)) for node in topology.nodes}
-    for plan in host_plans(settings, topology):
-        base = f"hosts/{plan.name}"
-        stdin = f"{base}/stdin"
-        files[f"{stdin}/host-install.sh"] = render_install_script(settings, plan)
-        files[f"{stdin}/host-dirs.sh"] = render_dirs_script(settings, plan)
-        files[base + ADMIN_PASS_FILE] = passwords.admin + "\n"
-        files[base + NFT_FILE] = render_nftables(settings, topology, plan)
-        files[f"{base}{UNIT_DIR}/{FIREWALL_UNIT}"] = render_firewall_unit(settings)
-        if settings.hosts.kernel_tuning:
-            files[base + SYSCTL_FILE] = render_sysctl(settings)
-            files[f"{base}{UNIT_DIR}/{THP_UNIT}"] = render_thp_unit(settings)
-            files[f"{stdin}/kernel-apply.sh"] = render_kernel_apply(settings, plan)
-        if plan.nodes:
-            files[base + BACKUP_SCRIPT] = render_backup_script(settings, plan)
-            files[f"{base}{UNIT_DIR}/redis-backup.service"] = render_backup_service(settings)
-            files[f"{base}{UNIT_DIR}/redis-backup.timer"] = render_backup_timer(settings)
-            files[base + ROLLING_RESTART_SCRIPT] = render_rolling_restart(settings, topology, plan)
-            files[f"{stdin}/apply-config.sh"] = render_apply_config(settings, plan, confs)
-        files[base + HEALTH_CHECK_SCRIPT] = render_health_check(settings, plan)
-        files[base + HEALTH_MODULE] = health_module_source()
-        files[base + HEALTH_PLAN_FILE] = render_health_plan(settings, topology, plan)
-        for node in plan.nodes:
-            paths = node_paths(node)
-            files[base + paths.conf_file] = confs[node.port]
-            files[base + paths.acl_file] = acl
-            files[base + paths.auth_file] = render_auth_conf(node.name, passwords)
-            if topology.kind == "sentinel":
-                files[base + paths.start_script] = render_node_start(settings, topology, node)
-            files[f"{base}{UNIT_DIR}/{node.name}.service"] = render_node_unit(settings, topology, node)
-        for sentinel in plan.sentinels:
-            paths = sentinel_paths(sentinel)
-            files[f"{base}{paths.conf_file}.dist"] = render_sentinel_conf(settings, topology, sentinel, paths, passwords)
-            files[f"{base}{UNIT_DIR}/{sentinel.name}.service"] = render_sentinel_unit(settings, sentinel)
-        if plan.sentinels:
-            files[f"{stdin}/sentinel-set.sh"] = render_sentinel_set(settings, topology, plan, passwords)
-        if settings.monitoring_enabled:
-            for target in stack_targets(settings, topology):
-                if target.host == plan.name:
-                    tls_ca = f"{TLS_DIR}/ca.crt" if settings.redis.tls else None
-                    files[f"{base}{UNIT_DIR}/{exporter_unit_name(target)}.service"] = render_exporter_unit(
-                        settings, target, CONF_DIR, tls_ca
-                    )
-                    files[base + exporter_password_file(target, CONF_DIR)] = render_password_file(
-                        target, passwords.monitor, settings.redis.tls
-                    )
-    first = topology.nodes[0].host
-    files[f"hosts/{first}/stdin/bootstrap.sh"] = render_bootstrap_script(settings, topology, TLS_DIR)
-    return files
+    return host_deploy_files(settings, topology).rendered(passwords)

@@ -30,7 +30,9 @@ from cachelayer.render.monitoring import (
     rules_yaml,
     scrape_targets,
 )
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, port_is_free, process_cmdline, process_start_time
+from cachelayer.sandbox.errors import SandboxError
+from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.processes import port_is_free, process_cmdline, process_start_time
 
 STATE_FILE = "monitoring.json"
 DEFAULT_PROMETHEUS_PORT = 9090

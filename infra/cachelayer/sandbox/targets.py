@@ -11,7 +11,8 @@ from cachelayer.errors import CachelayerError
 from cachelayer.ops.scale_in import Report, restore_replicas, retire
 from cachelayer.ops.target import Endpoint, Target
 from cachelayer.render.nodes import USERS
-from cachelayer.sandbox.local import LocalSandbox, default_workdir
+from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.state import default_workdir
 
 
 def from_sandbox(stack: str, workdir: Path | None = None) -> Target | None:
