@@ -14,7 +14,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from cachelayer.ops.backup import (
 )
 from cachelayer.ops.health import TOTAL_SLOTS
 from cachelayer.ops.target import Target
+from cachelayer.ports import free_loopback_port
 
 Mode = Literal["fail-if-not-empty", "skip-existing", "replace"]
 MODES: tuple[Mode, ...] = ("fail-if-not-empty", "skip-existing", "replace")
@@ -146,13 +146,6 @@ def check_files(files: Sequence[BackupFile]) -> None:
 
 
 # ------------------------------------------------------------------- temporary servers
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class TempServer:
     pid: int

@@ -42,6 +42,7 @@ from cachelayer.ops.health import (
 )
 from cachelayer.paths import project_root
 from cachelayer.plan.topology import Node, Placement, SentinelNode, Topology, build_topology, local_placement
+from cachelayer.ports import port_is_free
 from cachelayer.render.nodes import (
     USERS,
     Passwords,
@@ -184,17 +185,6 @@ def require_binaries(*names: str) -> dict[str, str]:
             raise RedisNotInstalledError(f"`{name}` was not found on PATH: {INSTALL_HINT}")
         found[name] = path
     return found
-
-
-def port_is_free(address: str, port: int) -> bool:
-    # SO_REUSEADDR as redis-server sets it: a socket in TIME_WAIT does not count as taken.
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def sandbox_settings(

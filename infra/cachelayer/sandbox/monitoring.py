@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachelayer.ports import port_is_free
 from cachelayer.render.monitoring import (
     EXPORTER_BINARY,
     ExporterTarget,
@@ -30,7 +31,7 @@ from cachelayer.render.monitoring import (
     rules_yaml,
     scrape_targets,
 )
-from cachelayer.sandbox.local import LocalSandbox, SandboxError, port_is_free, process_cmdline, process_start_time
+from cachelayer.sandbox.local import LocalSandbox, SandboxError, process_cmdline, process_start_time
 
 STATE_FILE = "monitoring.json"
 DEFAULT_PROMETHEUS_PORT = 9090
