@@ -20,6 +20,7 @@ from cachelayer.config.stack_file import read_stack_config
 from cachelayer.errors import SettingsError
 from cachelayer.ops.rebalance import RebalanceError
 from cachelayer.ops.scale_in import retire_sandbox_nodes
+from cachelayer.render.nodes import cli_ca_flags
 from cachelayer.sandbox.local import (
     LocalSandbox,
     SandboxError,
@@ -135,7 +136,7 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
     first = sandbox.topology.nodes[0]
     cluster_flag = " -c" if sandbox.topology.kind == "cluster" else ""
     if sandbox.tls_dir is not None:
-        cluster_flag += f" --tls --cacert {shlex.quote(str(sandbox.tls_dir / 'ca.crt'))}"
+        cluster_flag += " " + shlex.join(cli_ca_flags(str(sandbox.tls_dir / "ca.crt")))
     # Reads the password from the 0600 file, so it never lands in the shell history.
     read = "import json, sys; print(json.load(open(sys.argv[1]))['app'])"
     console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel, monitor)")

@@ -214,9 +214,7 @@ def temp_server(rdb: Path, scratch: Path | None = None, announce: Announce | Non
 def _options(target: Target) -> dict[str, Any]:
     options: dict[str, Any] = {"username": target.admin_user, "password": target.admin_password,
                                "socket_timeout": 60, "socket_connect_timeout": 5}
-    if target.tls_ca:
-        options |= {"ssl": True, "ssl_ca_certs": target.tls_ca}
-    return options
+    return options | target.tls_options
 
 
 class Router:

@@ -39,6 +39,7 @@ from cachelayer.ops.health import (
     basic_problems,
     node_facts,
     sentinel_facts,
+    tls_client_options,
 )
 from cachelayer.paths import project_root
 from cachelayer.plan.topology import Node, Placement, SentinelNode, Topology, build_topology, local_placement
@@ -659,8 +660,7 @@ class LocalSandbox:
         """A client of one process as any user (None, None: anonymous), over TLS when the stack is."""
         process = self._by_port(node) if isinstance(node, int) else node
         if self.tls_dir is not None:
-            options.setdefault("ssl", True)
-            options.setdefault("ssl_ca_certs", str(self.tls_dir / "ca.crt"))
+            options = tls_client_options(str(self.tls_dir / "ca.crt")) | options
         return redis.Redis(
             host=process.address,
             port=process.port,
