@@ -91,33 +91,24 @@ def split_args(line: str) -> list[str]:
         quote = ""
         while True:
             char = line[position] if position < end else ""
-            if quote == '"':
-                if char == "\\" and line[position + 1:position + 2] == "x" and _is_hex(line[position + 2:position + 4]):
+            if quote:
+                if not char:
+                    raise ConfError(f"unbalanced quotes: {line}")
+                following = line[position + 1:position + 2]
+                if char == quote:
+                    if following and not following.isspace():
+                        raise ConfError(f"a closing quote must be followed by a space: {line}")
+                    position += 1
+                    break
+                if char == "\\" and quote == '"' and following == "x" and _is_hex(line[position + 2:position + 4]):
                     current.append(chr(int(line[position + 2:position + 4], 16)))
                     position += 3
-                elif char == "\\" and position + 1 < end:
+                elif char == "\\" and quote == '"' and following:
                     position += 1
-                    current.append(escapes.get(line[position], line[position]))
-                elif char == '"':
-                    if position + 1 < end and not line[position + 1].isspace():
-                        raise ConfError(f"a closing quote must be followed by a space: {line}")
-                    position += 1
-                    break
-                elif not char:
-                    raise ConfError(f"unbalanced quotes: {line}")
-                else:
-                    current.append(char)
-            elif quote == "'":
-                if char == "\\" and line[position + 1:position + 2] == "'":
+                    current.append(escapes.get(following, following))
+                elif char == "\\" and following == "'":  # the one escape inside single quotes
                     position += 1
                     current.append("'")
-                elif char == "'":
-                    if position + 1 < end and not line[position + 1].isspace():
-                        raise ConfError(f"a closing quote must be followed by a space: {line}")
-                    position += 1
-                    break
-                elif not char:
-                    raise ConfError(f"unbalanced quotes: {line}")
                 else:
                     current.append(char)
             elif char in ("", " ", "\n", "\r", "\t"):

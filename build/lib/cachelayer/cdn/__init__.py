@@ -1,1 +1,0 @@
-"""The CDN: Cloudflare cache rules, CDN settings and the Cloudflare API. Imports only the package root."""

@@ -1,1 +1,0 @@
-"""Pulumi ComponentResources: each turns a plan from the pure core into resources."""

@@ -1,1 +1,0 @@
-"""Typed, validated stack settings (no Pulumi import). Imports the root and cdn.settings."""

@@ -1,1 +1,0 @@
-"""What the settings mean: topology, ACL policy, advice. Imports config and below."""

@@ -1,1 +1,0 @@
-"""The stack as local redis-server processes. Imports ops and below; never components or cli."""
