@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from cachelayer.cdn.rules import BYPASS_PARAMETERS, Request
 from cachelayer.cdn.settings import BROWSER_TTL_MINIMUM, EDGE_TTL_MINIMUM, YEAR, CdnSettings
 from cachelayer.plan.acl_policy import verdicts
+from cachelayer.render.conf import ConfError, acl_users, conf_values
 
 ReportViolation = Callable[..., None]  # (message, urn=None)
 
@@ -83,20 +84,14 @@ def no_data_removal_on_delete(args: ResourceArgs, report_violation: ReportViolat
 
 
 # ------------------------------------------------------------------------- Redis on the hosts
-def _conf_directives(text: str) -> dict[str, str]:
-    directives: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key and not key.startswith("#"):
-            directives.setdefault(key, value.strip())
-    return directives
-
-
 def hosts_tls_on(args: ResourceArgs, report_violation: ReportViolation) -> None:
     """Every redis.conf or sentinel.conf shipped to a host listens on TLS only (port 0)."""
     if args.resource_type != REMOTE_COMMAND:
         return
-    conf = _conf_directives(str(args.props.get("stdin") or ""))
+    try:
+        conf = conf_values(str(args.props.get("stdin") or ""))
+    except ConfError:
+        return  # not a Redis config (a script), or one redis-server refuses to start with
     if "port" not in conf:
         return  # not a Redis config file
     if conf["port"] != "0" or conf.get("tls-port", "0") == "0":
@@ -112,15 +107,6 @@ def acl_contents(args: ResourceArgs) -> Iterable[str]:
         yield from (str(u.get("content") or "") for u in args.props.get("uploads") or [])
     elif args.resource_type == REMOTE_COMMAND:
         yield str(args.props.get("stdin") or "")
-
-
-def acl_users(text: str) -> dict[str, list[str]]:
-    users: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0] == "user":
-            users.setdefault(words[1], []).extend(words[2:])
-    return users
 
 
 def _state(rules: Sequence[str]) -> str:
@@ -153,7 +139,11 @@ def acl_default_off_app_least_privilege(args: ResourceArgs, report_violation: Re
     """In every ACL (node ACL files, sentinel configs) the default user is off; on the nodes the
     app user holds only what cachelayer.plan.acl_policy allows."""
     for text in acl_contents(args):
-        users = acl_users(text)
+        try:
+            users = acl_users(text)
+        except ConfError as error:
+            report_violation(f"{args.name}: Redis would refuse this ACL ({error})")
+            continue
         if not users:
             continue
         if _state(users.get("default", [])) != "off" or "default" not in users:

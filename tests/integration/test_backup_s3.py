@@ -15,7 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from cachelayer.cli.app import main
 from cachelayer.ops.backup import MANIFEST
-from cachelayer.ops.restore import free_loopback_port
+from cachelayer.ports import free_loopback_port
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
 from .test_backup_restore import admin_cluster

@@ -14,7 +14,7 @@ import redis
 
 from cachelayer.config.checks import INT_RANGES
 from cachelayer.fields import parse_memory
-from cachelayer.render.rollout import conf_directives
+from cachelayer.render.conf import conf_values
 from cachelayer.sandbox.local import LocalSandbox
 
 from .conftest import boot, cluster_client
@@ -38,7 +38,7 @@ def test_small_node_runs_each_directive_at_the_stacks_value_and_refuses_an_overs
     sandbox = sandbox_factory(7610, maxmemory="8mb", repl_backlog_size="1mb", min_replicas_max_lag=7)
     boot(sandbox)
     for node in sandbox.topology.nodes:
-        wanted = conf_directives(Path(sandbox.paths(node).conf_file).read_text())
+        wanted = conf_values(Path(sandbox.paths(node).conf_file).read_text())
         with sandbox.admin_client(node) as admin:
             for directive in SIZE_DIRECTIVES:
                 value = str(admin.config_get(directive)[directive])

@@ -14,6 +14,7 @@ import pytest
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.plan.topology import build_topology, local_placement
+from cachelayer.ports import free_port_block
 from cachelayer.render.nodes import (
     Passwords,
     cli_tls_flags,
@@ -23,7 +24,6 @@ from cachelayer.render.nodes import (
     sandbox_paths,
 )
 from cachelayer.render.rollout import live_values
-from support.free_ports import free_port_block
 from support.tls_certificates import make_test_certificates
 
 BASE_PORT = free_port_block(7300, 7390, offsets=(10000,))

@@ -35,12 +35,12 @@ from cachelayer.ops.restore import (
     READ_BATCH,
     BackupFile,
     Reservoir,
-    free_loopback_port,
     parallel_shards,
     read_batches,
     temp_server,
 )
 from cachelayer.ops.target import Endpoint, Target
+from cachelayer.ports import free_loopback_port
 
 NOW = datetime(2025, 6, 10, 2, 0, tzinfo=UTC)
 

@@ -24,6 +24,7 @@ import pytest
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.plan.topology import Topology, build_topology
+from cachelayer.ports import free_port_block
 from cachelayer.render.files import rendered_files
 from cachelayer.render.hosts import (
     HEALTH_MODULE,
@@ -44,7 +45,6 @@ from cachelayer.render.hosts import (
     render_thp_unit,
 )
 from cachelayer.render.nodes import Passwords, render_redis_conf, render_users_acl
-from support.free_ports import free_port_block
 from support.tls_certificates import make_test_certificates
 
 # The scripts' node (PORT), a restore target (PORT + 1) and a port nobody listens on (PORT + 5).

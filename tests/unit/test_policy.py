@@ -14,6 +14,7 @@ import pytest
 from pulumi_policy.deserialize import deserialize_properties
 
 from cachelayer.cdn.rules import BYPASS_PARAMETERS
+from cachelayer.render.conf import ConfError, acl_users, conf_values
 from conftest import STACKS, stack_run
 from support.program_harness import ProgramRun, run_program
 
@@ -85,12 +86,19 @@ def test_sentinel_topology_passes_the_pack(stack: str, overrides: dict[str, Any]
     assert all_violations(as_analyzed(run_program(stack, overrides))) == {}
 
 
+def readable_conf(text: str) -> dict[str, str]:
+    try:
+        return conf_values(text)
+    except ConfError:
+        return {}  # a script, not a config
+
+
 def test_the_pack_sees_the_programs_acls_and_tls() -> None:
     """The stack-file test above is not vacuous: the rules find their subject in the prod run."""
     resources = as_analyzed(stack_run("prod"))
-    acls = [t for r in resources for t in pack.acl_contents(r) if pack.acl_users(t).get("app")]
+    acls = [t for r in resources for t in pack.acl_contents(r) if acl_users(t).get("app")]
     assert len(acls) >= 6
-    confs = [r for r in resources if pack._conf_directives(str(r.props.get("stdin"))).get("tls-port")]
+    confs = [r for r in resources if "tls-port" in readable_conf(str(r.props.get("stdin")))]
     assert len(confs) == 6, [r.name for r in confs]
     shape = pack.redis_shape(resources)
     assert shape is not None and shape.masters == 3
@@ -139,6 +147,14 @@ def test_hosts_tls_on() -> None:
     assert violations(pack.hosts_tls_on, Args(pack.REMOTE_COMMAND, {"stdin": "#!/bin/sh\necho hi\n"})) == []
 
 
+def test_hosts_tls_on_reads_a_repeated_directive_as_redis_does() -> None:
+    """The last `port` line is the one redis-server listens on; the pack used to read the first."""
+    plain_after_tls = "port 0\ntls-port 7000\nport 7000\n"
+    assert violations(pack.hosts_tls_on, Args(pack.REMOTE_COMMAND, {"stdin": plain_after_tls}))
+    tls_after_plain = "port 7000\ntls-port 7000\nport 0\n"
+    assert violations(pack.hosts_tls_on, Args(pack.REMOTE_COMMAND, {"stdin": tls_after_plain})) == []
+
+
 APP_OK = "user default off\nuser app on #x ~* &* -@all +@read +@write -@admin -@dangerous +cluster|slots +info\n"
 
 
@@ -153,6 +169,14 @@ APP_OK = "user default off\nuser app on #x ~* &* -@all +@read +@write -@admin -@
 def test_acl_rules_refuse(acl: str) -> None:
     upload = Args(pack.CONTAINER, {"uploads": [{"file": "/usr/local/etc/redis/redis-7000.acl", "content": acl}]})
     assert violations(pack.acl_default_off_app_least_privilege, upload), acl
+
+
+def test_an_acl_declaring_a_user_twice_is_refused() -> None:
+    """Redis refuses a file that declares a user twice; the pack used to merge the two lines."""
+    twice = APP_OK + "user default on nopass\n"
+    assert violations(pack.acl_default_off_app_least_privilege, Args(pack.REMOTE_COMMAND, {"stdin": twice})) == [
+        "r: Redis would refuse this ACL (line 3: user default is declared twice: Redis refuses the file)"
+    ]
 
 
 def test_acl_rules_accept_the_allowlist() -> None:

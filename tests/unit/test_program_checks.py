@@ -12,8 +12,8 @@ from cachelayer.config.settings import load_settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.plan.advice import settings_warnings
 from cachelayer.plan.topology import build_topology
+from cachelayer.render.conf import conf_values
 from cachelayer.render.nodes import docker_paths, render_redis_conf
-from cachelayer.render.rollout import conf_directives
 from support.program_harness import FAKE_SECRETS, ProgramRun
 
 NO_CDN_TOKEN = {"ssh_private_key": FAKE_SECRETS["ssh_private_key"]}
@@ -99,7 +99,7 @@ def test_a_hosts_stack_without_an_off_host_backup_destination_is_warned_about(
 def rendered(**redis: Any) -> list[dict[str, str]]:
     settings = load_settings({"redis": redis}, "t")
     topology = build_topology(settings)
-    return [conf_directives(render_redis_conf(settings, topology, n, docker_paths(n.name))) for n in topology.nodes]
+    return [conf_values(render_redis_conf(settings, topology, n, docker_paths(n.name))) for n in topology.nodes]
 
 
 def test_cluster_port_is_the_announced_bus_port() -> None:

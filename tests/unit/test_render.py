@@ -29,6 +29,8 @@ from redis.retry import Retry
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.plan.acl_policy import ALLOWED_CATEGORIES, DENIED_CATEGORIES
 from cachelayer.plan.topology import Node, build_topology
+from cachelayer.ports import PortsTakenError, free_port_block
+from cachelayer.render import conf
 from cachelayer.render import nodes as render
 from cachelayer.render.nodes import (
     USERS,
@@ -45,7 +47,6 @@ from cachelayer.render.nodes import (
     render_users_acl,
 )
 from cachelayer.sandbox.local import LocalSandbox
-from cachelayer.sandbox.processes import port_is_free
 from support.tls_certificates import make_test_certificates
 
 # Distinctive passwords, with the characters a config file must escape.
@@ -247,15 +248,7 @@ def test_every_artefact_says_it_is_managed_by_pulumi() -> None:
 
 
 def acl_users(text: str) -> dict[str, list[str]]:
-    users: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        words = line.split()
-        assert words[0] == "user", f"an ACL file holds only user lines, got {line!r}"
-        assert words[1] not in users, f"user {words[1]} twice"
-        users[words[1]] = words[2:]
-    return users
+    return conf.acl_users(text, acl_file=True)  # refuses what Redis refuses: other lines, a user twice
 
 
 def test_acl_file_holds_only_hashes() -> None:
@@ -545,11 +538,10 @@ def require(binary: str) -> str:
 
 def free_base_port(preferred: int) -> int:
     """A base port near `preferred` whose client, bus and sentinel ports are all free."""
-    for base in range(preferred, preferred + 100, 10):
-        needed = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)] + [base + 7 + j for j in range(3)]
-        if all(port_is_free("127.0.0.1", port) for port in needed):
-            return base
-    pytest.fail(f"no free ports near {preferred}")
+    try:
+        return free_port_block(preferred, preferred + 100, offsets=(10000,), step=10, extra=(7, 8, 9), shuffle=False)
+    except PortsTakenError:
+        pytest.fail(f"no free ports near {preferred}")
 
 
 def connect(

@@ -17,6 +17,7 @@ import pytest
 from cachelayer.cli.app import main
 from cachelayer.config.settings import PASSWORD_KEYS, Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
+from cachelayer.ops.delivery import read_tree
 from cachelayer.plan.topology import build_topology
 from cachelayer.render.files import mask_hashes, placeholder_passwords, rendered_files
 from cachelayer.render.host_files import host_deploy_files
@@ -152,11 +153,13 @@ def test_the_hosts_component_ships_exactly_the_rendered_list(stack: str, overrid
 @pytest.mark.parametrize("stack", STACKS)
 def test_render_command_writes_the_tree_without_secrets(stack: str, tmp_path: Path) -> None:
     out = tmp_path / stack
-    (out / "stale.conf").parent.mkdir(parents=True)
-    (out / "stale.conf").write_text("a file the stack no longer ships")
+    # A previous render that wrote a file the stack no longer ships (its marker lists it).
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "stale.conf").write_text("a file the stack no longer ships")
+    (out / ".cachelayer-render").write_text("old/stale.conf\n")
     assert main(["render", "--stack", stack, "--out", str(out)]) == 0
-    written = {p.relative_to(out).as_posix(): p.read_text() for p in out.rglob("*") if p.is_file()}
-    assert "stale.conf" not in written, "the output directory is emptied first"
+    written = read_tree(out)
+    assert "old/stale.conf" not in written and not (out / "old").exists(), "the previous render's file lingered"
     settings = load_settings(read_stack_config(stack), stack)
     passwords = placeholder_passwords()
     assert written == mask_hashes(rendered_files(settings, build_topology(settings), passwords), passwords)

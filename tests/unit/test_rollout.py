@@ -15,18 +15,17 @@ import pytest
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.plan.topology import build_topology, local_placement
+from cachelayer.ports import free_port_block
+from cachelayer.render.conf import RESTART_ONLY, conf_values
 from cachelayer.render.nodes import Passwords, render_auth_conf, render_redis_conf, render_users_acl, sandbox_paths
 from cachelayer.render.rollout import (
     LIVE_DIRECTIVES,
-    RESTART_DIRECTIVES,
     change_path,
-    conf_directives,
     diff_settings,
     live_values,
     restart_fingerprint,
     rolling_plan,
 )
-from support.free_ports import free_port_block
 
 PASSWORDS = Passwords(
     "app-password-0123456789", "admin-password-0123456789", "repl-password-0123456789", "sentinel-pw-0123456789",
@@ -41,7 +40,8 @@ def prod(**redis: Any) -> Settings:
 
 
 def test_the_two_paths_do_not_overlap_and_unknown_directives_restart() -> None:
-    assert not LIVE_DIRECTIVES & RESTART_DIRECTIVES
+    assert not LIVE_DIRECTIVES & RESTART_ONLY
+    assert all(change_path(directive) == "restart" for directive in RESTART_ONLY)
     assert change_path("maxmemory") == "live"
     assert change_path("port") == "restart"
     assert change_path("some-future-directive") == "restart"
@@ -130,10 +130,10 @@ def test_rolling_plan_restarts_replicas_first_then_masters_after_a_failover() ->
     assert [s.group for s in sentinel_plan][3:] == ["redis-master-1", "redis-master-2", "redis-master-3"]
 
 
-def test_conf_directives_reads_a_rendered_config() -> None:
+def test_conf_values_reads_a_rendered_config() -> None:
     settings = prod()
     topology = build_topology(settings)
-    directives = conf_directives(
+    directives = conf_values(
         render_redis_conf(settings, topology, topology.nodes[0], sandbox_paths(Path("/x"), "n"))
     )
     assert directives["maxmemory"] == "2gb"

@@ -287,15 +287,14 @@ def restore_command(
 
 def free_base_port(first: int = 17000, last: int = 18000, sentinels: bool = False) -> int:
     """A base port with 6 node ports, their bus ports (+10000) and, for sentinel, +20000 free."""
+    from cachelayer.ports import PortsTakenError, free_port_block
     from cachelayer.sandbox.errors import SandboxError
-    from cachelayer.sandbox.processes import port_is_free
 
-    for base in range(first, last, 10):
-        ports = [base + i for i in range(6)] + [base + 10000 + i for i in range(6)]
-        ports += [base + 20000 + i for i in range(3)] if sentinels else []
-        if all(port_is_free("127.0.0.1", port) for port in ports):
-            return base
-    raise SandboxError(f"no free block of ports in {first}-{last}: pass --base-port")
+    try:
+        return free_port_block(first, last, size=6, offsets=(10000,), step=10,
+                               extra=(20000, 20001, 20002) if sentinels else (), shuffle=False)
+    except PortsTakenError:
+        raise SandboxError(f"no free block of ports in {first}-{last}: pass --base-port") from None
 
 
 def restore_drill(

@@ -149,6 +149,8 @@ def _planned(sandbox: LocalSandbox) -> list[tuple[str, str, str]]:
 
 
 def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
+    from cachelayer.render.nodes import cli_ca_flags
+
     rows = _planned(sandbox)
     table = Table(title="Endpoints")
     whole_column(table, "process", [r[0] for r in rows])
@@ -162,7 +164,7 @@ def _print_endpoints(sandbox: LocalSandbox, show_password: bool) -> None:
     first = sandbox.topology.nodes[0]
     cluster_flag = " -c" if sandbox.topology.kind == "cluster" else ""
     if sandbox.tls_dir is not None:
-        cluster_flag += f" --tls --cacert {shlex.quote(str(sandbox.tls_dir / 'ca.crt'))}"
+        cluster_flag += " " + shlex.join(cli_ca_flags(str(sandbox.tls_dir / "ca.crt")))
     # Reads the password from the 0600 file, so it never lands in the shell history.
     read = "import json, sys; print(json.load(open(sys.argv[1]))['app'])"
     console.print(f"Passwords: {sandbox.passwords_file} (mode 0600; users app, admin, replication, sentinel, monitor)",

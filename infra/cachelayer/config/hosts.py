@@ -6,7 +6,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from cachelayer.config.checks import INT_RANGES, MACHINE_NAME, USER_NAME, calendar_ok
 from cachelayer.errors import SettingsError
@@ -14,8 +14,18 @@ from cachelayer.fields import from_mapping
 
 BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
-if TYPE_CHECKING:
-    from cachelayer.config.settings import RedisSettings
+class NodeLayout(Protocol):
+    """What the hosts settings need of the Redis settings (config.settings.RedisSettings): this
+    module sits below settings and does not import it."""
+
+    @property
+    def node_count(self) -> int: ...
+    @property
+    def replicas_per_master(self) -> int: ...
+    @property
+    def masters(self) -> int: ...
+    @property
+    def base_port(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +94,7 @@ def default_placement(machines: tuple[Machine, ...], node_count: int, replicas_p
     return tuple(names[(index % masters + index // masters) % len(names)] for index in range(node_count))
 
 
-def load_hosts_settings(raw: Mapping[str, Any] | None, redis: RedisSettings) -> HostsSettings:
+def load_hosts_settings(raw: Mapping[str, Any] | None, redis: NodeLayout) -> HostsSettings:
     hosts = from_mapping(HostsSettings, raw, "hosts")
     if not hosts.machines:
         raise SettingsError("hosts.machines", "no machine is listed", "list the servers with name and address")

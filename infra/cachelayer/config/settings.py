@@ -571,11 +571,6 @@ def _collision_suggestion(key: str, redis: RedisSettings, sentinel: SentinelSett
     return _free_run(owners, len(sentinel.ports)) if key == "sentinel.ports" else 10000
 
 
-def validate_ports(redis: RedisSettings, sentinel: SentinelSettings) -> None:
-    """Client, bus and sentinel ports must be unprivileged TCP ports and never collide."""
-    claimed_ports(redis, sentinel)
-
-
 def validate_ssh_ports(hosts: HostsSettings, owners: Mapping[int, tuple[str, str]]) -> None:
     """No Redis port may be a machine's SSH port: the node could not bind it, or SSH would break."""
     for index, machine in enumerate(hosts.machines):

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from typing import Any, Protocol
 import redis
 
 from cachelayer.errors import CachelayerError
+from cachelayer.ops.health import is_linked_replica
 from cachelayer.ops.target import Endpoint, Target, parse_address
 
 MANIFEST = "manifest.json"
@@ -137,8 +137,7 @@ def _link_up(target: Target, address: str) -> bool:
             info = client.info("replication")
     except redis.RedisError:
         return False
-    return (info.get("role") == "slave" and info.get("master_link_status") == "up"
-            and not info.get("master_sync_in_progress"))
+    return is_linked_replica(info) and not info.get("master_sync_in_progress")
 
 
 def cluster_plan(target: Target, from_masters: bool) -> list[ShardPlan]:
@@ -500,7 +499,3 @@ def prune(store: Store, keep_days: int | None, keep_copies: int | None, now: dat
     for name in doomed:
         store.delete(name)
     return doomed
-
-
-def scratch_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -25,6 +25,7 @@ from cachelayer.config.settings import Settings
 from cachelayer.ops.health import TOTAL_SLOTS, read_cluster_nodes
 from cachelayer.ops.target import Target
 from cachelayer.plan.topology import Node, Topology, build_topology
+from cachelayer.render.conf import PER_LINE, RESTART_ONLY, acl_users, conf_values
 from cachelayer.render.nodes import (
     USERS,
     Passwords,
@@ -36,13 +37,6 @@ from cachelayer.render.nodes import (
     render_users_acl,
 )
 
-# Directives CONFIG SET cannot change at runtime: drift there needs a restart with the rendered file.
-RESTART_ONLY = {
-    "port", "tls-port", "daemonize", "supervised", "databases", "aclfile", "cluster-enabled",
-    "cluster-config-file", "appenddirname", "logfile", "dbfilename", "include", "tcp-backlog", "dir",
-}
-# Not readable with CONFIG GET, or not a runtime value.
-NOT_CONFIG = {"include", "user", "rename-command"}
 UNITS = {"k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 SCRATCH_PASSWORD = "cachelayer-drift-scratch"
 PULUMI_FIX = "re-run `pulumi up` (the rendered file is right; the node must be restarted with it)"
@@ -68,19 +62,8 @@ def normalise(value: str) -> str:
 
 
 def directives(conf: str) -> dict[str, str]:
-    """name -> value of a rendered redis.conf; a directive given twice is joined (save, bind)."""
-    found: dict[str, str] = {}
-    for line in conf.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        name, *args = shlex.split(line)
-        name = name.lower()
-        if name in NOT_CONFIG:
-            continue
-        value = " ".join(args)
-        found[name] = f"{found[name]} {value}" if name in found else value
-    return found
+    """name -> value of a rendered redis.conf, as redis-server reads it (render.conf)."""
+    return {name: value for name, value in conf_values(conf).items() if name not in PER_LINE}
 
 
 def expected_paths(settings: Settings, target: Target) -> Callable[[Node], Paths]:
@@ -114,16 +97,6 @@ def config_drift(name: str, endpoint: str, client: redis.Redis, rendered: Mappin
 
 
 # --------------------------------------------------------------------------------- acl
-def acl_users(acl_file: str) -> dict[str, list[str]]:
-    """user -> its rule tokens, from a rendered users.acl."""
-    users: dict[str, list[str]] = {}
-    for line in acl_file.splitlines():
-        tokens = line.split()
-        if len(tokens) >= 2 and tokens[0] == "user":
-            users[tokens[1]] = tokens[2:]
-    return users
-
-
 def canonical_acl(acl_text: str) -> dict[str, list[str]]:
     """user -> rule tokens as Redis itself writes them (ACL LIST) after loading `acl_text`.
 
@@ -148,7 +121,7 @@ def canonical_acl(acl_text: str) -> dict[str, list[str]]:
             password = SCRATCH_PASSWORD if f"#{password_hash(SCRATCH_PASSWORD)}" in admin_line else None
             with redis.Redis(unix_socket_path=str(sock), username=USERS.admin, password=password,
                              decode_responses=True) as client:
-                return acl_users("\n".join(str(line) for line in client.acl_list()))
+                return acl_users("\n".join(str(line) for line in client.acl_list()), acl_file=True)
         finally:
             server.terminate()
             server.wait(timeout=10)
@@ -160,7 +133,7 @@ def _rules(tokens: Sequence[str]) -> set[str]:
 
 def acl_drift(name: str, client: redis.Redis, expected: Mapping[str, list[str]], known: Mapping[str, str]) -> list[Drift]:
     """Users, their on/off and rules (against Redis's own canonical form) and password hashes."""
-    live_lines = acl_users("\n".join(str(line) for line in client.acl_list()))
+    live_lines = acl_users("\n".join(str(line) for line in client.acl_list()), acl_file=True)
     rendered = expected
     found = []
     for user in sorted(set(rendered) | set(live_lines)):

@@ -15,7 +15,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from cachelayer.errors import CachelayerError
-from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.ops.health import TOTAL_SLOTS, is_linked_replica, replicas_of
 from cachelayer.ops.target import Endpoint, Target
 
 
@@ -87,11 +87,10 @@ class FailoverResult:
 
 # ---------------------------------------------------------------------------- cluster
 def _cluster_probe(target: Target) -> RedisCluster:
-    ssl: dict[str, Any] = {"ssl": True, "ssl_ca_certs": target.tls_ca} if target.tls_ca else {}
     return RedisCluster(
         startup_nodes=[ClusterNode(e.host, e.port) for e in target.nodes],
         username=target.admin_user, password=target.admin_password, decode_responses=True,
-        socket_timeout=1, socket_connect_timeout=1, **ssl,
+        socket_timeout=1, socket_connect_timeout=1, **target.tls_options,
     )
 
 
@@ -100,7 +99,7 @@ def default_replica(target: Target) -> Endpoint:
     for endpoint in target.nodes:
         with target.client(endpoint) as client:
             info = client.info("replication")
-        if info.get("role") == "slave" and info.get("master_link_status") == "up":
+        if is_linked_replica(info):
             return endpoint
     raise FailoverError("no replica with its link up: nothing to fail over to")
 
@@ -118,10 +117,9 @@ def cluster_prechecks(target: Target, replica: Endpoint, max_lag: int) -> tuple[
     try:
         with target.client(Endpoint("master", info["master_host"], int(info["master_port"]))) as client:
             master_info = client.info("replication")
-        for key, value in master_info.items():
-            if key.startswith("slave") and isinstance(value, dict) and int(value.get("port", 0)) == replica.port \
-                    and str(value.get("ip")) == replica.host and int(value.get("lag", 0)) > max_lag:
-                problems.append(f"{replica.name} lags {value['lag']} s behind {master} (limit {max_lag} s)")
+        for seen in replicas_of(master_info):
+            if seen.address == replica.address and seen.lag > max_lag:
+                problems.append(f"{replica.name} lags {seen.lag} s behind {master} (limit {max_lag} s)")
     except redis.RedisError as error:
         problems.append(f"its master {master} does not answer ({error}): use --force")
     return master, problems

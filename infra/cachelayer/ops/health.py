@@ -6,6 +6,11 @@ and the sandbox's own convergence wait.
 is what `sandbox status` has always reported; `run_checks` adds the operator checks (open slots,
 PFAIL/FAIL flags, lag, placement, memory, persistence, sentinel quorum and replicas).
 
+It is also the one home of the facts every operator command reads from a live node (the
+"cluster facts" section: CLUSTER NODES and the node's own `myself` line, a master's replicas and
+their lag from INFO, a linked replica, the TLS options of a redis-py client): rebalance, scale-in,
+drift, failover, backup, restore, the target and the sandbox import them from here.
+
 The prod hosts run this very file (`main`, through /opt/redis/scripts/health-check.sh) with
 Debian's python3-redis, so it imports nothing but the standard library and redis-py, and parses
 CLUSTER NODES itself: redis-py 4.3 (Debian 12) does not parse migrating slots.
@@ -240,24 +245,15 @@ def check_open_slots(facts: Sequence[NodeFacts]) -> list[str]:
     return found
 
 
-def replication_lag(fact: NodeFacts) -> list[tuple[str, int, int]]:
-    """A master's replicas as it sees them: (address:port, lag seconds, bytes behind)."""
-    offset = int(fact.info.get("master_repl_offset", 0))
-    found = []
-    for key, value in fact.info.items():
-        if key.startswith("slave") and isinstance(value, dict) and "ip" in value:
-            found.append((f"{value['ip']}:{value['port']}", int(value.get("lag", 0)), offset - int(value.get("offset", 0))))
-    return found
-
-
 def check_lag(facts: Sequence[NodeFacts], max_lag_seconds: int) -> list[str]:
     found = []
     for fact in facts:
         if fact.status.up and fact.status.role == "master":
-            for replica, lag, behind in replication_lag(fact):
-                if lag > max_lag_seconds:
+            for replica in replicas_of(fact.info):
+                if replica.lag > max_lag_seconds:
                     found.append(
-                        f"{replica} last acknowledged {fact.status.name} {lag} s ago ({behind} bytes behind), limit {max_lag_seconds} s"
+                        f"{replica.address} last acknowledged {fact.status.name} {replica.lag} s ago "
+                        f"({replica.behind} bytes behind), limit {max_lag_seconds} s"
                     )
     return found
 
@@ -405,7 +401,7 @@ def facts_json(nodes: Sequence[NodeFacts], sentinels: Sequence[SentinelFacts]) -
     }
 
 
-# ---------------------------------------------------------------------- parsing
+# ---------------------------------------------------------------- cluster facts
 def read_cluster_nodes(client: redis.Redis) -> dict[str, dict[str, Any]]:
     """CLUSTER NODES, parsed by `parse_cluster_nodes` whatever redis-py's own parser does."""
     client.set_response_callback("CLUSTER NODES", lambda response, **_: response)
@@ -452,16 +448,54 @@ def _cluster_info(info: Any) -> dict[str, Any]:
     return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
 
+def myself(nodes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The answering node's own line of CLUSTER NODES (flag `myself`): what a node says of
+    itself is never stale gossip. None if the answer has no such line."""
+    return next((dict(d) for d in nodes.values() if "myself" in str(d["flags"]).split(",")), None)
+
+
 def _own_slots(nodes: Mapping[str, Any]) -> int:
     """Slots served by the node answering CLUSTER NODES (its `myself` line)."""
-    for description in nodes.values():
-        if "myself" in description["flags"]:
-            return sum(_slot_range_size(r) for r in description["slots"])
-    return 0
+    own = myself(nodes)
+    return sum(_slot_range_size(r) for r in own["slots"]) if own else 0
 
 
 def _slot_range_size(slot_range: Sequence[str]) -> int:
     return int(slot_range[-1]) - int(slot_range[0]) + 1
+
+
+@dataclass(frozen=True)
+class ReplicaLag:
+    """One replica as its master's INFO replication lists it (`slaveN:ip=..,port=..,lag=..`)."""
+
+    host: str
+    port: int
+    lag: int  # seconds since the replica last acknowledged
+    behind: int  # bytes of the master's replication stream it has not acknowledged
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def replicas_of(info: Mapping[str, Any]) -> list[ReplicaLag]:
+    """A master's replicas, from its INFO (redis-py parses each `slaveN` line into a dict)."""
+    offset = int(info.get("master_repl_offset", 0))
+    return [
+        ReplicaLag(str(value["ip"]), int(value["port"]), int(value.get("lag", 0)), offset - int(value.get("offset", 0)))
+        for key, value in info.items()
+        if key.startswith("slave") and isinstance(value, dict) and "ip" in value
+    ]
+
+
+def is_linked_replica(info: Mapping[str, Any]) -> bool:
+    """A replica whose link to its master is up, from its INFO replication."""
+    return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+
+def tls_client_options(ca_file: str | None) -> dict[str, Any]:
+    """redis-py options for a server that speaks TLS (verified against our CA); none without one."""
+    return {"ssl": True, "ssl_ca_certs": ca_file} if ca_file else {}
 
 
 # ---------------------------------------------------------------------- on a prod host
@@ -471,9 +505,7 @@ def check_plan(
     """Every check over the deployment a host's health plan (render_hosts.health_plan) describes,
     as the admin user; with TLS when the plan says so (the CA under `tls_dir`, or the plan's)."""
     kind = plan["kind"]
-    options: dict[str, Any] = {}
-    if plan.get("tls"):
-        options = {"ssl": True, "ssl_ca_certs": os.path.join(tls_dir or plan["tls_dir"], "ca.crt")}
+    options = tls_client_options(os.path.join(tls_dir or plan["tls_dir"], "ca.crt") if plan.get("tls") else None)
 
     def connect(endpoint: Mapping[str, Any]) -> redis.Redis:
         return redis.Redis(

@@ -8,11 +8,12 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import redis
 
 from cachelayer.errors import CachelayerError
-from cachelayer.ops.health import check_open_slots, check_slots, node_facts, read_cluster_nodes
+from cachelayer.ops.health import check_open_slots, check_slots, myself, node_facts, read_cluster_nodes
 from cachelayer.ops.target import Endpoint, Target
 
 
@@ -86,14 +87,19 @@ def rebalance(target: Target) -> str:
     return output
 
 
+def own_line(target: Target, endpoint: Endpoint) -> dict[str, Any]:
+    """The node's own line of its CLUSTER NODES (node id, flags, master id, slots)."""
+    with target.client(endpoint) as client:
+        own = myself(read_cluster_nodes(client))
+    if own is None:
+        raise RebalanceError(f"{endpoint.name} does not list itself in CLUSTER NODES")
+    return own
+
+
 def node_id(target: Target, endpoint: Endpoint) -> tuple[str, bool]:
     """(its cluster node id, whether it is a master)."""
-    with target.client(endpoint) as client:
-        nodes = read_cluster_nodes(client)
-    for detail in nodes.values():
-        if "myself" in detail["flags"]:
-            return str(detail["node_id"]), "master" in detail["flags"]
-    raise RebalanceError(f"{endpoint.name} does not list itself in CLUSTER NODES")
+    own = own_line(target, endpoint)
+    return str(own["node_id"]), "master" in own["flags"]
 
 
 def drain(target: Target, endpoint: Endpoint) -> str:
@@ -107,9 +113,7 @@ def drain(target: Target, endpoint: Endpoint) -> str:
         output += redis_cli_cluster(target, "rebalance", other.address, "--cluster-weight", f"{ident}=0")
         # Redis 7 turns a master that gave away its last slot into a replica of the node that took
         # it, so it may hold a copy of that node's keys by now: what must be gone is its slots.
-        with target.client(endpoint) as client:
-            nodes = read_cluster_nodes(client)
-        if any(d["slots"] for d in nodes.values() if "myself" in d["flags"]):
+        if own_line(target, endpoint)["slots"]:
             raise RebalanceError(f"{endpoint.name} still owns slots after the rebalance")
     output += redis_cli_cluster(target, "del-node", other.address, ident)
     postcheck(target, ignore=[endpoint])

@@ -14,7 +14,6 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -42,6 +41,7 @@ from cachelayer.ops.backup import (
 )
 from cachelayer.ops.health import TOTAL_SLOTS
 from cachelayer.ops.target import Target
+from cachelayer.ports import free_loopback_port
 
 Mode = Literal["fail-if-not-empty", "skip-existing", "replace"]
 MODES: tuple[Mode, ...] = ("fail-if-not-empty", "skip-existing", "replace")
@@ -146,13 +146,6 @@ def check_files(files: Sequence[BackupFile]) -> None:
 
 
 # ------------------------------------------------------------------- temporary servers
-def free_loopback_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass
 class TempServer:
     pid: int
@@ -221,9 +214,7 @@ def temp_server(rdb: Path, scratch: Path | None = None, announce: Announce | Non
 def _options(target: Target) -> dict[str, Any]:
     options: dict[str, Any] = {"username": target.admin_user, "password": target.admin_password,
                                "socket_timeout": 60, "socket_connect_timeout": 5}
-    if target.tls_ca:
-        options |= {"ssl": True, "ssl_ca_certs": target.tls_ca}
-    return options
+    return options | target.tls_options
 
 
 class Router:

@@ -9,10 +9,8 @@ delete step refuses while the node still owns slots or keys (see render_hosts.re
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from cachelayer.ops.health import read_cluster_nodes
-from cachelayer.ops.rebalance import RebalanceError, node_id, postcheck, preflight, redis_cli_cluster
+from cachelayer.ops.rebalance import RebalanceError, node_id, own_line, postcheck, preflight, redis_cli_cluster
 from cachelayer.ops.target import Endpoint, Target
 
 Report = Callable[[str], None]
@@ -37,7 +35,7 @@ def retire(target: Target, leaving: tuple[Endpoint, ...], masters_wanted: int, r
         for endpoint in emptied:
             # Redis 7 turns a master that gave away its last slot into a replica of the node that
             # took it, so its keys may be a copy now: what must be gone is its slots.
-            if own_slots(target, endpoint):
+            if own_line(target, endpoint)["slots"]:
                 raise RebalanceError(f"{endpoint.name} still owns slots after the rebalance")
     for endpoint in sorted(leaving, key=lambda e: ids[e][1]):  # replicas first
         report(f"removing {endpoint.name} from the cluster")
@@ -50,23 +48,12 @@ def retire(target: Target, leaving: tuple[Endpoint, ...], masters_wanted: int, r
     postcheck(target, ignore=leaving)
 
 
-def myself(target: Target, endpoint: Endpoint) -> dict[str, Any]:
-    """The node's own line of CLUSTER NODES: what it says of itself is never stale gossip."""
-    with target.client(endpoint) as client:
-        nodes = read_cluster_nodes(client)
-    return next(d for d in nodes.values() if "myself" in d["flags"])
-
-
-def own_slots(target: Target, endpoint: Endpoint) -> list[list[str]]:
-    return list(myself(target, endpoint)["slots"])
-
-
 def restore_replicas(target: Target, wanted: int, report: Report) -> None:
     """Give every serving master `wanted` replicas back. Spare replicas are those of masters with
     more than `wanted`, and those left replicating a node that is no longer a master (a chain:
     removing or emptying a master can leave its replicas behind it). Each node is asked about
     itself, since another node's view may not have heard of the last moves yet."""
-    selves = {endpoint: myself(target, endpoint) for endpoint in target.nodes}
+    selves = {endpoint: own_line(target, endpoint) for endpoint in target.nodes}
     serving = {d["node_id"]: e for e, d in selves.items() if "master" in d["flags"] and d["slots"]}
     replicas: dict[str, list[Endpoint]] = {ident: [] for ident in serving}
     spare: list[Endpoint] = []

@@ -24,9 +24,9 @@ import redis
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.errors import CachelayerError, SettingsError
-from cachelayer.ops.health import read_cluster_nodes
+from cachelayer.ops.health import read_cluster_nodes, tls_client_options
 from cachelayer.plan.topology import Node, Topology
-from cachelayer.render.nodes import USERS, Paths
+from cachelayer.render.nodes import USERS, Paths, cli_ca_flags
 
 Kind = Literal["cluster", "sentinel"]
 # Runs `pulumi stack output`: argv in, (exit code, stdout, stderr) out. Tests pass a fake.
@@ -82,9 +82,6 @@ class Target:
     def client(self, endpoint: Endpoint, timeout: float = 2.0) -> redis.Redis:
         """An admin connection to one node (or, for a sentinel endpoint, a sentinel)."""
         sentinel = endpoint in self.sentinels
-        options: dict[str, Any] = {}
-        if self.tls_ca:
-            options = {"ssl": True, "ssl_ca_certs": self.tls_ca}
         return redis.Redis(
             host=endpoint.host,
             port=endpoint.port,
@@ -93,15 +90,18 @@ class Target:
             decode_responses=True,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            **options,
+            **self.tls_options,
         )
+
+    @property
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py options for this deployment's TLS (none without a CA)."""
+        return tls_client_options(self.tls_ca)
 
     def cli_args(self) -> list[str]:
         """redis-cli flags for the admin user; the password goes in cli_env(), never on argv."""
         flags = ["--user", self.admin_user]
-        if self.tls_ca:
-            flags += ["--tls", "--cacert", self.tls_ca]
-        return flags
+        return flags + list(cli_ca_flags(self.tls_ca))
 
     def cli_env(self) -> dict[str, str]:
         return {**os.environ, "REDISCLI_AUTH": self.admin_password}

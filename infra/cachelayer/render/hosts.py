@@ -12,12 +12,11 @@ import json
 import posixpath
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
 from typing import Any
 
 from cachelayer.config.hosts import Machine
 from cachelayer.config.settings import Settings, exporter_ports
-from cachelayer.ops import health
 from cachelayer.plan.topology import Node, SentinelNode, Topology
 from cachelayer.render.nodes import (
     USERS,
@@ -43,7 +42,6 @@ LOG_DIR = "/var/log/redis"
 UNIT_DIR = "/etc/systemd/system"
 NFT_DIR = "/etc/nftables.d"
 NFT_FILE = f"{NFT_DIR}/cachelayer-redis.nft"
-NFT_TABLE = "cachelayer_redis"
 SYSCTL_FILE = "/etc/sysctl.d/60-cachelayer-redis.conf"
 FIREWALL_UNIT = "cachelayer-firewall.service"
 THP_UNIT = "disable-thp.service"
@@ -326,7 +324,8 @@ def render_health_check(settings: Settings, host: HostPlan) -> str:
 
 def health_module_source() -> str:
     """health.py as shipped to every host: one implementation of the checks."""
-    return Path(health.__file__).read_text(encoding="utf-8")
+    # Read as package data, not imported: render sits below ops and must not import it.
+    return (files("cachelayer.ops") / "health.py").read_text(encoding="utf-8")
 
 
 def health_plan(settings: Settings, topology: Topology, host: str | None = None) -> dict[str, Any]:

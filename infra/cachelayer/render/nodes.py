@@ -246,10 +246,16 @@ def sentinel_users(passwords: Passwords) -> tuple[tuple[str, tuple[str, ...]], .
     )
 
 
+def cli_ca_flags(ca_file: str | None) -> tuple[str, ...]:
+    """redis-cli flags for a server that speaks TLS, verified against our CA; none without one."""
+    return ("--tls", "--cacert", ca_file) if ca_file else ()
+
+
 def cli_tls_flags(settings: Settings, tls_dir: str) -> tuple[str, ...]:
+    """redis-cli flags of the scripts on a node's machine: the CA and the node's own certificate."""
     if not settings.redis.tls:
         return ()
-    return ("--tls", "--cacert", f"{tls_dir}/ca.crt", "--cert", f"{tls_dir}/redis.crt", "--key", f"{tls_dir}/redis.key")
+    return (*cli_ca_flags(f"{tls_dir}/ca.crt"), "--cert", f"{tls_dir}/redis.crt", "--key", f"{tls_dir}/redis.key")
 
 
 def render_bootstrap_script(settings: Settings, topology: Topology, tls_dir: str, wait_seconds: int = 60) -> str:

@@ -15,6 +15,7 @@ from typing import Literal
 
 from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import Role, Topology, build_topology
+from cachelayer.render.conf import RESTART_ONLY, conf_values, read_redis_conf
 from cachelayer.render.nodes import host_paths, render_redis_conf
 
 # Directives Redis 7.0 accepts in CONFIG SET and applies at once.
@@ -62,63 +63,26 @@ LIVE_DIRECTIVES = frozenset(
         "proto-max-bulk-len",
     }
 )
-# Directives that only take effect when the process starts (or that Redis 7.0 refuses to
-# change live: `dir` and `dbfilename` are protected configs). Anything not listed in either
-# set is treated as restart-needing too: a restart is slow but never wrong.
-RESTART_DIRECTIVES = frozenset(
-    {
-        "port",
-        "tls-port",
-        "tls-cert-file",
-        "tls-key-file",
-        "tls-ca-cert-file",
-        "tls-replication",
-        "tls-cluster",
-        "bind",
-        "dir",
-        "dbfilename",
-        "rdbchecksum",  # immutable in 7.0
-        "cluster-enabled",
-        "cluster-config-file",
-        "cluster-port",  # immutable: "can't set immutable config"
-        "include",
-        "aclfile",
-        "supervised",
-        "daemonize",
-        "logfile",
-        "databases",
-        "tcp-backlog",
-        "appendfilename",
-        "appenddirname",
-        "replicaof",
-    }
-)
+# Every other directive (RESTART_ONLY, which Redis refuses to change live, and the rest) is
+# applied by a rolling restart.
 
 Path_ = Literal["live", "restart"]
 
 
 def change_path(directive: str) -> Path_:
-    """Which way a change to `directive` reaches a running node."""
+    """Which way a change to `directive` reaches a running node. Redis refuses CONFIG SET of the
+    RESTART_ONLY ones; the others outside LIVE_DIRECTIVES (ports, bind, TLS files) Redis would
+    take live, but they are applied by a restart too: a restart is slow but never wrong."""
+    if directive in RESTART_ONLY:
+        return "restart"
     return "live" if directive in LIVE_DIRECTIVES else "restart"
-
-
-def conf_directives(text: str) -> dict[str, str]:
-    """Directive -> value of a rendered redis.conf (comments and blank lines skipped)."""
-    directives: dict[str, str] = {}
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        name, _, value = stripped.partition(" ")
-        directives[name.lower()] = value.strip()
-    return directives
 
 
 def node_directives(settings: Settings, topology: Topology | None = None) -> dict[int, dict[str, str]]:
     """Every node's directives (by node index) as the hosts target renders them."""
     topology = topology or build_topology(settings)
     return {
-        node.index: conf_directives(render_redis_conf(settings, topology, node, host_paths(node.name, node.port)))
+        node.index: conf_values(render_redis_conf(settings, topology, node, host_paths(node.name, node.port)))
         for node in topology.nodes
     }
 
@@ -159,13 +123,15 @@ def diff_settings(old: Settings, new: Settings) -> ConfigDiff:
 
 def live_values(conf_text: str) -> dict[str, str]:
     """The live-settable directives of one rendered config: what apply-config.sh CONFIG SETs."""
-    return {d: v for d, v in conf_directives(conf_text).items() if change_path(d) == "live"}
+    return {d: v for d, v in conf_values(conf_text).items() if change_path(d) == "live"}
 
 
 def restart_fingerprint(conf_text: str) -> str:
     """A hash of only the restart-needing directives of a rendered config: a node's rolling
-    restart step runs when (and only when) this changes."""
-    lines = sorted(f"{d} {v}" for d, v in conf_directives(conf_text).items() if change_path(d) == "restart")
+    restart step runs when (and only when) this changes. Hashed as written (quotes kept), so a
+    file gives the fingerprint it always gave: a new one would restart every node."""
+    directives = read_redis_conf(conf_text).values()
+    lines = sorted(f"{d.name} {d.written}" for d in directives if change_path(d.name) == "restart")
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 

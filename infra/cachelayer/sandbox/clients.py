@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from cachelayer.ops.health import tls_client_options
 from cachelayer.plan.topology import Node, SentinelNode
 
 
@@ -15,8 +16,7 @@ def process_client(
 ) -> redis.Redis:
     """A client of one process as any user (None, None: anonymous)."""
     if tls_dir is not None:
-        options.setdefault("ssl", True)
-        options.setdefault("ssl_ca_certs", str(tls_dir / "ca.crt"))
+        options = tls_client_options(str(tls_dir / "ca.crt")) | options
     return redis.Redis(
         host=process.address,
         port=process.port,

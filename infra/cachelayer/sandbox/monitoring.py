@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cachelayer.ports import port_is_free
 from cachelayer.render.monitoring import (
     EXPORTER_BINARY,
     ExporterTarget,
@@ -32,7 +33,7 @@ from cachelayer.render.monitoring import (
 )
 from cachelayer.sandbox.errors import SandboxError
 from cachelayer.sandbox.local import LocalSandbox
-from cachelayer.sandbox.processes import port_is_free, process_cmdline, process_start_time
+from cachelayer.sandbox.processes import process_cmdline, process_start_time
 
 STATE_FILE = "monitoring.json"
 DEFAULT_PROMETHEUS_PORT = 9090

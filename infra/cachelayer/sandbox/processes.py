@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from cachelayer.plan.topology import Node, SentinelNode
+from cachelayer.ports import port_is_free
 from cachelayer.sandbox.errors import PortInUseError, RedisNotInstalledError, SandboxError
 from cachelayer.sandbox.state import ProcessRecord
 
@@ -71,17 +72,6 @@ def require_binaries(*names: str) -> dict[str, str]:
             raise RedisNotInstalledError(f"`{name}` was not found on PATH: {INSTALL_HINT}")
         found[name] = path
     return found
-
-
-def port_is_free(address: str, port: int) -> bool:
-    # SO_REUSEADDR as redis-server sets it: a socket in TIME_WAIT does not count as taken.
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError:
-            return False
-    return True
 
 
 def check_ports(processes: Sequence[Node | SentinelNode], address: str, cluster: bool) -> None:
