@@ -45,7 +45,7 @@ def test_dev_without_a_zone_declares_no_cdn(raw: dict[str, Any] | None) -> None:
 
 
 @pytest.mark.parametrize("raw", [None, {}, {"zone_name": "learn.example.com"}])
-def test_prod_without_a_zone_is_refused(raw: dict[str, Any] | None) -> None:
+def test_where_a_zone_is_required_its_absence_is_refused(raw: dict[str, Any] | None) -> None:
     with pytest.raises(SettingsError, match=r"'cdn\.zone_id'") as err:
         load_cdn_settings(raw, required=True)
     assert err.value.key == "cdn.zone_id"

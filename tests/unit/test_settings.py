@@ -338,9 +338,12 @@ def test_hosts_target_with_machines_loads() -> None:
     assert settings.cdn is not None and settings.cdn.zone_id == CDN["zone_id"]
 
 
-def test_hosts_target_requires_a_cdn_zone() -> None:
+def test_a_hosts_stack_without_cdn_settings_manages_no_zone() -> None:
+    """One stack per region: only the one that says `cdn` manages the Cloudflare zone."""
     config = hosts_config(6)
     del config["cdn"]
+    assert load_settings(config, "prod").cdn is None
+    config["cdn"] = {"zone_id": "not-a-zone"}  # a zone that is named is still checked
     with pytest.raises(SettingsError) as caught:
         load_settings(config, "prod")
     assert caught.value.key == "cdn.zone_id"

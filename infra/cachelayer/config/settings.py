@@ -198,7 +198,9 @@ def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
         validate_ssh_ports(hosts, ports)
     elif config.get("hosts") is not None:
         raise SettingsError("hosts", "is set but redis.target is 'docker'", "set redis.target: hosts, or remove hosts")
-    cdn = load_cdn_settings(config.get("cdn"), required=redis.target == "hosts")
+    # A stack manages the Cloudflare zone when it says `cdn`: one region's stack does, the others
+    # (and a staging copy of prod) do not (docs/cdn.md).
+    cdn = load_cdn_settings(config.get("cdn"), required=False)
     monitoring = from_mapping(MonitoringSettings, config.get("monitoring"), "monitoring")
     validate_monitoring(redis, sentinel, monitoring, ports)
     return Settings(
