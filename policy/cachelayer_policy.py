@@ -178,6 +178,19 @@ def ssh_credentials_not_plain(args: ResourceArgs, report_violation: ReportViolat
         report_violation(f"{args.name}: stdin holds credentials but is not marked as a secret output")
 
 
+def ssh_host_key_pinned(args: ResourceArgs, report_violation: ReportViolation) -> None:
+    """Every SSH connection checks the server's host key: ACLs, admin.pass and the TLS key go
+    to that server only, never to whatever answers at its address."""
+    if args.resource_type != REMOTE_COMMAND:
+        return
+    connection = args.props.get("connection") or {}
+    if not str(connection.get("hostKey") or "").strip():
+        report_violation(
+            f"{args.name}: SSH to {connection.get('host', '?')} without a pinned host key "
+            "(hosts.machines[].ssh_host_key)"
+        )
+
+
 # ------------------------------------------------------------------------------------ Cloudflare
 def _rules(args: ResourceArgs) -> list[Mapping[str, Any]]:
     return [r for r in args.props.get("rules") or [] if r.get("enabled", True)]
@@ -445,6 +458,7 @@ POLICIES: tuple[Rule, ...] = (
          acl_default_off_app_least_privilege),
     Rule("ssh-credentials-not-plain", "SSH by key from secret config; no credential in a plain input.",
          ssh_credentials_not_plain),
+    Rule("ssh-host-key-pinned", "Every SSH connection checks the server's pinned host key.", ssh_host_key_pinned),
     Rule("cdn-bypass-rule-last", "The last cache rule bypasses and resets every earlier setting.", bypass_rule_last),
     Rule("cdn-no-cacheable-private-path", "No caching rule matches a session or non-public API path.",
          no_cacheable_rule_matches_private_paths),

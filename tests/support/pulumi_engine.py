@@ -56,22 +56,41 @@ def has_plugin(name: str) -> bool:
 class Steps:
     """What one `up` (or `destroy`) did, resource by resource, from the engine's own events."""
 
-    ops: dict[str, str] = field(default_factory=dict)  # resource name -> create|update|replace|delete|same|...
+    # resource name -> the engine's steps for it, in order: create, update, same, delete,
+    # create-replacement / replace / delete-replaced (a replacement), read, refresh, ...
+    ops: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     stdout: str = ""
 
     def ran(self, *ops: str) -> list[str]:
-        """Names of the resources whose step was one of `ops` (default: anything but `same`)."""
-        wanted = set(ops) or {op for op in self.ops.values() if op not in ("same", "read")}
-        return sorted(name for name, op in self.ops.items() if op in wanted)
+        """Names of the resources with a step among `ops` (default: any step that changes something)."""
+        return sorted(name for name, steps in self.ops.items() if any(self._wanted(op, ops) for op in steps))
+
+    @staticmethod
+    def _wanted(op: str, ops: tuple[str, ...]) -> bool:
+        return op in ops if ops else op not in ("same", "read", "refresh")
 
     @property
-    def changed(self) -> list[tuple[str, str]]:
-        return sorted((name, op) for name, op in self.ops.items() if op not in ("same", "read"))
+    def changed(self) -> list[tuple[str, list[str]]]:
+        return [(name, self.ops[name]) for name in self.ran()]
 
 
 def _name(urn: str) -> str:
     return urn.rsplit("::", 1)[-1]
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # how the engine marks a secret value in state
+
+
+def _plain(value: Any) -> Any:
+    """Exported state with `--show-secrets`: each secret is {SIG: ..., "plaintext": <JSON>}."""
+    if isinstance(value, dict):
+        if SECRET_SIG in value and "plaintext" in value:
+            return _plain(json.loads(value["plaintext"]))
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
 
 
 class EngineStack:
@@ -137,10 +156,10 @@ class EngineStack:
         def on_event(event: auto.EngineEvent) -> None:
             if event.res_outputs_event is not None:
                 metadata = event.res_outputs_event.metadata
-                steps.ops[_name(metadata.urn)] = metadata.op.value
+                steps.ops.setdefault(_name(metadata.urn), []).append(metadata.op.value)
             elif event.res_op_failed_event is not None:
                 metadata = event.res_op_failed_event.metadata
-                steps.ops[_name(metadata.urn)] = f"failed-{metadata.op.value}"
+                steps.ops.setdefault(_name(metadata.urn), []).append(f"failed-{metadata.op.value}")
 
         return steps, on_event
 
@@ -173,7 +192,7 @@ class EngineStack:
     def resources(self) -> dict[str, dict[str, Any]]:
         """The state's resources by name (secrets decrypted: for the test's eyes only)."""
         exported = self.cli("stack", "export", "--show-secrets").stdout
-        deployment = json.loads(exported)["deployment"]
+        deployment = _plain(json.loads(exported)["deployment"])
         return {_name(r["urn"]): r for r in deployment.get("resources", [])}
 
     def exported_without_secrets(self) -> str:

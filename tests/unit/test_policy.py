@@ -207,6 +207,13 @@ def test_ssh_credentials_not_plain() -> None:
     assert violations(pack.ssh_credentials_not_plain, remote({"create": "echo '-----BEGIN RSA PRIVATE KEY-----' > k"}))
 
 
+def test_ssh_host_key_pinned() -> None:
+    pinned = {"connection": {"host": "192.0.2.11", "user": "deploy", "hostKey": "ssh-ed25519 AAAAC3Nza"}}
+    assert violations(pack.ssh_host_key_pinned, remote(pinned)) == []
+    found = violations(pack.ssh_host_key_pinned, remote({"connection": {"host": "192.0.2.11", "user": "deploy"}}))
+    assert found and "192.0.2.11" in found[0] and "ssh_host_key" in found[0]
+
+
 def ruleset(*rules: dict[str, Any]) -> Args:
     return Args(pack.RULESET, {"rules": list(rules)})
 
@@ -308,7 +315,7 @@ def test_replicas_off_their_masters_host() -> None:
 
 def test_policy_table_names_are_unique_and_main_builds_only_the_pack() -> None:
     names = [rule.name for rule in pack.POLICIES]
-    assert len(names) == len(set(names)) == 11
+    assert len(names) == len(set(names)) == 12
     assert sum(not rule.mandatory for rule in pack.POLICIES) == 2
     text = (Path(pack.__file__).parent / "__main__.py").read_text()
     assert "def " not in text, "validators live in cachelayer_policy.py, not in __main__.py"
