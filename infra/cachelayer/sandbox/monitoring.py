@@ -33,7 +33,7 @@ from cachelayer.render.monitoring import (
 )
 from cachelayer.sandbox.errors import SandboxError
 from cachelayer.sandbox.local import LocalSandbox
-from cachelayer.sandbox.processes import process_cmdline, process_start_time
+from cachelayer.sandbox.processes import process_cmdline, process_start_time, start_detached
 
 STATE_FILE = "monitoring.json"
 DEFAULT_PROMETHEUS_PORT = 9090
@@ -136,26 +136,10 @@ class SandboxMonitoring:
 
     # ------------------------------------------------------------------ processes
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> MonitoredProcess:
-        log = (self.dir / f"{name}.log").open("ab")
-        with log:
-            child = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
-                start_new_session=True,
-                umask=0o077,
-            )
+        environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+        child, start_time = start_detached(argv, self.dir, self.dir / f"{name}.log", environment)
         self._children[child.pid] = child
-        start_time = None
-        for _ in range(100):
-            start_time = process_start_time(child.pid)
-            if start_time is not None:
-                break
-            time.sleep(0.01)
-        return MonitoredProcess(name, child.pid, start_time or -1, os.path.basename(argv[0]))
+        return MonitoredProcess(name, child.pid, start_time, os.path.basename(argv[0]))
 
     def records(self) -> dict[str, MonitoredProcess]:
         if not self.state_file.exists():

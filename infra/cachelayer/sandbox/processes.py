@@ -87,6 +87,33 @@ def check_ports(processes: Sequence[Node | SentinelNode], address: str, cluster:
                 raise PortInUseError(port, process.address, f"{what} port of {process.name}")
 
 
+def start_detached(
+    argv: Sequence[str], cwd: str | Path, console_log: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start a long-lived process of the sandbox, and its start time (-1 if it died at once):
+    with the start time, a later pid check cannot mistake a stranger that reused the pid."""
+    with console_log.open("ab") as log:
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,  # a Ctrl-C in the terminal that ran `up` does not stop it
+            # Sentinel rewrites its config (passwords inside) and Redis writes RDB/AOF files
+            # with the process umask: keep them private, as the units' UMask=0077 does.
+            umask=0o077,
+        )
+    start_time = None
+    for _ in range(100):
+        start_time = process_start_time(child.pid)
+        if start_time is not None:
+            break
+        time.sleep(0.01)
+    return child, start_time if start_time is not None else -1
+
+
 class ProcessSupervisor:
     """Starts and stops the sandbox's processes; remembers the children this object started, so
     it can reap them and tell a start script that has not yet exec'ed redis-server from a stranger."""
@@ -95,27 +122,10 @@ class ProcessSupervisor:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def spawn(self, process: Node | SentinelNode, argv: Sequence[str], cwd: str, console_log: Path) -> ProcessRecord:
-        with console_log.open("ab") as log:
-            child = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=cwd,
-                start_new_session=True,  # a Ctrl-C in the terminal that ran `up` does not stop it
-                # Sentinel rewrites its config (passwords inside) and Redis writes RDB/AOF files
-                # with the process umask: keep them private, as the units' UMask=0077 does.
-                umask=0o077,
-            )
+        child, start_time = start_detached(argv, cwd, console_log)
         self._children[child.pid] = child
-        start_time = None
-        for _ in range(100):
-            start_time = process_start_time(child.pid)
-            if start_time is not None:
-                break
-            time.sleep(0.01)
         sentinel = isinstance(process, SentinelNode)
-        return ProcessRecord(process.name, child.pid, start_time or -1, process.address, process.port, sentinel)
+        return ProcessRecord(process.name, child.pid, start_time, process.address, process.port, sentinel)
 
     def alive(self, record: ProcessRecord) -> bool:
         child = self._children.get(record.pid)
