@@ -1,10 +1,10 @@
 """`cachelayer render`: every file and script the program ships is in the rendering, and nothing
 else; no secret reaches the output.
 
-The hosts target's component builds its resources from the rendering's own per-host list
-(render/host_files.py): its test checks that each file and script resource carries exactly one
-entry of that list (name, path, mode, owner, content). The docker component still declares its
-files itself, so its test compares the shipped contents with the rendering."""
+Both components build their resources from the rendering's own lists: per host
+(render/host_files.py; its test checks that each file and script resource carries exactly one
+entry of that list: name, path, mode, owner, content) and per container
+(render/container_files.py; its test compares the uploaded contents with the rendering)."""
 
 from __future__ import annotations
 

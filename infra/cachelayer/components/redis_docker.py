@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import pulumi
 import pulumi_command as command
@@ -20,22 +19,14 @@ from pulumi_docker import (
 from cachelayer.components.monitoring import docker_exporters
 from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import Topology
+from cachelayer.render.container_files import container_plans
 from cachelayer.render.nodes import (
     Passwords,
     Paths,
     cli_tls_flags,
     docker_paths,
-    docker_sentinel_paths,
-    render_auth_conf,
     render_bootstrap_script,
-    render_node_start_script,
-    render_redis_conf,
-    render_sentinel_conf,
-    render_users_acl,
 )
-
-# The official image's entrypoint (on PATH): it runs `redis-server ...` as the redis user.
-DOCKER_ENTRYPOINT = "docker-entrypoint.sh"
 
 
 def secret_upload(file: str, content: pulumi.Input[str]) -> ContainerUploadArgsDict:
@@ -77,55 +68,26 @@ class RedisDockerDeployment(pulumi.ComponentResource):
         )
 
         containers: list[docker.Container] = []
-        acl = passwords.apply(lambda p: render_users_acl(settings, p))
-        for node in topology.nodes:
-            paths = docker_paths(node.name)
+        for plan in container_plans(settings, topology):
+            uploads: list[ContainerUploadArgsDict] = [
+                secret_upload(file.path, passwords.apply(file.secret)) if file.secret is not None
+                else {"file": file.path, "content": file.text}
+                for file in plan.files
+            ]
             # The node's RDB and AOF: protected, so neither a replace nor `pulumi destroy` drops them
             # unnoticed (`pulumi destroy --exclude-protected` keeps them; docs/delivery.md).
-            volume = docker.Volume(
-                f"{name}-{node.name}-data",
-                name=f"{settings.docker.network_name}-{node.name}-data",
+            volume = None if plan.is_sentinel else docker.Volume(
+                f"{name}-{plan.process.name}-data",
+                name=f"{settings.docker.network_name}-{plan.process.name}-data",
                 opts=pulumi.ResourceOptions(parent=self, protect=True),
             )
-            uploads: list[ContainerUploadArgsDict] = [
-                {"file": paths.conf_file, "content": render_redis_conf(settings, topology, node, paths)},
-                secret_upload(paths.acl_file, acl),
-                secret_upload(paths.auth_file, passwords.apply(partial(render_auth_conf, node.name))),
-            ]
-            ports: list[ContainerPortArgsDict] = [
-                {"internal": node.port, "external": node.port, "ip": settings.docker.publish_address}
-            ]
-            command_line = ["redis-server", paths.conf_file]
-            if topology.kind == "sentinel":
-                # The start script asks the sentinels for the node's role, then execs the image's
-                # entrypoint, which drops to the redis user as it does for `redis-server ...`.
-                start = render_node_start_script(settings, topology, node, paths, [DOCKER_ENTRYPOINT, "redis-server"])
-                uploads.append({"file": paths.start_script, "content": start})
-                command_line = ["sh", paths.start_script]
+            port: ContainerPortArgsDict = {
+                "internal": plan.process.port, "external": plan.process.port, "ip": settings.docker.publish_address
+            }
             containers.append(
                 self._container(
-                    name, node.name, paths, image, network, node.address, ports, uploads, tls_flags, node.port, volume,
-                    command_line,
-                )
-            )
-        for sentinel in topology.sentinels:
-            paths = docker_sentinel_paths(sentinel.name)
-            conf = passwords.apply(partial(render_sentinel_conf, settings, topology, sentinel, paths))
-            containers.append(
-                self._container(
-                    name,
-                    sentinel.name,
-                    paths,
-                    image,
-                    network,
-                    sentinel.address,
-                    [{"internal": sentinel.port, "external": sentinel.port, "ip": settings.docker.publish_address}],
-                    [secret_upload(paths.conf_file, conf)],
-                    tls_flags,
-                    sentinel.port,
-                    volume=None,
-                    command_line=["redis-server", paths.conf_file, "--sentinel"],
-                    sentinel=True,
+                    name, plan.process.name, plan.paths, image, network, plan.process.address, [port], uploads,
+                    tls_flags, plan.process.port, volume, list(plan.command), sentinel=plan.is_sentinel,
                 )
             )
 

@@ -19,23 +19,15 @@ from pathlib import Path
 from cachelayer.config.settings import PASSWORD_KEYS, Settings
 from cachelayer.errors import UsageError
 from cachelayer.plan.topology import Topology
+from cachelayer.render.container_files import container_plans
 from cachelayer.render.host_files import host_deploy_files
 from cachelayer.render.monitoring import DOCKER_PASSWORD_FILE, exporter_unit_name, render_password_file, stack_targets
 from cachelayer.render.nodes import (
     Passwords,
     docker_paths,
-    docker_sentinel_paths,
     password_hash,
-    render_auth_conf,
     render_bootstrap_script,
-    render_node_start_script,
-    render_redis_conf,
-    render_sentinel_conf,
-    render_users_acl,
 )
-
-# Must match the entrypoint redis_docker.py execs (kept here so this module stays Pulumi-free).
-DOCKER_ENTRYPOINT = "docker-entrypoint.sh"
 
 
 def placeholder_passwords() -> Passwords:
@@ -96,23 +88,11 @@ def write_tree(files: dict[str, str], out: Path) -> None:
 
 
 def _docker_files(settings: Settings, topology: Topology, passwords: Passwords) -> dict[str, str]:
-    files: dict[str, str] = {}
-    acl = render_users_acl(settings, passwords)
-    for node in topology.nodes:
-        paths = docker_paths(node.name)
-        base = f"containers/{node.name}"
-        files[base + paths.conf_file] = render_redis_conf(settings, topology, node, paths)
-        files[base + paths.acl_file] = acl
-        files[base + paths.auth_file] = render_auth_conf(node.name, passwords)
-        if topology.kind == "sentinel":
-            files[base + paths.start_script] = render_node_start_script(
-                settings, topology, node, paths, [DOCKER_ENTRYPOINT, "redis-server"]
-            )
-    for sentinel in topology.sentinels:
-        paths = docker_sentinel_paths(sentinel.name)
-        files[f"containers/{sentinel.name}{paths.conf_file}"] = render_sentinel_conf(
-            settings, topology, sentinel, paths, passwords
-        )
+    files = {
+        f"containers/{plan.process.name}{file.path}": file.content(passwords)
+        for plan in container_plans(settings, topology)
+        for file in plan.files
+    }
     if settings.monitoring_enabled:
         for target in stack_targets(settings, topology):
             files[f"containers/{exporter_unit_name(target)}{DOCKER_PASSWORD_FILE}"] = render_password_file(
