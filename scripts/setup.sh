@@ -2,7 +2,7 @@
 # Installs what this project needs on a fresh Debian machine: Debian's redis-server and
 # redis-tools (the sandbox and the integration tests run them), prometheus and
 # prometheus-redis-exporter (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
-# openssl, systemd-analyze and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
+# openssl, systemd-analyze, nftables and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
 # Debian's Docker engine (the dev stack for real),
 # and a virtualenv `venv/` with requirements.txt
 # (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
@@ -16,6 +16,8 @@ command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v ip >/dev/null || missing+=(iproute2)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+# The hosts' firewall: unit tests check the rendered ruleset with `nft -c` (tests/unit/test_firewall_limits.py).
+command -v nft >/dev/null || missing+=(nftables)
 # Monitoring: promtool checks and tests the alert rules; the sandbox runs both (docs/monitoring.md).
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)

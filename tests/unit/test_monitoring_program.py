@@ -86,7 +86,7 @@ def test_the_firewall_opens_exporter_ports_to_the_scrape_networks_only(prod: Pro
     assert f"elements = {{ {SCRAPE} }}" in rules
     chain = rules[rules.index("chain input") :]
     # Scrape networks accepted, everyone else dropped, before the rule that passes non-Redis ports.
-    accept = chain.index("tcp dport @exporter_ports ip saddr @scrape_v4 accept")
+    accept = chain.index("tcp dport @exporter_ports ip saddr @scrape_v4 goto admitted")
     drop = chain.index("tcp dport @exporter_ports counter drop")
     assert accept < drop < chain.index("tcp dport != @redis_ports accept")
     install = stdin(prod, f"redis-{machine}-install")

@@ -48,6 +48,13 @@ INT_RANGES: dict[str, IntRange] = {
     "sentinel.parallel_syncs": IntRange(1, INT_MAX, "sentinel.c: SENTINEL SET refuses <= 0"),
     # find -mtime +N in redis-backup.sh; past ten years it is a typo that keeps every backup.
     "hosts.backup_retention_days": IntRange(1, 3650, "policy", daemon_bound=False),
+    # The hosts' nftables limits per source address (templates/nftables.conf.j2). nft refuses a
+    # rate or burst of 0; a burst or count above 2**32 - 1 is silently wrapped modulo 2**32 (tried
+    # with nft 1.0.6: `burst 4294967297` loads as `burst 1`), and `ct count over 0` drops every
+    # connection. Above a million new connections per second a limit limits nothing.
+    "hosts.connection_rate_per_source": IntRange(1, 1_000_000, "nft: limit rate > 0; policy cap", daemon_bound=False),
+    "hosts.connection_burst_per_source": IntRange(1, 2**32 - 1, "nft: burst 1..2**32-1 (wraps above)", daemon_bound=False),
+    "hosts.connections_per_source": IntRange(1, 2**32 - 1, "nft: ct count 1..2**32-1 (wraps above)", daemon_bound=False),
     # Monitoring (our bounds: Prometheus accepts any positive duration). A TCP port for the first exporter.
     "monitoring.exporter_base_port": IntRange(1024, 65000, "TCP ports (room for one per process); below 1024 needs root", daemon_bound=False),
     "monitoring.scrape_interval_seconds": IntRange(1, 3600, "policy", daemon_bound=False),

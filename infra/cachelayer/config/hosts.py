@@ -54,6 +54,12 @@ class HostsSettings:
     kernel_tuning: bool = True
     backup_retention_days: int = 7
     backup_on_calendar: str = "*-*-* 02:00:00"
+    # nftables limits per source address on the Redis, Sentinel and exporter ports (the machines
+    # themselves exempt), far above what an application host's connection pools do: see
+    # docs/security.md, "Connection rate limiting", for how they were chosen.
+    connection_rate_per_source: int = 100  # new connections per second, sustained
+    connection_burst_per_source: int = 4096  # new connections at once above the rate
+    connections_per_source: int = 4096  # open connections per source and port
 
 
 def check_user_name(key: str, name: str) -> None:
@@ -150,6 +156,17 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: NodeLayout) -> Hos
             "*-*-* 02:00:00",
         )
 
+    for key, value, default in (
+        ("hosts.connection_rate_per_source", hosts.connection_rate_per_source, 100),
+        ("hosts.connection_burst_per_source", hosts.connection_burst_per_source, 4096),
+        ("hosts.connections_per_source", hosts.connections_per_source, 4096),
+    ):
+        limit = INT_RANGES[key]
+        if not limit.low <= value <= limit.high:
+            raise SettingsError(
+                key, f"{value} is outside {limit.low}..{limit.high} ({limit.source})", f"use {default} (the default)", default
+            )
+
     placement = hosts.placement or default_placement(hosts.machines, redis.node_count, redis.replicas_per_master)
     if len(placement) != redis.node_count:
         raise SettingsError(
@@ -179,4 +196,7 @@ def load_hosts_settings(raw: Mapping[str, Any] | None, redis: NodeLayout) -> Hos
         kernel_tuning=hosts.kernel_tuning,
         backup_retention_days=hosts.backup_retention_days,
         backup_on_calendar=hosts.backup_on_calendar,
+        connection_rate_per_source=hosts.connection_rate_per_source,
+        connection_burst_per_source=hosts.connection_burst_per_source,
+        connections_per_source=hosts.connections_per_source,
     )

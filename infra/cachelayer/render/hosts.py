@@ -230,6 +230,10 @@ def _nft_entry(network: ipaddress.IPv4Network | ipaddress.IPv6Network) -> str:
 def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> str:
     allowed_v4, allowed_v6 = firewall_sources(settings)
     scrape_v4, scrape_v6 = _split_networks(settings.monitoring.scrape_networks)
+    hosts = settings.hosts
+    assert hosts is not None
+    # The machines' own addresses (not the app networks): exempt from the per-source limits.
+    peers_v4, peers_v6 = _split_networks(tuple(m.address for m in hosts.machines))
     return _render(
         "nftables.conf.j2",
         settings,
@@ -244,6 +248,11 @@ def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> s
         else (),
         scrape_v4=scrape_v4,
         scrape_v6=scrape_v6,
+        peers_v4=peers_v4,
+        peers_v6=peers_v6,
+        rate=hosts.connection_rate_per_source,
+        burst=hosts.connection_burst_per_source,
+        count=hosts.connections_per_source,
     )
 
 
