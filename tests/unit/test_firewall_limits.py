@@ -81,7 +81,7 @@ def test_peers_are_the_machines_only_and_pass_before_any_limit() -> None:
     assert peers is not None
     assert peers.group(1).split(", ") == [f"192.0.2.{11 + i}" for i in range(6)]  # not 198.51.100.0/24
     chain = text[text.index("chain admitted") : text.index("chain input")]
-    peer_accept = chain.index("ip saddr @peers_v4 accept")
+    peer_accept = chain.index("ip saddr @peers_v4 counter accept")
     assert peer_accept < chain.index("update @new_connections_v4") < chain.index("add @open_connections_v4")
     # Only new connections are counted against the bucket; established traffic passes first.
     assert chain.index("ct state != new accept") < peer_accept
