@@ -39,6 +39,7 @@ def series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
 
 
 A, B, C = instance("redis-7000"), instance("redis-7001"), instance("redis-7002")
+D, E, F = instance("redis-7003"), instance("redis-7004"), instance("redis-7005")
 SLAVE = {"slave_ip": "10.0.0.2", "slave_port": "7003", "slave_state": "online"}
 LINK = {"master_host": "10.0.0.1", "master_port": "7000"}
 LONG = "x40"  # 40 samples at 15 s: 10 minutes of data
@@ -115,6 +116,35 @@ CASES: dict[str, tuple[list[dict[str, str]], int, list[dict[str, str]]]] = {
         [series("redis_cluster_slots_pfail", A, "5461" + LONG), series("redis_cluster_slots_fail", A, "0" + LONG),
          series("redis_cluster_slots_pfail", B, "0" + LONG), series("redis_cluster_slots_fail", B, "0" + LONG)],
         5, [A],
+    ),
+    # Failed logins: a burst that creates the series, a rise within the window, next to a slow
+    # trickle, an old total that does not grow, a restart's reset, and a Prometheus that only just
+    # began scraping a node with an old total (nothing to compare with: no alert).
+    "RedisAuthenticationFailures": (
+        [*(series("redis_up", labels, "1" + LONG) for labels in (A, B, C, D, E)),
+         series("redis_up", F, "_x24 1x16"),
+         series("redis_errors_total", {**A, "err": "WRONGPASS"}, "_x24 80x16"),
+         series("redis_errors_total", {**B, "err": "WRONGPASS"}, "0+1x40"),
+         series("redis_errors_total", {**C, "err": "WRONGPASS"}, "500" + LONG),
+         series("redis_errors_total", {**D, "err": "WRONGPASS"}, "0x20 100x20"),
+         series("redis_errors_total", {**E, "err": "WRONGPASS"}, "500x20 0x20"),
+         series("redis_errors_total", {**F, "err": "WRONGPASS"}, "_x24 500x16")],
+        7, [A, D],
+    ),
+    # Refusals: the exporter's own (CONFIG GET, SLOWLOG GET on every scrape) never fire; one more
+    # NOPERM than those does; so does the first NOPERM of a process without exporter refusals (a
+    # sentinel), whose errorstat line only appears then; a non-ACL rejection of CONFIG GET does not.
+    "RedisCommandDenied": (
+        [*(series("redis_up", labels, "1" + LONG) for labels in (A, B, C, D)),
+         series("redis_errors_total", {**A, "err": "NOPERM"}, "0+2x40"),
+         *(series("redis_commands_rejected_calls_total", {**A, "cmd": cmd}, "0+1x40") for cmd in ("config|get", "slowlog|get")),
+         series("redis_errors_total", {**B, "err": "NOPERM"}, "0+2x24 51+2x15"),
+         *(series("redis_commands_rejected_calls_total", {**B, "cmd": cmd}, "0+1x40") for cmd in ("config|get", "slowlog|get")),
+         series("redis_errors_total", {**C, "err": "NOPERM"}, "_x24 1x16"),
+         series("redis_errors_total", {**D, "err": "NOPERM"}, "0+2x40"),
+         series("redis_commands_rejected_calls_total", {**D, "cmd": "config|get"}, "0+1x20 22+1x19"),
+         series("redis_commands_rejected_calls_total", {**D, "cmd": "slowlog|get"}, "0+1x40")],
+        7, [B, C],
     ),
 }
 S1, S2 = instance("redis-sentinel-26379"), instance("redis-sentinel-26380")

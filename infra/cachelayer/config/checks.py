@@ -65,6 +65,7 @@ INT_RANGES: dict[str, IntRange] = {
     "monitoring.evictions_per_second": IntRange(0, 10_000_000, "policy", daemon_bound=False),
     "monitoring.save_max_age_seconds": IntRange(60, 30 * 86_400, "policy", daemon_bound=False),
     "monitoring.failover_window_seconds": IntRange(10, 86_400, "policy", daemon_bound=False),
+    "monitoring.auth_failures_per_minute": IntRange(0, 1_000_000, "policy", daemon_bound=False),
 }
 # `save <seconds> <changes>`: config.c refuses seconds < 1 and changes < 0; changes 0 would
 # snapshot every `seconds` even when nothing changed, so we ask for >= 1.

@@ -614,6 +614,9 @@ class MonitoringSettings:
     evictions_per_second: int = 0  # evictions above this rate (0: any eviction)
     save_max_age_seconds: int = 90_000  # unsaved changes older than this (a day + 1 h: the 02:00 backup)
     failover_window_seconds: int = 600  # a role change stays reported this long
+    # Failed authentications (WRONGPASS) per process above this rate: a brute force or a client with
+    # a wrong password (0: any failure).
+    auth_failures_per_minute: int = 10
 
 
 def exporter_ports(redis: RedisSettings, sentinel: SentinelSettings, monitoring: MonitoringSettings) -> tuple[int, ...]:

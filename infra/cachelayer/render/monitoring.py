@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 
 from cachelayer.config.settings import Settings, exporter_ports
+from cachelayer.plan.acl_policy import MONITOR_NODE_REFUSED
 from cachelayer.plan.topology import Node, SentinelNode, Topology
 from cachelayer.render.nodes import render_template
 
@@ -272,7 +273,72 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
                 f"`venv/bin/cachelayer drift --stack {stack}` for their settings",
             ),
         ]
+    rules += access_alert_rules(settings)
     return tuple(rules)
+
+
+# ------------------------------------------------------------------------- suspicious access
+# Redis 7.0 (Debian 12) has no acl_access_denied_* fields in INFO (they came with 7.2); its INFO
+# errorstats counts refusals by error code, and exporter 1.45 exports them as redis_errors_total:
+# WRONGPASS is a failed AUTH or HELLO AUTH, NOPERM a command, key or channel the ACL refused. The
+# exporter itself is refused CONFIG GET and SLOWLOG GET on every scrape (MONITOR_NODE_REFUSED): the
+# same INFO snapshot counts those in redis_commands_rejected_calls_total, so they are taken out.
+_OWN_REFUSALS = "|".join(rule.replace("|", "[|]") for rule, _ in MONITOR_NODE_REFUSED)  # config[|]get|slowlog[|]get
+
+
+def _auth_failures(offset: str = "") -> str:
+    return f'sum without (err) (redis_errors_total{{err="WRONGPASS"}}{offset})'
+
+
+def _denials(offset: str = "") -> str:
+    """NOPERM refusals of every client but the exporter's own (a counter, per process)."""
+    noperm = f'sum without (err) (redis_errors_total{{err="NOPERM"}}{offset})'
+    own = f'sum without (cmd) (redis_commands_rejected_calls_total{{cmd=~"{_OWN_REFUSALS}"}}{offset})'
+    return f"({noperm} - ({own} or {noperm} * 0))"
+
+
+def _grew_by_more_than(counter: Callable[[str], str], threshold: float, window: str) -> str:
+    """The counter rose by more than `threshold` within `window`: its rise over the window's lowest
+    value (a restart's reset counts as a new low, never as a rise), or, for a series that did not
+    exist `window` ago on a process that was scraped then (Redis adds an errorstat line at its
+    first error), its whole value. increase() would miss that first rise."""
+    now, before = counter(""), counter(f" offset {window}")
+    return (
+        f"({now} - min_over_time({now}[{window}:]) > {threshold:g}) "
+        f"or ((({now} > {threshold:g}) unless {before}) and on (instance) (redis_up offset {window}))"
+    )
+
+
+def access_alert_rules(settings: Settings) -> list[AlertRule]:
+    """Failed authentications above a rate; any refused command (docs/security.md)."""
+    m, stack = settings.monitoring, settings.stack
+    window = _window(settings)
+    seconds = int(window.removesuffix("s"))
+    allowed = m.auth_failures_per_minute * seconds / 60
+    report = f"venv/bin/cachelayer report --stack {stack}"
+    return [
+        AlertRule(
+            "RedisAuthenticationFailures",
+            _grew_by_more_than(_auth_failures, allowed, window),
+            0,
+            "critical",
+            f"{{{{ $labels.process }}}} refused more than {m.auth_failures_per_minute} logins a minute "
+            "(wrong password or unknown user)",
+            f"`{report}` (ACL LOG: user, client address of each refused login); a client with an old password "
+            "after a rotation: give it the current one; an unknown address: block it in the firewall and rotate "
+            "the user's password (docs/security.md)",
+        ),
+        AlertRule(
+            "RedisCommandDenied",
+            _grew_by_more_than(_denials, 0, window),
+            0,
+            "warning",
+            "{{ $labels.process }} refused a command, key or channel to a logged-in user (ACL)",
+            f"`{report}` (ACL LOG: user, client address, command or key refused); from `app`: an application bug "
+            "or a stolen password probing (rotate it); the users of the platform itself only ever run what "
+            "their ACL allows",
+        ),
+    ]
 
 
 def _duration(seconds: int) -> str:
