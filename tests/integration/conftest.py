@@ -8,6 +8,7 @@ failure, not a skip: a suite that skips its integration tests proves nothing.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -46,6 +47,17 @@ def make_settings(
     if topology == "sentinel":
         config["sentinel"] = {"ports": [base_port + 20000 + i for i in range(3)], **(sentinel or {})}
     return sandbox_settings(config, "test", topology=topology)
+
+
+def refused_logins(address: str, port: int, attempts: list[tuple[str, str]]) -> None:
+    """AUTH with each (user, password) on one plain connection, each answered WRONGPASS. Not
+    redis-py: it sends CLIENT SETINFO first (refused with NOAUTH before any AUTH) and retries."""
+    with socket.create_connection((address, port), timeout=5) as connection, connection.makefile("rb") as replies:
+        for user, password in attempts:
+            words = [b"AUTH", user.encode(), password.encode()]
+            connection.sendall(b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words))
+            reply = replies.readline()
+            assert reply.startswith(b"-WRONGPASS"), reply
 
 
 def cluster_client(sandbox: LocalSandbox, user: str = USERS.app) -> RedisCluster:

@@ -23,7 +23,7 @@ from cachelayer.sandbox.monitoring import SandboxMonitoring
 from cachelayer.sandbox.processes import process_cmdline
 from support.sandbox_processes import kill, process_named
 
-from .conftest import cluster_client, require_redis
+from .conftest import cluster_client, refused_logins, require_redis
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ MONITORING = {
     "rate_window_seconds": 5,
     "failover_window_seconds": 20,
     "memory_percent": 80,
+    "auth_failures_per_minute": 600,  # 50 in the 5 s window: a brute force, not a few typos
 }
 SMALL = {"maxmemory": "16mb", "repl_backlog_size": "1mb", "cluster_node_timeout": 2000}
 ALERT_TIMEOUT = 90.0
@@ -154,6 +155,55 @@ def test_the_exporter_reads_as_monitor_and_is_refused_secrets(cluster: tuple[Loc
                 client.execute_command(*command)
     finally:
         client.close()
+
+
+def test_a_brute_force_fires_authentication_failures_and_a_typo_does_not(
+    cluster: tuple[LocalSandbox, SandboxMonitoring],
+) -> None:
+    sandbox, monitoring = cluster
+    node = sandbox.topology.nodes[1]
+    process = f"redis-{node.port}"
+
+    def guesses(count: int) -> None:
+        """Exactly `count` wrong AUTHs, counted by the node."""
+        with sandbox.admin_client(node.port) as admin:
+            before = int(admin.info("errorstats").get("errorstat_WRONGPASS", {"count": 0})["count"])
+        refused_logins(node.address, node.port, [(USERS.app, "not-the-password")] * count)
+        with sandbox.admin_client(node.port) as admin:
+            assert int(admin.info("errorstats")["errorstat_WRONGPASS"]["count"]) == before + count
+
+    guesses(3)  # an operator's typos: below auth_failures_per_minute
+    time.sleep(3)  # a few evaluations
+    assert not firing_for(monitoring, "RedisAuthenticationFailures", process=process)()
+    begin = time.monotonic()
+    guesses(200)
+    measure("RedisAuthenticationFailures (200 wrong passwords)", time.monotonic() - begin + wait_for(
+        firing_for(monitoring, "RedisAuthenticationFailures", process=process), ALERT_TIMEOUT, "authentication failures"))
+    firing = {a["labels"]["process"] for a in monitoring.firing("RedisAuthenticationFailures")}
+    assert firing == {process}  # the node that refused them, no other
+    wait_for(resolved(monitoring, "RedisAuthenticationFailures", process=process), ALERT_TIMEOUT, "authentication failures resolved")
+
+
+def test_a_command_refused_to_the_app_fires_command_denied(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
+    sandbox, monitoring = cluster
+    # The exporters are refused CONFIG GET and SLOWLOG GET every second: the alert still resolves
+    # (an earlier test's refusals to the monitor user fired it) and stays quiet.
+    wait_for(resolved(monitoring, "RedisCommandDenied"), ALERT_TIMEOUT, "command denied quiet")
+    time.sleep(3)
+    assert "RedisCommandDenied" not in firing_names(monitoring)
+    node = sandbox.topology.nodes[2]
+    process = f"redis-{node.port}"
+    client = sandbox.client(node, USERS.app, sandbox.passwords.app)
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command("FLUSHALL")
+    finally:
+        client.close()
+    measure("RedisCommandDenied (app ran FLUSHALL once)",
+            wait_for(firing_for(monitoring, "RedisCommandDenied", process=process), ALERT_TIMEOUT, "command denied"))
+    firing = {a["labels"]["process"] for a in monitoring.firing("RedisCommandDenied")}
+    assert firing == {process}
+    wait_for(resolved(monitoring, "RedisCommandDenied", process=process), ALERT_TIMEOUT, "command denied resolved")
 
 
 def test_killed_replica_fires_master_without_replicas(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:

@@ -8,11 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from cachelayer.cli.app import main
+from cachelayer.ops.report import UNKNOWN_USER
 from cachelayer.sandbox.local import LocalSandbox
 
-from .conftest import cluster_client
+from .conftest import cluster_client, refused_logins
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +97,50 @@ def test_report_never_shows_a_session_id(cluster: LocalSandbox, capsys: pytest.C
         for node in client.get_nodes():
             client.config_set("slowlog-log-slower-than", configured, target_nodes=node)
         client.delete(session_key)
+
+
+def test_report_shows_refused_access_without_a_password_or_session_id(
+    cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ACL LOG in the report: a wrong password, a password typed where the user name goes, a
+    command refused to `app`, a session key refused to a key-restricted user."""
+    from platform_cache.keys import Keys
+
+    node = cluster.topology.nodes[0]
+    typed_as_user = "Pa55word-typed-as-the-user"
+    token = "s3ss10n-t0ken-acl-91b2"
+    app = cluster.client(node, "app", cluster.passwords.app)
+    try:
+        refused_logins(node.address, node.port, [("app", "a-wrong-guess"), (typed_as_user, "app")])
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            app.execute_command("FLUSHALL")
+        with cluster.admin_client(node) as admin:
+            admin.acl_setuser("reader", enabled=True, passwords=["+reader-pw-0123456789"], keys=["public:*"], commands=["+get"])
+        reader = cluster.client(node, "reader", "reader-pw-0123456789")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.get(Keys("lms").session(token))
+        reader.close()
+
+        code, document = run(["report", "--workdir", str(cluster.workdir), "--acl-log", "20"], capsys)
+        assert code == 0
+        dumped = json.dumps(document)
+        for secret in (typed_as_user, token, cluster.passwords.app, "a-wrong-guess", "reader-pw-0123456789"):
+            assert secret not in dumped, secret
+        entries = next(n for n in document["nodes"] if n["endpoint"] == node.endpoint)["acl_log"]
+        seen = {(e["reason"], e["user"], e["object"]) for e in entries}
+        assert ("auth", "app", "AUTH") in seen, entries
+        assert ("auth", UNKNOWN_USER, "AUTH") in seen, entries
+        assert ("command", "app", "flushall") in seen, entries
+        assert ("key", UNKNOWN_USER, "~session:lms:<redacted>") in seen, entries
+        assert all(e["client"].startswith("127.0.0.1:") and not e["expected"] for e in entries), entries
+        text_code = main(["report", "--workdir", str(cluster.workdir), "--acl-log", "20"])
+        text = capsys.readouterr().out
+        assert text_code == 0 and "flushall" in text and typed_as_user not in text and token not in text
+    finally:
+        app.close()
+        with cluster.admin_client(node) as admin:
+            admin.acl_deluser("reader")
+            admin.acl_log_reset()
 
 
 def test_sentinel_failover_announces_a_new_master(

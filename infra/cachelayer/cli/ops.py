@@ -239,11 +239,13 @@ def report(
     slowlog: Annotated[int, typer.Option(metavar="N", help="SLOWLOG GET N per node.")] = 10,
     sample: Annotated[int, typer.Option(metavar="N", help="Keys sampled per master (SCAN) for the biggest keys.")] = 1000,
     top: Annotated[int, typer.Option(metavar="N", help="Biggest keys shown per master.")] = 10,
+    acl_log: Annotated[int, typer.Option(metavar="N", help="ACL LOG entries (refused logins and commands) per node.")] = 10,
 ) -> None:
-    """Memory, slow log, hit ratio and biggest keys.
+    """Memory, slow log, hit ratio, biggest keys and refused accesses.
 
     Memory and fragmentation, MEMORY/LATENCY DOCTOR, slow log, hit ratio, evictions, clients,
-    biggest keys. A one-screen summary first; exit 2 only when no node answers.
+    biggest keys, the recent ACL LOG (user, client address, what was refused; never a password).
+    A one-screen summary first; exit 2 only when no node answers.
     """
     from cachelayer.ops.report import node_report
 
@@ -252,7 +254,7 @@ def report(
     with progress("Reading every node (SCAN + MEMORY USAGE for the biggest keys)…", as_json):
         for endpoint in target.nodes:
             with target.client(endpoint, timeout=10) as client:
-                reports.append(node_report(endpoint.name, endpoint.address, client, slowlog, sample, top))
+                reports.append(node_report(endpoint.name, endpoint.address, client, slowlog, sample, top, acl_log))
     code = OK if any(r.up for r in reports) else CANNOT_CHECK
     if as_json:
         emit_json({"command": "report", "target": target.describe(), "ok": code == OK,
@@ -281,6 +283,19 @@ def report(
         for entry in r.biggest_keys:
             keys.add_row(r.name, escape(entry["key"]), str(entry["bytes"]))
     console.print(keys)
+    refused = Table(title="refused access (ACL LOG, newest first; the exporter's own refusals are expected)")
+    entries = [(r, entry) for r in reports for entry in r.acl_log]
+    whole_column(refused, "process", [r.name for r, _ in entries])
+    for column in ("reason", "user", "client"):
+        whole_column(refused, column, [entry[column] for _, entry in entries])
+    text_column(refused, "refused")
+    refused.add_column("count", justify="right", no_wrap=True)
+    refused.add_column("age", justify="right", no_wrap=True)
+    for r, entry in entries:
+        what = f"{entry['object']} (expected)" if entry["expected"] else entry["object"]
+        refused.add_row(r.name, entry["reason"], escape(entry["user"]), escape(entry["client"]), escape(what),
+                        str(entry["count"]), f"{entry['age_seconds']:.0f} s")
+    console.print(refused)
     for r in reports:
         if r.up:
             console.rule(f"{r.name} ({r.role})")

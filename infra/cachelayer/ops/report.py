@@ -1,6 +1,6 @@
 """A performance report of each node: memory and fragmentation, MEMORY DOCTOR, LATENCY DOCTOR and
 LATEST, SLOWLOG, hit ratio, evictions, clients, and the biggest keys by memory (sampled with SCAN
-+ MEMORY USAGE; never KEYS, which blocks the node)."""
++ MEMORY USAGE; never KEYS, which blocks the node); and the recent refused accesses (ACL LOG)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from typing import Any
 
 import redis
 
+from cachelayer.plan.acl_policy import MONITOR_NODE_REFUSED
+from cachelayer.render.nodes import USERS
 from platform_cache.keys import redact_command, redact_key
+
+# ACL LOG keeps the user name a client *tried*: someone who swaps `AUTH <password> <user>` puts a
+# password there. Only the platform's own user names are shown as they are.
+KNOWN_USERS = frozenset({"default", USERS.app, USERS.admin, USERS.replication, USERS.sentinel, USERS.monitor})
+UNKNOWN_USER = "<unknown user>"  # not one of the platform's users
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class NodeReport:
     slowlog: list[dict[str, Any]] = field(default_factory=list)
     biggest_keys: list[dict[str, Any]] = field(default_factory=list)  # {key, bytes}, largest first
     sampled_keys: int = 0
+    acl_log: list[dict[str, Any]] = field(default_factory=list)  # newest first (acl_log_entries)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -57,7 +65,32 @@ def biggest_keys(client: redis.Redis, sample: int, top: int) -> tuple[list[dict[
     return [{"key": redact_key(key), "bytes": size} for size, key in sizes[:top]], len(sizes)
 
 
-def node_report(name: str, endpoint: str, client: redis.Redis, slowlog: int = 10, sample: int = 1000, top: int = 10) -> NodeReport:
+def acl_log_entries(client: redis.Redis, count: int) -> list[dict[str, Any]]:
+    """The node's newest `count` ACL LOG entries: who was refused what, from where. An entry never
+    holds a password (Redis logs the reason, not the AUTH arguments); a key or channel is shown
+    with the cache library's redaction (a session key's id is a bearer token), and a user name
+    only when it is one of the platform's. `expected` marks the exporter's refusals by design."""
+    entries = []
+    for row in client.acl_log(count) if count > 0 else []:
+        reason, user, refused = _text(row.get("reason")), _text(row.get("username")), _text(row.get("object"))
+        info = row.get("client-info") or {}
+        entries.append({
+            "count": int(_text(row.get("count", 1))),
+            "reason": reason,  # auth, command, key or channel
+            "context": _text(row.get("context")),  # toplevel, multi, lua, module
+            "user": user if user in KNOWN_USERS else UNKNOWN_USER,
+            "object": redact_key(refused) if reason in ("key", "channel") else refused,
+            "client": _text(info.get("addr", "?")) if isinstance(info, dict) else "?",
+            "client_name": _text(info.get("name", "")) if isinstance(info, dict) else "",
+            "age_seconds": float(_text(row.get("age-seconds", 0.0))),
+            "expected": reason == "command" and user == USERS.monitor and refused in {rule for rule, _ in MONITOR_NODE_REFUSED},
+        })  # fmt: skip
+    return entries
+
+
+def node_report(
+    name: str, endpoint: str, client: redis.Redis, slowlog: int = 10, sample: int = 1000, top: int = 10, acl_log: int = 10
+) -> NodeReport:
     try:
         info = client.info()
         latest = [
@@ -78,7 +111,7 @@ def node_report(name: str, endpoint: str, client: redis.Redis, slowlog: int = 10
             int(info.get("keyspace_hits", 0)), int(info.get("keyspace_misses", 0)), int(info.get("evicted_keys", 0)),
             int(info.get("connected_clients", 0)), int(info.get("rejected_connections", 0)),
             _text(client.execute_command("MEMORY DOCTOR")), _text(client.execute_command("LATENCY DOCTOR")),
-            latest, entries, keys, sampled,
+            latest, entries, keys, sampled, acl_log_entries(client, acl_log),
         )
     except redis.RedisError as error:
         return NodeReport(name, endpoint, False, str(error))
