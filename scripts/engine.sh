@@ -124,27 +124,40 @@ download() {
     echo "$out"
 }
 
-# resolve MODULE VERSION TAGGED LOG: prints the version of MODULE for release VERSION of its repository:
-# VERSION when the module has that tag, else the pseudo-version of the commit that TAGGED (a module of
-# the same repository that is tagged at every release) was published from.
+# release_version REPO VERSION: how the Go proxy names the repository root (which has no go.mod) at a
+# release tag: vX.Y.Z+incompatible from v2 on.
+release_version() {
+    case $2 in
+    v0.* | v1.*) echo "$1@$2" ;;
+    *) echo "$1@$2+incompatible" ;;
+    esac
+}
+
+# resolve MODULE VERSION LOG SOURCES...: prints the version of MODULE for release VERSION of its
+# repository: VERSION when the module has that tag, else the pseudo-version of the release commit, which
+# the first of SOURCES (module@version, the release as another module) that the proxy serves names in
+# its .info (Origin.Hash). The repository root at the release tag comes first: a release's sdk/ tag
+# may sit on a commit that holds only sdk/ (pulumi-random's do).
 resolve() {
-    local mod=$1 version=$2 tagged=$3 log=$4 info hash
+    local mod=$1 version=$2 log=$3 source info hash=
+    shift 3
     if go_in "$scratch" "$log" list -m -f '{{.Version}}' "$mod@$version"; then
         echo "$version"
         return
     fi
-    echo "($mod has no tag $version: trying the commit of $tagged@$version)" >>"$log"
-    if ! info=$(download "$tagged@$version" "$log"); then
-        echo "$mod@$version: no such tag, and $tagged@$version (to find its commit) is not served: $(tail -1 "$log")" >>"$log"
-        return 1
-    fi
-    hash=$(json_field "$(json_field "$info" Info)" Origin.Hash)
+    for source in "$@"; do
+        echo "($mod has no tag $version: looking for the release commit in $source)" >>"$log"
+        info=$(download "$source" "$log") || continue
+        hash=$(json_field "$(json_field "$info" Info)" Origin.Hash)
+        [ -n "$hash" ] && break
+        echo "(the Go proxy's $source.info names no commit)" >>"$log"
+    done
     if [ -z "$hash" ]; then
-        echo "$mod@$version: no such tag, and the Go proxy's $tagged@$version.info names no commit (no Origin.Hash) to take a pseudo-version of" >>"$log"
+        echo "$mod@$version: no such tag, and none of $* names the release commit (not served, or no Origin.Hash in its .info)" >>"$log"
         return 1
     fi
     if ! (cd "$scratch" && go list -m -f '{{.Version}}' "$mod@$hash") 2>>"$log"; then
-        echo "$mod@$version: no such tag, and its commit ${hash:0:12} (from $tagged@$version) is not served: $(tail -1 "$log")" >>"$log"
+        echo "$mod@$version: no such tag, and its release commit ${hash:0:12} (from $source) is not served: $(tail -1 "$log")" >>"$log"
         return 1
     fi
 }
@@ -205,7 +218,7 @@ build_pulumi() { # OUT WORK LOG
 build_language_python() { # OUT WORK LOG
     local v=v$cli_version lang=github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
     local pkg=github.com/pulumi/pulumi/pkg/v3 sdk=github.com/pulumi/pulumi/sdk/v3 lv info sdkdir f
-    lv=$(resolve "$lang" "$v" "$sdk" "$3") || return 1
+    lv=$(resolve "$lang" "$v" "$3" "$(release_version github.com/pulumi/pulumi "$v")" "$sdk@$v") || return 1
     info=$(download "$lang@$lv" "$3") || return 1
     wrapper "$2" "$3" "$lang@$lv" "$pkg@$v" "$sdk@$v"
     copy_replaces "$(json_field "$info" GoMod)" "$2" "$3"
@@ -244,7 +257,8 @@ build_provider() { # NAME OUT WORK LOG
     if [ "$major" -ge 2 ]; then sfx=/v$major; fi
     mod=github.com/pulumi/pulumi-$name/provider$sfx
     tagged=github.com/pulumi/pulumi-$name/sdk$sfx
-    mv=$(resolve "$mod" "v$version" "$tagged" "$log") || return 1
+    mv=$(resolve "$mod" "v$version" "$log" "$(release_version "github.com/pulumi/pulumi-$name" "v$version")" \
+        "$tagged@v$version") || return 1
     info=$(download "$mod@$mv" "$log") || return 1
     # A writable copy: the module is built as the main module, so its own replace directives apply.
     rm -rf "$work"
