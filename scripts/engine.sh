@@ -22,7 +22,7 @@
 # Cache (outside the checkout, so every clone and CI run reuses it; a rerun builds nothing new):
 #   ${CACHELAYER_ENGINE_CACHE:-/var/cache/cachelayer-engine}  (~/.cache/cachelayer-engine if not writable)
 #     go/mod, go/build        GOMODCACHE and GOCACHE
-#     modules/NAME-VERSION/   one built module (bin/, build.log, go.mod of its wrapper or copy)
+#     modules/NAME-VERSION/   one built module: bin/, build.log (.built, or .failed with the reason)
 #     KEY/bin                 the binaries of one version set (hard links), KEY naming every version
 # Cost on 2 cores: a cold pulumi build takes about 8 minutes (1.9 GB peak RSS, 3.2 GB of Go caches);
 # a rerun with everything built takes seconds, a relink from warm Go caches about 30 s.
