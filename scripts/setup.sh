@@ -46,7 +46,10 @@ fi
 if [ ! -x venv/bin/python ]; then
     python3 -m venv venv
 fi
-venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+# Exact versions with hashes, resolved from requirements.txt, so two machines get the same SDKs
+# (and so the same provider plugins). Refresh after editing requirements.txt:
+#   uv pip compile --universal --generate-hashes --python-version 3.11 requirements.txt -o requirements.lock
+venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
 # The `cachelayer` command (venv/bin/cachelayer) and the cache library whose key rules it uses,
 # editable: they run this checkout's code and templates.
 venv/bin/pip install -q --disable-pip-version-check -e cache_library -e .
