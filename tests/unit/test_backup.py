@@ -3,6 +3,7 @@ RDB files with the real redis-check-rdb, the restore's --verify sample and its p
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -20,6 +21,7 @@ from cachelayer.config.backup import BackupSettings
 from cachelayer.config.settings import load_settings
 from cachelayer.errors import SettingsError
 from cachelayer.ops.backup import (
+    FORMAT,
     MANIFEST,
     BackupError,
     LocalStore,
@@ -29,12 +31,14 @@ from cachelayer.ops.backup import (
     newest_complete,
     parse_s3_url,
     prune,
+    stack_backups,
     take_backup,
 )
 from cachelayer.ops.restore import (
     READ_BATCH,
     BackupFile,
     Reservoir,
+    open_backup,
     parallel_shards,
     read_batches,
     temp_server,
@@ -45,11 +49,13 @@ from cachelayer.ports import free_loopback_port
 NOW = datetime(2025, 6, 10, 2, 0, tzinfo=UTC)
 
 
-def make(root: Path, name: str, complete: bool = True) -> None:
+def make(root: Path, name: str, complete: bool = True, stack: str | None = None) -> None:
+    """A stored backup; its manifest names `stack` (default: the stack its name says)."""
     (root / name).mkdir(parents=True)
     (root / name / "shard-1.rdb").write_bytes(b"x")
     if complete:
-        (root / name / MANIFEST).write_text("{}")
+        manifest = {"format": FORMAT, "name": name, "stack": stack or name.rsplit("-", 1)[0], "shards": []}
+        (root / name / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_s3_urls() -> None:
@@ -65,11 +71,53 @@ def test_retention_keeps_the_newest_complete_backup_and_ignores_partial_ones(tmp
     make(tmp_path, "prod-20250609T020000Z", complete=False)  # an interrupted run
     store = LocalStore(tmp_path)
     assert [b.name for b in store.list() if b.complete] == [f"prod-202506{d:02d}T020000Z" for d in (1, 2, 3, 4)]
-    assert prune(store, keep_days=None, keep_copies=2, now=NOW) == ["prod-20250602T020000Z", "prod-20250601T020000Z"]
+    assert prune(store, "prod", keep_days=None, keep_copies=2, now=NOW) == ["prod-20250602T020000Z", "prod-20250601T020000Z"]
     # Every complete backup is older than 1 day: still the newest stays.
-    assert prune(store, keep_days=1, keep_copies=None, now=NOW) == ["prod-20250603T020000Z"]
+    assert prune(store, "prod", keep_days=1, keep_copies=None, now=NOW) == ["prod-20250603T020000Z"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prod-20250604T020000Z", "prod-20250609T020000Z"]
-    assert prune(store, None, None, now=NOW) == []
+    assert prune(store, "prod", None, None, now=NOW) == []
+
+
+def test_a_dev_backup_with_keep_1_never_deletes_prod_backups_in_the_same_folder(tmp_path: Path) -> None:
+    # Reproduces issue 23 item 1: dev and prod share the default .backups/.
+    make(tmp_path, "prod-20250601T020000.000Z")
+    make(tmp_path, "prod-20250602T020000.000Z")
+    make(tmp_path, "prod-eu-20250603T020000.000Z")  # another stack whose name starts like prod's
+    make(tmp_path, "dev-20250604T020000.000Z")
+    make(tmp_path, "dev-20250605T020000.000Z")
+    make(tmp_path, "dev-20250606T020000.000Z", stack="prod")  # named dev, but its manifest says prod
+    store = LocalStore(tmp_path)
+    assert prune(store, "dev", keep_days=0, keep_copies=1, now=NOW) == ["dev-20250604T020000.000Z"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dev-20250605T020000.000Z", "dev-20250606T020000.000Z", "prod-20250601T020000.000Z",
+        "prod-20250602T020000.000Z", "prod-eu-20250603T020000.000Z"]
+    assert [b.name for b in stack_backups(store, "prod")] == ["prod-20250601T020000.000Z", "prod-20250602T020000.000Z"]
+    assert newest_complete(store, "prod") == StoredBackup("prod-20250602T020000.000Z", True, NOW - timedelta(days=8))
+    assert newest_complete(store, "dev") == StoredBackup("dev-20250605T020000.000Z", True, NOW - timedelta(days=5))
+    assert newest_complete(store, "staging") is None
+
+
+def test_a_folder_restores_the_newest_backup_of_the_stack_asked_for(tmp_path: Path) -> None:
+    make(tmp_path, "prod-20250601T020000.000Z")
+    make(tmp_path, "dev-20250602T020000.000Z")  # newer, but another stack's
+    with open_backup(str(tmp_path), stack="prod") as (source, files):
+        assert source == str(tmp_path / "prod-20250601T020000.000Z")
+        assert files == []
+    with (pytest.raises(BackupError, match=r"no complete backup of stack staging .*backups of: dev, prod"),
+          open_backup(str(tmp_path), stack="staging")):
+        pass
+
+
+def test_a_backup_of_another_stack_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    make(tmp_path, "prod-20250601T020000.000Z")
+    make(tmp_path, "renamed-20250602T020000.000Z", stack="prod")
+    for name in ("prod-20250601T020000.000Z", "renamed-20250602T020000.000Z"):
+        with (pytest.raises(BackupError, match=r"was taken of stack prod, not dev: pass --from-stack prod") as refused,
+              open_backup(str(tmp_path / name), stack="dev")):
+            pass
+        assert "\n" not in str(refused.value)
+        with open_backup(str(tmp_path / name), stack="prod") as (source, _files):
+            assert source == str(tmp_path / name)
 
 
 def test_backups_a_millisecond_apart_get_their_own_names_in_time_order(tmp_path: Path) -> None:
@@ -82,7 +130,7 @@ def test_backups_a_millisecond_apart_get_their_own_names_in_time_order(tmp_path:
     make(tmp_path, "prod-20250609T235959.999Z")
     assert [b.name for b in LocalStore(tmp_path).list()] == [
         "prod-20250609T235959.999Z", first, "prod-20250610T020000Z", second]
-    assert newest_complete(LocalStore(tmp_path)) == StoredBackup(second, True, NOW + timedelta(milliseconds=1))
+    assert newest_complete(LocalStore(tmp_path), "prod") == StoredBackup(second, True, NOW + timedelta(milliseconds=1))
 
 
 def test_a_backup_never_overwrites_one_of_the_same_name(tmp_path: Path) -> None:

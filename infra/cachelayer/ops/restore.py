@@ -32,12 +32,13 @@ from redis.crc import key_slot
 from cachelayer.ops.backup import (
     MANIFEST,
     BackupError,
+    LocalStore,
     S3Store,
     check_rdb,
     newest_complete,
-    open_store,
     read_manifest,
     sha256_of,
+    stack_of_name,
 )
 from cachelayer.ops.health import TOTAL_SLOTS
 from cachelayer.ops.target import Target
@@ -61,13 +62,46 @@ class BackupFile:
 
 
 # ------------------------------------------------------------------------------ sources
-def _from_manifest(directory: Path) -> list[BackupFile]:
+def _from_manifest(directory: Path, stack: str) -> list[BackupFile]:
+    """The files of a cluster-wide backup, once it is known to be a backup of `stack`, to name
+    only files inside it, and (cluster) to cover every slot."""
     manifest = read_manifest(directory)
-    return [
-        BackupFile(f"shard-{s['index']}" + (f" ({s['group']})" if s.get("group") else ""), directory / s["file"],
-                   s.get("group"), s["sha256"], s.get("rdb_keys"))
-        for s in manifest["shards"]
-    ]
+    if manifest.get("stack") != stack:
+        raise BackupError(
+            f"{directory.name} was taken of stack {manifest.get('stack')}, not {stack}: pass --from-stack "
+            f"{manifest.get('stack')} to restore it anyway")
+    files = []
+    for shard in manifest["shards"]:
+        name = str(shard["file"])
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BackupError(f"{directory / MANIFEST} names {name!r} for shard {shard['index']}: a backup's files "
+                              "are in its own directory (a bare file name), nothing else is read")
+        files.append(BackupFile(f"shard-{shard['index']}" + (f" ({shard['group']})" if shard.get("group") else ""),
+                                directory / name, shard.get("group"), shard["sha256"], shard.get("rdb_keys")))
+    if manifest.get("topology") == "cluster" and manifest["shards"]:
+        missing = uncovered_slots([tuple(r) for s in manifest["shards"] for r in s.get("slots", [])])
+        if missing:
+            raise BackupError(f"{directory / MANIFEST} covers no shard for slots {missing}: the backup is "
+                              "incomplete, a restore would lose those keys")
+    return files
+
+
+def uncovered_slots(ranges: Sequence[Sequence[int]]) -> str:
+    """The slots no range covers, as `a-b, c` ('' when all 16384 are)."""
+    covered = bytearray(TOTAL_SLOTS)
+    for first, last in ranges:
+        covered[first : last + 1] = b"\x01" * (last - first + 1)
+    gaps, slot = [], 0
+    while slot < TOTAL_SLOTS:
+        if covered[slot]:
+            slot += 1
+            continue
+        end = slot
+        while end + 1 < TOTAL_SLOTS and not covered[end + 1]:
+            end += 1
+        gaps.append(f"{slot}-{end}" if end > slot else str(slot))
+        slot = end + 1
+    return ", ".join(gaps)
 
 
 def _from_host_files(paths: Sequence[Path]) -> list[BackupFile]:
@@ -87,45 +121,52 @@ def _from_host_files(paths: Sequence[Path]) -> list[BackupFile]:
             for _, path in sorted(by_shard.values(), key=lambda pair: pair[1].name)]
 
 
+def _no_backup_of(stack: str, where: str, names: Sequence[str]) -> BackupError:
+    others = sorted({other for name in names if (other := stack_of_name(name)) and other != stack})
+    held = f" (it holds backups of: {', '.join(others)}: pass --from-stack NAME to restore one)" if others else ""
+    return BackupError(f"{where} holds no complete backup of stack {stack}{held}")
+
+
 @contextmanager
-def open_backup(location: str, endpoint: str | None = None,
-                region: str | None = None) -> Iterator[tuple[str, list[BackupFile]]]:
-    """(description, files) of a backup: a cluster-wide backup directory (manifest.json), a
-    directory of them (the newest complete one), an s3:// URL of either (downloaded to a scratch
-    directory, removed after), a directory of the hosts' redis-<port>-<stamp>.rdb files, or one
-    .rdb file."""
-    with ExitStack() as stack:
+def open_backup(location: str, endpoint: str | None = None, region: str | None = None, *,
+                stack: str) -> Iterator[tuple[str, list[BackupFile]]]:
+    """(description, files) of a backup of `stack`: a cluster-wide backup directory
+    (manifest.json), a folder of them (the stack's newest complete one), an s3:// URL of either
+    (downloaded to a scratch directory, removed after), a directory of the hosts'
+    redis-<port>-<stamp>.rdb files, or one .rdb file. A backup whose manifest names another stack
+    is refused: the caller passes that stack when the operator asked for it."""
+    with ExitStack() as context:
         if location.startswith("s3://"):
             store = S3Store.from_url(location, endpoint, region)
             scratch = Path(tempfile.mkdtemp(prefix="cachelayer-download-"))
-            stack.callback(shutil.rmtree, scratch, True)
-            names = {b.name: b for b in store.list()}
-            if names:  # the URL is a folder of backups: the newest complete one
-                newest = newest_complete(store)
+            context.callback(shutil.rmtree, scratch, True)
+            listed = store.list()
+            if listed:  # the URL is a folder of backups: the stack's newest complete one
+                newest = newest_complete(store, stack)
                 if newest is None:
-                    raise BackupError(f"{location} holds only partial backups (no manifest.json): nothing to restore")
+                    raise _no_backup_of(stack, location, [b.name for b in listed if b.complete])
                 directory = store.fetch(newest.name, scratch)
-                yield store.describe(newest.name), _from_manifest(directory)
+                yield store.describe(newest.name), _from_manifest(directory, stack)
                 return
             name = store.prefix.rstrip("/").rsplit("/", 1)[-1]
             parent = S3Store(store.bucket, store.prefix[: -len(name) - 1], store.endpoint, store.region)
             if not any(b.name == name and b.complete for b in parent.list()):
                 raise BackupError(f"{location} is not a complete backup (no manifest.json: a partial upload?)")
-            yield location, _from_manifest(parent.fetch(name, scratch))
+            yield location, _from_manifest(parent.fetch(name, scratch), stack)
             return
         path = Path(location)
         if path.is_file():
             yield str(path), [BackupFile(path.name, path)]
         elif (path / MANIFEST).exists():
-            yield str(path), _from_manifest(path)
+            yield str(path), _from_manifest(path, stack)
         elif path.is_dir() and (hosts := sorted(path.glob("redis-*-*.rdb"))):
             yield f"{path} (node-local files)", _from_host_files(hosts)
         elif path.is_dir():
-            local = open_store(str(path))
-            newest = newest_complete(local)
+            local = LocalStore(path)
+            newest = newest_complete(local, stack)
             if newest is None:
-                raise BackupError(f"{path} holds no backup: no manifest.json, no redis-<port>-<stamp>.rdb file")
-            yield local.describe(newest.name), _from_manifest(path / newest.name)
+                raise _no_backup_of(stack, str(path), [b.name for b in local.list() if b.complete])
+            yield local.describe(newest.name), _from_manifest(path / newest.name, stack)
         else:
             raise BackupError(f"{location} does not exist")
 
