@@ -324,7 +324,7 @@ def restore_command(
     target = target_of(into, seed, workdir, outputs, as_json)
     try:
         with reported(as_json, PROBLEM), _interruptible():
-            result = _run_restore(backup_location, target, from_stack or into, mode, verify, batch, sample,
+            result = _run_restore(backup_location, target, from_stack or target.stack, mode, verify, batch, sample,
                                   s3_endpoint, as_json, parallel)
     except OSError as error:  # the backup's files: missing, unreadable
         raise fail(str(error), as_json, code=PROBLEM) from None

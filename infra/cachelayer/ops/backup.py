@@ -239,13 +239,15 @@ def snapshot(target: Target, endpoint: Endpoint, path: Path, timeout: float = 36
         raise BackupError(f"redis-cli --rdb on {endpoint.address} failed: {detail[0][-300:]}")
 
 
-def _node_info(target: Target, endpoint: Endpoint) -> tuple[str, int, int]:
-    """(redis_version, replication offset, keys in db0) of the node, just before its snapshot."""
+def _node_info(target: Target, endpoint: Endpoint) -> tuple[str, int, int, int]:
+    """(redis_version, replication offset, keys in db0, used_memory_dataset) of the node, just
+    before its snapshot."""
     with target.client(endpoint, timeout=10) as client:
         info = client.info()
     offset = info.get("slave_repl_offset") if info.get("role") == "slave" else info.get("master_repl_offset")
     keyspace = info.get("db0") or {}
-    return str(info.get("redis_version", "")), int(offset or 0), int(keyspace.get("keys", 0))
+    return (str(info.get("redis_version", "")), int(offset or 0), int(keyspace.get("keys", 0)),
+            int(info.get("used_memory_dataset", 0)))
 
 
 def backup_name(stack: str, when: datetime) -> str:
@@ -282,7 +284,7 @@ def take_backup(
         version = ""
         for plan in plans:
             endpoint = _endpoint(target, plan.source.address)
-            version, offset, keys = _node_info(target, endpoint)
+            version, offset, keys, dataset = _node_info(target, endpoint)
             file = partial / f"shard-{plan.index}.rdb"
             begin = time.monotonic()
             snapshot(target, endpoint, file)
@@ -301,6 +303,7 @@ def take_backup(
                 "keys": keys,  # INFO keyspace of the source just before the snapshot
                 "rdb_keys": check.keys,  # what redis-check-rdb read from the file
                 "rdb_expires": check.expires,
+                "used_memory_dataset": dataset,  # what the restore's memory check counts on the target
                 "file": file.name,
                 "bytes": file.stat().st_size,
                 "sha256": sha256_of(file),

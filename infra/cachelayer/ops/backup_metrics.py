@@ -17,9 +17,8 @@ import urllib.parse
 import urllib.request
 
 from cachelayer.ops.backup import BackupError, StoredBackup
-
-JOB = "cachelayer_backup"
-NEWEST_COMPLETE = "cachelayer_backup_newest_complete_timestamp_seconds"
+from cachelayer.render.monitoring import BACKUP_PUSH_JOB as JOB
+from cachelayer.render.monitoring import BACKUP_TIMESTAMP as NEWEST_COMPLETE
 
 
 def exposition(stack: str, newest: StoredBackup) -> str:
