@@ -3,8 +3,10 @@ RDB files with the real redis-check-rdb, the restore's --verify sample and its p
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import random
 import subprocess
 import threading
@@ -272,6 +274,33 @@ def test_each_restore_read_from_a_temporary_server_is_encoded_as_redis_py_does(t
     assert batch.scanned - batch.skipped == 3 and b"short" not in batch.keys
 
 
+def listening_tcp_inodes() -> set[str]:
+    """Socket inodes in LISTEN state (0A) over TCP, IPv4 and IPv6, in this network namespace."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes.add(fields[9])
+    return inodes
+
+
+@pytest.mark.integration
+def test_a_temporary_server_listens_only_on_a_unix_socket_in_a_private_directory(tmp_path: Path) -> None:
+    """Issue 23 item 13: the temporary servers have no password, so no TCP port any local user
+    could reach; the socket and its directory are the operator's alone."""
+    saved_rdb(tmp_path, lambda client: client.set("k", "v"))
+    with temp_server(tmp_path / "dump.rdb", tmp_path) as server:
+        assert server.client.get("k") == b"v"
+        assert server.client.config_get("port") == {"port": "0"}
+        assert stat.S_ISSOCK(server.socket.stat().st_mode) and stat.S_IMODE(server.socket.stat().st_mode) == 0o700
+        assert stat.S_IMODE(server.directory.stat().st_mode) == 0o700 and server.socket.parent == server.directory
+        fds = Path(f"/proc/{server.pid}/fd")
+        sockets = {os.readlink(fd)[8:-1] for fd in fds.iterdir() if os.readlink(fd).startswith("socket:[")}
+        assert sockets and not sockets & listening_tcp_inodes()
+
+
 @pytest.mark.integration
 def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_path: Path) -> None:
     """Ctrl-C, or another shard's failure, must not wait for a large RDB to finish loading."""
@@ -285,3 +314,53 @@ def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_
     ):
         pytest.fail("the restore went on after the stop")
     assert list(scratch.iterdir()) == []  # its directory is gone, and with it the process (cwd)
+
+
+def prod_target(backup: dict[str, Any] | None) -> Target:
+    """The shipped prod stack's settings (hosts target), its backup section replaced; no node is ever reached."""
+    from cachelayer.config.stack_file import read_stack_config
+
+    config = read_stack_config("prod")
+    if backup is None:
+        config.pop("backup", None)
+    else:
+        config["backup"] = backup
+    return Target("prod", "test", "cluster", (Endpoint("redis-1", "127.0.0.1", 1),),
+                  settings=load_settings(config, "prod"))
+
+
+@pytest.mark.parametrize("backup", [None, {"destination": ".backups"}, {"destination": "backups/prod"}])
+def test_the_backup_of_a_hosts_stack_is_refused_without_an_off_host_destination(
+    backup: dict[str, Any] | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23 item 2: the scheduled prod backup wrote into the runner's checkout, thrown away after the job."""
+    from cachelayer.cli import backup as backup_cli
+    from cachelayer.cli.app import main
+    from cachelayer.config.backup import OFF_HOST_FIX
+
+    monkeypatch.setattr(backup_cli, "target_of", lambda *args: prod_target(backup))
+    taken: list[Any] = []
+    monkeypatch.setattr(backup_cli, "_backup_to", lambda *args: taken.append(args))
+    assert main(["backup", "--stack", "prod", "--json"]) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert OFF_HOST_FIX in error and "--to" in error and "\n" not in error
+    assert taken == []  # refused before any snapshot
+
+
+def test_an_off_host_destination_or_an_explicit_to_lets_the_backup_of_a_hosts_stack_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cachelayer.cli import backup as backup_cli
+    from cachelayer.cli.app import main
+
+    taken: list[str] = []
+
+    def backup_to(target: Any, location: str, *args: Any) -> Any:
+        taken.append(location)
+        raise BackupError("stopped here: the destination was accepted")
+
+    monkeypatch.setattr(backup_cli, "_backup_to", backup_to)
+    for backup, argv in (({"destination": "s3://learn-cache-backups/prod"}, []), (None, ["--to", str(tmp_path)])):
+        monkeypatch.setattr(backup_cli, "target_of", lambda *args, b=backup: prod_target(b))
+        assert main(["backup", "--stack", "prod", *argv]) == 1
+    assert taken == ["s3://learn-cache-backups/prod", str(tmp_path)]
