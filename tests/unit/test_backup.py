@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 import random
+import stat
 import subprocess
 import threading
 import time
@@ -364,3 +364,30 @@ def test_an_off_host_destination_or_an_explicit_to_lets_the_backup_of_a_hosts_st
         monkeypatch.setattr(backup_cli, "target_of", lambda *args, b=backup: prod_target(b))
         assert main(["backup", "--stack", "prod", *argv]) == 1
     assert taken == ["s3://learn-cache-backups/prod", str(tmp_path)]
+
+
+def manifest_backup(root: Path, shards: list[dict[str, Any]]) -> Path:
+    name = "prod-20250601T020000.000Z"
+    make(root, name)
+    manifest = {"format": FORMAT, "name": name, "stack": "prod", "topology": "cluster", "shards": shards}
+    (root / name / MANIFEST).write_text(json.dumps(manifest))
+    return root / name
+
+
+def shard(index: int, file: str, slots: list[list[int]]) -> dict[str, Any]:
+    return {"index": index, "group": None, "file": file, "sha256": "0" * 64, "slots": slots}
+
+
+@pytest.mark.parametrize("file", ["/etc/shadow", "../other/shard-1.rdb", "sub/shard-1.rdb"])
+def test_a_manifest_naming_a_file_outside_its_backup_is_refused(tmp_path: Path, file: str) -> None:
+    backup = manifest_backup(tmp_path, [shard(1, file, [[0, 16383]])])
+    with pytest.raises(BackupError, match="a backup's files are in its own directory"), \
+            open_backup(str(backup), stack="prod"):
+        pass
+
+
+def test_a_cluster_backup_missing_a_shard_is_refused_naming_the_slots(tmp_path: Path) -> None:
+    backup = manifest_backup(tmp_path, [shard(1, "shard-1.rdb", [[0, 5460]]), shard(3, "shard-3.rdb", [[10923, 16382]])])
+    with pytest.raises(BackupError, match=r"covers no shard for slots 5461-10922, 16383"), \
+            open_backup(str(backup), stack="prod"):
+        pass
