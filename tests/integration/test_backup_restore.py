@@ -380,7 +380,7 @@ def test_restore_verifies_by_default_and_refuses_a_newer_local_redis_or_a_target
     assert cluster.dbsize() == 0  # refused before anything was written
     monkeypatch.setattr(restore_module, "local_redis_version", real_version)
 
-    limits = [master.config_get("maxmemory")["maxmemory"] for master in masters]
+    limits = [str(master.config_get("maxmemory")["maxmemory"]) for master in masters]
     try:
         for master in masters:  # an allkeys-lru target with 100 kB free per master: it would evict
             master.config_set("maxmemory", int(master.info("memory")["used_memory"]) + 100_000)
