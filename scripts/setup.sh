@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine: Debian's redis-server and
 # redis-tools (the sandbox and the integration tests run them), prometheus and
-# prometheus-redis-exporter (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
+# prometheus-redis-exporter and prometheus-pushgateway (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
 # openssl, systemd-analyze and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
 # Debian's Docker engine (the dev stack for real),
 # and a virtualenv `venv/` with requirements.txt
@@ -19,6 +19,8 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 # Monitoring: promtool checks and tests the alert rules; the sandbox runs both (docs/monitoring.md).
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
+# `cachelayer backup` pushes its newest complete backup's time there (the backup-age alert's test).
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The prod hosts' health check runs on Debian's python3-redis; the tests run it the same way.
 /usr/bin/python3 -c 'import redis' 2>/dev/null || missing+=(python3-redis)
@@ -36,7 +38,7 @@ if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     apt-get update -qq
     # Keep the distro's own services (redis-server on 6379, prometheus on 9090, the exporter on
-    # 9121) from starting on install.
+    # 9121, the Pushgateway on 9091) from starting on install.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
