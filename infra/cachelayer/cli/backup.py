@@ -20,6 +20,9 @@ import typer
 from rich.table import Table
 
 from cachelayer.cli.common import (
+    YesOption,
+    confirm_target_change,
+    require_named_stack,
     DEFAULT_STACK,
     ExitCode,
     JsonOption,
@@ -137,6 +140,7 @@ def _shards_table(manifest: dict[str, Any]) -> Table:
 
 
 def backup(
+    context: typer.Context,
     stack: StackOption = DEFAULT_STACK,
     to: Annotated[str | None, typer.Option(
         "--to", metavar="WHERE", show_default=False,
@@ -155,6 +159,7 @@ def backup(
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Back the deployment up, shard by shard.
 
@@ -162,10 +167,18 @@ def backup(
     directory or an S3 bucket; then the retention runs. The newest complete backup is never deleted.
     """
     target = target_of(stack, seed, workdir, outputs, as_json)
+    require_named_stack(context, target, as_json)  # backups are named by the stack
     settings = stack_backup(target)
     location = to or destination_of(settings)
     # The stack's endpoint applies to its own destination, not to another --to.
     endpoint = s3_endpoint or (settings.s3_endpoint if location == settings.destination else None)
+    # The stack file's retention is reviewed policy and runs unattended; one given here deletes
+    # backups on the operator's word: confirmed like any other deletion.
+    asked = ([f"older than {keep_days} day(s)"] if keep_days is not None else []) + (
+        [f"beyond the {keep} newest"] if keep is not None else [])
+    if asked:
+        confirm_target_change(context, f"back up, then delete the backups {' and '.join(asked)} in {location}",
+                              target, yes=yes, as_json=as_json)
     keep_days = keep_days if keep_days is not None else settings.keep_days
     keep = keep if keep is not None else settings.keep
     try:
@@ -239,6 +252,7 @@ def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: in
 
 
 def restore_command(
+    context: typer.Context,
     backup_location: Annotated[str, typer.Argument(
         metavar="BACKUP", help="A backup directory, a folder of them (newest), s3://..., or the hosts' .rdb files.")],
     into: Annotated[str, typer.Option("--into", metavar="NAME", help="The stack to restore into.")] = DEFAULT_STACK,
@@ -257,6 +271,7 @@ def restore_command(
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Restore a backup into a stack, whatever its shape.
 
@@ -268,6 +283,9 @@ def restore_command(
     if mode not in MODES:
         raise usage_error(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", as_json)
     target = target_of(into, seed, workdir, outputs, as_json)
+    overwrite = "; keys that exist are OVERWRITTEN" if mode == "replace" else ""
+    confirm_target_change(context, f"restore {backup_location} into it (--mode {mode}{overwrite})", target,
+                          yes=yes, as_json=as_json, stack_option="into")
     try:
         with reported(as_json, PROBLEM), _interruptible():
             result = _run_restore(backup_location, target, mode, verify, batch, sample, s3_endpoint, as_json, parallel)
