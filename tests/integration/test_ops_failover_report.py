@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json"])
+    code = main([*argv, "--json", "--yes"])  # --json never prompts: a failover says --yes
     return code, json.loads(capsys.readouterr().out)
 
 

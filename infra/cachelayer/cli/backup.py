@@ -20,9 +20,6 @@ import typer
 from rich.table import Table
 
 from cachelayer.cli.common import (
-    YesOption,
-    confirm_target_change,
-    require_named_stack,
     DEFAULT_STACK,
     ExitCode,
     JsonOption,
@@ -30,12 +27,15 @@ from cachelayer.cli.common import (
     SeedOption,
     StackOption,
     WorkdirOption,
+    YesOption,
+    confirm_target_change,
     console,
     emit_json,
     errors,
     fail,
     progress,
     reported,
+    require_named_stack,
     target_of,
     usage_error,
     whole_column,

@@ -18,16 +18,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from cachelayer.cli.common import (
-    YesOption,
-    confirm_change,
     DEFAULT_STACK,
     JsonOption,
     Runtime,
     StackOption,
+    YesOption,
+    confirm_change,
     console,
     emit_json,
     errors,
-    fail,
     reported,
     runtime_of,
     usage_error,

@@ -260,9 +260,9 @@ ORIGIN_NOTES = {
 def stack_given(context: typer.Context, parameter: str = "stack") -> bool:
     """Whether the operator named the stack (on the command line or in an environment variable)
     rather than leaving the default."""
-    from click.core import ParameterSource
-
-    return context.get_parameter_source(parameter) not in (None, ParameterSource.DEFAULT)
+    # By name: typer may carry its own copy of click, whose ParameterSource is another enum.
+    source = context.get_parameter_source(parameter)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 def confirm_change(

@@ -33,6 +33,7 @@ from cachelayer.cli.common import (
     fail,
     progress,
     reported,
+    require_named_stack,
     target_of,
     text_column,
     usage_error,
@@ -337,6 +338,8 @@ def failover(
         raise usage_error(f"--{'force' if force else 'takeover'} needs the replica to promote: name it "
                           f"(`cachelayer health` shows the failed master and its replicas)", as_json)
     target = target_of(stack, seed, workdir, outputs, as_json)
+    if not dry_run:
+        require_named_stack(context, target, as_json)
     try:
         replica = target.node(node) if node and target.kind == "cluster" else None
     except TargetError as error:
@@ -464,6 +467,8 @@ def drain(
     from cachelayer.ops.target import TargetError
 
     target = target_of(stack, seed, workdir, outputs, as_json)
+    if not dry_run:
+        require_named_stack(context, target, as_json)
     try:
         endpoint = target.node(node)
     except TargetError as error:

@@ -13,13 +13,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from cachelayer.cli.common import (
-    YesOption,
-    confirm_change,
     DEFAULT_STACK,
     ExitCode,
     JsonOption,
     StackOption,
     WorkdirOption,
+    YesOption,
+    confirm_change,
     console,
     emit_json,
     fail,
@@ -270,10 +270,9 @@ def down(
     if purge:
         confirm_change(context, "stop the sandbox and delete its data and passwords (applications then need new ones)",
                        stack=sandbox.settings.stack, where=f"local sandbox in {sandbox.workdir}", yes=yes, as_json=as_json)
-    with reported(as_json):
-        with _progress("Stopping…", as_json):
-            SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
-            result = sandbox.down(purge=purge)
+    with reported(as_json), _progress("Stopping…", as_json):
+        SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
+        result = sandbox.down(purge=purge)
     if result.not_ours:
         raise fail(
             f"{', '.join(result.not_ours)}: the recorded pid now belongs to another process, which was left alone; "
