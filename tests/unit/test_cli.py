@@ -240,14 +240,17 @@ def test_the_one_confirmation(
     interactive: bool, answer: str, yes: bool, as_json: bool, code: ExitCode | None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import click
-
     from cachelayer.cli.common import Runtime, confirm_target_change
 
     target = Target("dev", "local sandbox /w", "cluster", (Endpoint("redis-7000", "127.0.0.1", 7000),), origin="sandbox")
     asked: list[str] = []
-    runtime = Runtime(interactive=lambda: interactive, ask=lambda question: asked.append(question) or answer)
-    context = typer.Context(click.Command("x"), obj=runtime)
+
+    def ask(question: str) -> str:
+        asked.append(question)
+        return answer
+
+    runtime = Runtime(interactive=lambda: interactive, ask=ask)
+    context = typer.Context(typer.main.get_command(app), obj=runtime)
     if code is None:
         confirm_target_change(context, "do it", target, yes=yes, as_json=as_json)
     else:
