@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json", "--yes"])  # --json never prompts: a failover says --yes
+    confirmed = ["--yes"] if argv[0] == "failover" else []  # --json never prompts: a change says --yes
+    code = main([*argv, "--json", *confirmed])
     return code, json.loads(capsys.readouterr().out)
 
 
