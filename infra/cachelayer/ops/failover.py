@@ -235,7 +235,7 @@ def sentinel_prechecks(target: Target, group: str, max_lag: int) -> tuple[Endpoi
     unreachable = []
     for sentinel_endpoint in target.sentinels:
         try:
-            with target.client(sentinel_endpoint) as client:
+            with target.client(sentinel_endpoint, retry=False) as client:
                 old: Any = client.sentinel_get_master_addr_by_name(group)
                 try:
                     quorum = str(client.execute_command("SENTINEL CKQUORUM", group))
@@ -286,7 +286,7 @@ def _wait_sentinel_settled(target: Target, group: str, old_master: str, deadline
             named = set()
             for endpoint in target.sentinels:
                 try:
-                    with target.client(endpoint, timeout=1) as client:
+                    with target.client(endpoint, timeout=1, retry=False) as client:
                         address: Any = client.sentinel_get_master_addr_by_name(group)
                 except redis.ConnectionError:
                     continue  # a sentinel that is down has no say (the quorum checked before)
