@@ -71,7 +71,9 @@ def fill(client: RedisCluster) -> dict[str, Any]:
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json"])
+    # --json never prompts: a restore, or a backup that prunes on the command line, says --yes.
+    confirmed = ["--yes"] if argv[0] in ("restore", "backup") else []
+    code = main([*argv, "--json", *confirmed])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -232,7 +234,7 @@ def test_interrupted_restore_leaves_no_temporary_process(
     code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
             f"import sys; sys.path.insert(0, {str(REPO_ROOT / 'infra')!r}); from cachelayer.cli.app import main; "
             f"sys.exit(main(['restore', {str(taken)!r}, '--workdir', {str(four_masters.workdir)!r}, "
-            "'--mode', 'replace', '--batch', '1']))")
+            "'--mode', 'replace', '--batch', '1', '--yes']))")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL,

@@ -52,7 +52,9 @@ def cluster(sandbox_factory: Callable[..., LocalSandbox]) -> LocalSandbox:
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json"])
+    # --json never prompts: a restore, or a backup that prunes on the command line, says --yes.
+    confirmed = ["--yes"] if argv[0] in ("restore", "backup") else []
+    code = main([*argv, "--json", *confirmed])
     return code, json.loads(capsys.readouterr().out)
 
 

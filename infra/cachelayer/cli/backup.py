@@ -27,12 +27,15 @@ from cachelayer.cli.common import (
     SeedOption,
     StackOption,
     WorkdirOption,
+    YesOption,
+    confirm_target_change,
     console,
     emit_json,
     errors,
     fail,
     progress,
     reported,
+    require_named_stack,
     target_of,
     usage_error,
     whole_column,
@@ -162,6 +165,7 @@ def _shards_table(manifest: dict[str, Any]) -> Table:
 
 
 def backup(
+    context: typer.Context,
     stack: StackOption = DEFAULT_STACK,
     to: Annotated[str | None, typer.Option(
         "--to", metavar="WHERE", show_default=False,
@@ -184,6 +188,7 @@ def backup(
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Back the deployment up, shard by shard.
 
@@ -191,6 +196,7 @@ def backup(
     directory or an S3 bucket; then the retention runs. The newest complete backup is never deleted.
     """
     target = target_of(stack, seed, workdir, outputs, as_json)
+    require_named_stack(context, target, as_json)  # backups are named by the stack
     settings = stack_backup(target)
     refusal = _off_host_refusal(target, settings, to)
     if refusal is not None:
@@ -199,6 +205,13 @@ def backup(
     gateway = pushgateway or settings.pushgateway
     # The stack's endpoint applies to its own destination, not to another --to.
     endpoint = s3_endpoint or (settings.s3_endpoint if location == settings.destination else None)
+    # The stack file's retention is reviewed policy and runs unattended; one given here deletes
+    # backups on the operator's word: confirmed like any other deletion.
+    asked = ([f"older than {keep_days} day(s)"] if keep_days is not None else []) + (
+        [f"beyond the {keep} newest"] if keep is not None else [])
+    if asked:
+        confirm_target_change(context, f"back up, then delete the backups {' and '.join(asked)} in {location}",
+                              target, yes=yes, as_json=as_json)
     keep_days = keep_days if keep_days is not None else settings.keep_days
     keep = keep if keep is not None else settings.keep
     try:
@@ -287,6 +300,7 @@ def _run_restore(location: str, target: Any, from_stack: str, mode: Mode, verify
 
 
 def restore_command(
+    context: typer.Context,
     backup_location: Annotated[str, typer.Argument(
         metavar="BACKUP", help="A backup directory, a folder of them (newest), s3://..., or the hosts' .rdb files.")],
     into: Annotated[str, typer.Option("--into", metavar="NAME", help="The stack to restore into.")] = DEFAULT_STACK,
@@ -310,6 +324,7 @@ def restore_command(
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Restore a backup into a stack, whatever its shape.
 
@@ -322,6 +337,9 @@ def restore_command(
     if mode not in MODES:
         raise usage_error(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", as_json)
     target = target_of(into, seed, workdir, outputs, as_json)
+    overwrite = "; keys that exist are OVERWRITTEN" if mode == "replace" else ""
+    confirm_target_change(context, f"restore {backup_location} into it (--mode {mode}{overwrite})", target,
+                          yes=yes, as_json=as_json, stack_option="into")
     try:
         with reported(as_json, PROBLEM), _interruptible():
             result = _run_restore(backup_location, target, from_stack or target.stack, mode, verify, batch, sample,

@@ -265,7 +265,8 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
                 "critical",
                 "{{ $labels.process }} says cluster_state is fail: some slots are not served",
                 f"`{health}` (cluster_state, slots, node_flags); a master without a replica to promote needs "
-                f"its node started; `venv/bin/cachelayer failover --stack {stack} --force` for a dead master's replica",
+                f"its node started; when node_flags shows the master flagged fail, promote one of its own replicas: "
+                f"`venv/bin/cachelayer failover REPLICA --stack {stack} --force` (asks first; never another shard's)",
             ),
             AlertRule(
                 "RedisClusterSlotsFailing",
