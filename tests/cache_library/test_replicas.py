@@ -41,7 +41,8 @@ def replicas_announced(sandbox: LocalSandbox) -> bool:
     for sentinel in sandbox.topology.sentinels:
         with sandbox.admin_client(sentinel) as admin:
             for master in sandbox.topology.masters:
-                if int(admin.sentinel_master(master.group)["num-slaves"]) != 2:
+                state: dict[str, Any] = admin.execute_command("SENTINEL MASTER", master.group)
+                if int(state["num-slaves"]) != 2:
                     return False
     return True
 
