@@ -229,10 +229,10 @@ def main() -> int:
         ours_set, raw_set = compare(
             n,
             lambda i: cache.set(keys[i % 1000], VALUE, ttl=TTL),
-            lambda i: raw.set(f"bench:{keys[i % 1000]}", json.dumps(VALUE), px=TTL * 1000),
+            lambda i: raw.set(f"raw:{keys[i % 1000]}", json.dumps(VALUE), px=TTL * 1000),
         )
         ours_get, raw_get = compare(
-            n, lambda i: cache.get(keys[i % 1000]), lambda i: json.loads(raw.get(f"bench:{keys[i % 1000]}") or b"null")
+            n, lambda i: cache.get(keys[i % 1000]), lambda i: json.loads(raw.get(f"raw:{keys[i % 1000]}") or b"null")
         )
         ratio_row("set (JSON value, TTL)", ours_set, raw_set, "ops/s", ">= 0.8")
         ratio_row("get (hit)", ours_get, raw_get, "ops/s", ">= 0.8")
@@ -240,7 +240,7 @@ def main() -> int:
         ours_tagged, raw_get2 = compare(
             n,
             lambda i: cache.get(keys[i % 1000], namespace="tagged"),
-            lambda i: json.loads(raw.get(f"bench:{keys[i % 1000]}") or b"null"),
+            lambda i: json.loads(raw.get(f"raw:{keys[i % 1000]}") or b"null"),
         )
         ratio_row("get (hit, 1 tag checked)", ours_tagged, raw_get2, "ops/s", "2 round trips: >= 0.4")
 
@@ -251,18 +251,18 @@ def main() -> int:
         def setex_pipeline(raw: RedisCluster, i: int) -> None:
             pipe = raw.pipeline(transaction=False)
             for k, v in mapping[i % 10].items():
-                pipe.set(f"bench:{k}", json.dumps(v), ex=TTL)
+                pipe.set(f"raw:{k}", json.dumps(v), ex=TTL)
             pipe.execute()
 
         ours_mset, raw_mset = compare(
             m,
             lambda i: cache.mset(mapping[i % 10], ttl=TTL),
-            lambda i: raw.mset_nonatomic({f"bench:{k}": json.dumps(v) for k, v in mapping[i % 10].items()}),
+            lambda i: raw.mset_nonatomic({f"raw:{k}": json.dumps(v) for k, v in mapping[i % 10].items()}),
         )
         ours_mget, raw_mget = compare(
             m,
             lambda i: cache.mget(batches[i % 10]),
-            lambda i: [json.loads(v or b"null") for v in raw.mget_nonatomic([f"bench:{k}" for k in batches[i % 10]])],
+            lambda i: [json.loads(v or b"null") for v in raw.mget_nonatomic([f"raw:{k}" for k in batches[i % 10]])],
         )
         ratio_row("mset 100 keys (ours with TTL)", ours_mset, raw_mset, "batches/s", "mset_nonatomic, no TTL")
         ours_mset2, raw_setex = compare(m, lambda i: cache.mset(mapping[i % 10], ttl=TTL), lambda i: setex_pipeline(raw, i))

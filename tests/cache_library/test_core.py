@@ -517,3 +517,16 @@ def test_a_memo_guess_never_revalidates_an_entry_whose_tag_was_evicted(backend: 
     assert cache.get("k") is None
     cache.set("other", "x", tags=["t"])  # recreates the version with a fresh value
     assert cache.get("k") is None and cache.get("other") == "x"
+
+
+def test_the_read_your_writes_memory_prunes_expired_names_and_keeps_live_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from platform_cache.core import RecentWrites
+
+    monkeypatch.setattr(RecentWrites, "LIMIT", 10)
+    recent = RecentWrites(0.05)
+    recent.add(f"old:{i}" for i in range(10))
+    time.sleep(0.06)
+    recent.add(f"new:{i}" for i in range(10))  # over the limit: the expired names go
+    assert len(recent._until) == 10 and recent.any_of(["new:0"]) and not recent.any_of(["old:0"])
+    recent.add(["new:10"])  # all live: no prune on every write, and nothing live is dropped
+    assert recent._prune_at == 20 and all(recent.any_of([f"new:{i}"]) for i in range(11))

@@ -166,6 +166,7 @@ class RecentWrites:
     def __init__(self, window: float) -> None:
         self.window = window
         self._until: dict[str, float] = {}
+        self._prune_at = self.LIMIT
 
     def add(self, names: Iterable[str]) -> None:
         if self.window <= 0:
@@ -173,9 +174,12 @@ class RecentWrites:
         until = time.monotonic() + self.window
         for name in names:
             self._until[name] = until
-        if len(self._until) > self.LIMIT:
+        if len(self._until) > self._prune_at:
             now = time.monotonic()
             self._until = {k: v for k, v in list(self._until.items()) if v > now}
+            # Names still within the window stay; the next prune waits until the map has doubled
+            # (pruning on every write once over the limit cost ~20 ms per call at 100k names).
+            self._prune_at = max(self.LIMIT, 2 * len(self._until))
 
     def any_of(self, names: Iterable[str]) -> bool:
         if not self._until:
@@ -201,6 +205,8 @@ class TagMemo:
         return list(dict.fromkeys(tag for key in keys for tag in memo.get(key, ())))
 
     def learn(self, key: str, tags: tuple[str, ...]) -> None:
+        if self._tags.get(key) == tags:
+            return
         if len(self._tags) >= self.LIMIT and key not in self._tags:
             self._tags = {}  # cheaper than LRU bookkeeping on every read; relearnt on the next reads
         self._tags[key] = tags
