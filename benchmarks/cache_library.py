@@ -35,6 +35,7 @@ sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "cache_library" / "src")]
 from redis.cluster import ClusterNode, RedisCluster  # noqa: E402
 
 from cachelayer.config.stack_file import read_stack_config  # noqa: E402
+from cachelayer.plan.topology import Node  # noqa: E402
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings  # noqa: E402
 from platform_cache import Cache, CacheConfig  # noqa: E402
 
@@ -86,6 +87,11 @@ def tagset_populate(raw: RedisCluster, tag: str, count: int) -> None:
         pipe.execute()
 
 
+def announced(sandbox: LocalSandbox, node: Node, replicas: int) -> bool:
+    with sandbox.admin_client(node) as admin:
+        return all(len(entry) == 3 + replicas for entry in admin.execute_command("CLUSTER SLOTS"))
+
+
 def start_cluster(base_port: int, replicas: int) -> LocalSandbox:
     config = read_stack_config("dev")
     redis = {**dict(config.get("redis") or {}), "base_port": base_port}
@@ -96,10 +102,7 @@ def start_cluster(base_port: int, replicas: int) -> LocalSandbox:
     sandbox.up()
     # Clients learn replicas from CLUSTER SLOTS, where they appear a moment after the cluster is ok.
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with sandbox.admin_client(sandbox.topology.masters[0]) as admin:
-            if all(len(entry) == 3 + replicas for entry in admin.execute_command("CLUSTER SLOTS")):
-                break
+    while time.monotonic() < deadline and not all(announced(sandbox, node, replicas) for node in sandbox.topology.nodes):
         time.sleep(0.2)
     return sandbox
 

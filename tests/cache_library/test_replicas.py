@@ -35,9 +35,13 @@ def replicas_announced(sandbox: LocalSandbox) -> bool:
     """Clients learn replicas from CLUSTER SLOTS (cluster) or from the sentinels: a replica joins
     there a moment after the cluster reports ok, and a client made before reads the masters."""
     if sandbox.topology.kind == "cluster":
-        with sandbox.admin_client(sandbox.topology.masters[0]) as admin:
-            ranges = admin.execute_command("CLUSTER SLOTS")
-        return len(ranges) == 3 and all(len(entry) == 2 + 1 + 2 for entry in ranges)
+        # Every node's view: a client takes the slot map from whichever seed answers first.
+        for node in sandbox.topology.nodes:
+            with sandbox.admin_client(node) as admin:
+                ranges = admin.execute_command("CLUSTER SLOTS")
+            if len(ranges) != 3 or any(len(entry) != 2 + 1 + 2 for entry in ranges):
+                return False
+        return True
     for sentinel in sandbox.topology.sentinels:
         with sandbox.admin_client(sentinel) as admin:
             for master in sandbox.topology.masters:
