@@ -269,15 +269,17 @@ def _persist(client: redis.Redis, sentinel: bool) -> None:
 
 
 def _accepts(target: Target, endpoint: Endpoint, user: str, password: str) -> bool:
-    """A fresh connection authenticates as `user` with `password` (AUTH is allowed to every
-    user). A refusal is False; a process that does not answer raises."""
+    """A fresh connection logs in as `user` with `password` (redis-py authenticates while it
+    connects, so no command the user may lack is needed). A refusal is False; a process that
+    does not answer raises."""
     client = redis.Redis(
-        host=endpoint.host, port=endpoint.port, socket_timeout=TIMEOUT_SECONDS,
-        socket_connect_timeout=TIMEOUT_SECONDS, **target.tls_options,
+        host=endpoint.host, port=endpoint.port, username=user, password=password,
+        socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS, **target.tls_options,
     )
     try:
-        return bool(client.execute_command("AUTH", user, password))
-    except (redis.AuthenticationError, redis.ResponseError):
+        client.connection_pool.release(client.connection_pool.get_connection())
+        return True
+    except redis.AuthenticationError:
         return False
     finally:
         client.close()
