@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -357,6 +358,33 @@ def test_a_node_lost_in_the_middle_of_either_phase_stops_it_and_a_rerun_finishes
     code, status = rotate(cluster, capsys, USERS.app, "remove", new)  # the re-run finishes phase 2
     assert (code, status.get("phase")) == (ExitCode.OK, "one password"), status
     assert_old_refused_everywhere(cluster, USERS.app, old, new)
+
+
+def test_a_node_that_cannot_save_its_acl_file_is_named_and_blocks_the_removal(
+    cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As on the hosts, where /etc/redis is read-only to the service: ACL SAVE fails. Phase 1
+    goes on (the file keeps the old password, which still works) and says where the new one is
+    in memory only; phase 2 refuses before removing anything."""
+    stuck = cluster.topology.nodes[1]
+    acl_file = cluster.paths(stuck).acl_file
+    old, new = password_of(cluster, USERS.app), new_password()
+    subprocess.run(["chattr", "+i", acl_file], check=True)  # even root cannot replace it now
+    try:
+        code, status = rotate(cluster, capsys, USERS.app, "add", new)
+        assert (code, status.get("unsaved")) == (ExitCode.PROBLEM, [stuck.name]), status
+        assert status["phase"] == "two passwords", "the new password is in memory everywhere"
+        code, status = rotate(cluster, capsys, USERS.app, "remove", new)
+        assert code == ExitCode.PROBLEM and f"{stuck.name} cannot save its users" in status["error"], status
+        assert all(accepts(n, USERS.app, old) for n in cluster.topology.nodes), "nothing was removed"
+    finally:
+        subprocess.run(["chattr", "-i", acl_file], check=True)
+    code, status = rotate(cluster, capsys, USERS.app, "add", new)  # saves now
+    assert (code, status.get("unsaved")) == (ExitCode.OK, []), status
+    code, status = rotate(cluster, capsys, USERS.app, "remove", new)
+    assert (code, status.get("phase")) == (ExitCode.OK, "one password"), status
+    assert_old_refused_everywhere(cluster, USERS.app, old, new)
+    assert_acl_file_holds(cluster, USERS.app, 1)
 
 
 def test_a_refused_password_or_user_is_a_usage_error(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:

@@ -122,10 +122,11 @@ def _keep_in_sandbox(target: Target, user: str, password: str) -> None:
 
 def _exit_code(status: RotationStatus) -> ExitCode:
     """0: every process agrees (one password, or two between the phases); 1: a phase stopped
-    halfway, or a process refuses the new password; 2: a process could not be read."""
+    halfway, a process refuses the new password, or holds it in memory only; 2: a process could
+    not be read."""
     if status.phase == "unknown":
         return ExitCode.CANNOT_CHECK
-    if status.phase == "mixed" or any(p.accepts_new is False for p in status.processes):
+    if status.phase == "mixed" or status.unsaved or any(p.accepts_new is False for p in status.processes):
         return ExitCode.PROBLEM
     return ExitCode.OK
 
@@ -148,3 +149,6 @@ def _print_status(status: RotationStatus) -> None:
         "unknown": "a process could not be read",
     }
     console.print(hints[status.phase], highlight=False)
+    if status.unsaved:
+        console.print(f"in memory only (a restart drops the new password): {', '.join(status.unsaved)}",
+                      highlight=False)

@@ -76,6 +76,7 @@ class ProcessPasswords:
 class RotationStatus:
     user: str
     processes: tuple[ProcessPasswords, ...]
+    unsaved: tuple[str, ...] = ()  # processes that took the new password in memory only (ACL SAVE failed)
 
     @property
     def phase(self) -> str:
@@ -104,6 +105,7 @@ class RotationStatus:
                  "accepts_new": p.accepts_new, "error": p.error}
                 for p in self.processes
             ],
+            "unsaved": list(self.unsaved),
         }
 
 
@@ -139,18 +141,25 @@ def add_password(target: Target, user: str, new_password: str, report: Report = 
     check_new_password(user, new_password)
     new_hash = password_hash(new_password)
     holders = _holders(target, user)
+    unsaved = []
     for done, endpoint in enumerate(holders):
         advice = _add_advice(user, done, len(holders))
         with _step(endpoint, "adding the new password", advice), _client(target, endpoint) as client:
             client.execute_command("ACL", "SETUSER", user, f"#{new_hash}")
-            _persist(client, endpoint in target.sentinels)
-        report(f"{endpoint.name}: {user} accepts the new password (and the old one)")
+            problem = _persist(client, endpoint in target.sentinels)
+        if problem:
+            # Its file keeps the old password, which still works: carry on, and say so.
+            unsaved.append(endpoint.name)
+            report(f"{endpoint.name}: {user} accepts the new password in memory only ({problem}): a restart "
+                   "drops it until the node's ACL file holds it")
+        else:
+            report(f"{endpoint.name}: {user} accepts the new password (and the old one)")
     _require_accepted(target, holders, user, new_password, _add_advice(user, len(holders), len(holders)))
     if user == USERS.replication:
         _switch_masterauth(target, new_password, report)
     if user == USERS.sentinel:
         _switch_sentinel_credentials(target, new_password, report)
-    return read_status(target, user, new_password)
+    return replace(read_status(target, user, new_password), unsaved=tuple(unsaved))
 
 
 def _add_advice(user: str, done: int, total: int) -> str:
@@ -200,6 +209,7 @@ def remove_old_passwords(
     _require_accepted(target, holders, user, new_password, refused)
     if user == USERS.replication:
         _require_masterauth(target, new_password, refused)
+    _require_saveable(target, holders, user)
     if user == USERS.sentinel:
         # Sentinel cannot show its auth-pass: set it again (the same value, so a no-op when phase 1 ran).
         _switch_sentinel_credentials(target, new_password, report)
@@ -210,7 +220,9 @@ def remove_old_passwords(
             old = [h for h in (_passwords_of(client, user) or []) if h != new_hash]
             if old:
                 client.execute_command("ACL", "SETUSER", user, *(f"!{h}" for h in old))
-                _persist(client, endpoint in target.sentinels)
+                problem = _persist(client, endpoint in target.sentinels)
+                if problem:  # checked just before: the file became unwritable in between
+                    raise RotationError(f"{endpoint.name}: {problem}; {advice}")
         report(f"{endpoint.name}: {user} accepts the new password only")
     return read_status(target, user, new_password)
 
@@ -223,6 +235,20 @@ def _require_accepted(target: Target, holders: Sequence[Endpoint], user: str, pa
                 refusing.append(endpoint.name)
     if refusing:
         raise RotationError(f"{', '.join(refusing)} refuse the new password of user {user}: {advice}")
+
+
+def _require_saveable(target: Target, holders: Sequence[Endpoint], user: str) -> None:
+    """Every process can write its users where its next start reads them: otherwise a restart
+    after phase 2 would bring back a file holding only the old password, which nobody uses any more."""
+    for endpoint in holders:
+        with _step(endpoint, "saving the users", "nothing was removed"), _client(target, endpoint) as client:
+            problem = _persist(client, endpoint in target.sentinels)
+        if problem:
+            raise RotationError(
+                f"{endpoint.name} cannot save its users ({problem}): after removing the old password a restart "
+                f"would read back a file holding the old one only. Nothing was removed; put the new password in "
+                f"its ACL file first (docs/security.md, \"Rotating a password\"), then re-run "
+                f"`cachelayer rotate {user} --phase remove`")
 
 
 def _require_masterauth(target: Target, new_password: str, advice: str) -> None:
@@ -260,12 +286,17 @@ def _passwords_of(client: redis.Redis, user: str) -> list[str] | None:
     return [str(h) for h in hashes] if isinstance(hashes, list) else []
 
 
-def _persist(client: redis.Redis, sentinel: bool) -> None:
-    """Write the users where the process reads them at its next start."""
-    if sentinel:
-        client.execute_command("SENTINEL", "FLUSHCONFIG")
-    elif client.config_get("aclfile").get("aclfile"):
-        client.execute_command("ACL", "SAVE")
+def _persist(client: redis.Redis, sentinel: bool) -> str:
+    """Write the users where the process reads them at its next start; "" when done, else why not
+    (a node whose ACL file the service may not write: /etc/redis under ProtectSystem=strict on the hosts)."""
+    try:
+        if sentinel:
+            client.execute_command("SENTINEL", "FLUSHCONFIG")
+        elif client.config_get("aclfile").get("aclfile"):
+            client.execute_command("ACL", "SAVE")
+    except redis.ResponseError as error:
+        return f"saving the users failed: {error}"
+    return ""
 
 
 def _accepts(target: Target, endpoint: Endpoint, user: str, password: str) -> bool:
