@@ -30,7 +30,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from cachelayer.cli.app import main
 from cachelayer.cli.common import ExitCode, Runtime
 from cachelayer.cli.rotate import NEW_PASSWORD_ENV
-from cachelayer.ops.rotate import RotationError, add_password, read_status, remove_old_passwords
+from cachelayer.ops.rotate import RotationError, add_password, remove_old_passwords
 from cachelayer.plan.topology import Node, SentinelNode
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.local import LocalSandbox
@@ -321,7 +321,11 @@ def test_a_node_lost_in_the_middle_of_either_phase_stops_it_and_a_rerun_finishes
 ) -> None:
     target = target_of_sandbox(cluster)
     nodes = cluster.topology.nodes
-    first, victim = nodes[0], cluster.topology.replicas[-1]  # a replica: no failover while it is frozen
+    # A replica (no failover while it is frozen) with nodes after it, which the phase never reaches.
+    # The frozen node itself may still run the command it was sent once it wakes: no assertion on it.
+    first, victim = nodes[0], cluster.topology.replicas[0]
+    later = nodes[nodes.index(victim) + 1:]
+    assert first != victim and later, "the victim must sit in the middle of the nodes"
     old, new = password_of(cluster, USERS.app), new_password()
 
     report, paused = pause_when(cluster, first.name, victim)
@@ -332,9 +336,8 @@ def test_a_node_lost_in_the_middle_of_either_phase_stops_it_and_a_rerun_finishes
         resume(paused)
     assert paused, "the node was never frozen: the failure was not in the middle of the phase"
     assert accepts(first, USERS.app, new), "the phase had begun"
-    assert not accepts(victim, USERS.app, new), "the phase had not reached the frozen node"
+    assert not any(accepts(n, USERS.app, new) for n in later), "the phase stopped at the frozen node"
     assert all(accepts(n, USERS.app, old) for n in nodes), "phase 1 never removes"
-    assert read_status(target, USERS.app).phase == "mixed"
     code, status = rotate(cluster, capsys, USERS.app, "status")
     assert (code, status.get("phase")) == (ExitCode.PROBLEM, "mixed"), "status says a phase stopped halfway"
     code, status = rotate(cluster, capsys, USERS.app, "remove", new)
@@ -352,8 +355,10 @@ def test_a_node_lost_in_the_middle_of_either_phase_stops_it_and_a_rerun_finishes
         resume(paused)
     assert paused, "the node was never frozen: the failure was not in the middle of the phase"
     assert not accepts(first, USERS.app, old), "the phase had begun"
-    assert accepts(victim, USERS.app, old), "the phase had not reached the frozen node"
+    assert all(accepts(n, USERS.app, old) for n in later), "the phase stopped at the frozen node"
     assert all(accepts(n, USERS.app, new) for n in nodes), "every node accepts the new password throughout"
+    code, status = rotate(cluster, capsys, USERS.app, "status")
+    assert (code, status.get("phase")) == (ExitCode.PROBLEM, "mixed"), status
 
     code, status = rotate(cluster, capsys, USERS.app, "remove", new)  # the re-run finishes phase 2
     assert (code, status.get("phase")) == (ExitCode.OK, "one password"), status
