@@ -393,7 +393,7 @@ def test_a_node_that_cannot_save_its_acl_file_is_named_and_blocks_the_removal(
 
 
 def test_a_refused_password_or_user_is_a_usage_error(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    code, status = rotate(cluster, capsys, USERS.app, "add", "short")
+    code, status = rotate(cluster, capsys, USERS.app, "add", "Zq9-tiny")
     assert code == ExitCode.USAGE and "shorter than 16" in status["error"], status
     code, status = rotate(cluster, capsys, USERS.monitor, "add", new_password())
     assert code == ExitCode.USAGE and "cannot rotate user 'monitor'" in status["error"], status
