@@ -36,7 +36,7 @@ from typing import BinaryIO
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.ops.backup import take_backup
+from cachelayer.ops.backup import read_manifest, take_backup
 from cachelayer.ops.restore import Router, open_backup, read_batches, restore, temp_server
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.targets import target_of_sandbox
@@ -79,7 +79,7 @@ def raw_commands(backup: Path, box: LocalSandbox, scratch: Path) -> tuple[int, l
     router = Router(target_of_sandbox(box))
     files: dict[int, BinaryIO] = {}
     count = 0
-    with open_backup(str(backup)) as (_, shards):
+    with open_backup(str(backup), stack=read_manifest(backup)["stack"]) as (_, shards):
         for shard in shards:
             with temp_server(shard.path) as server:
                 for batch in read_batches(server.client, 1000, replace=False):
@@ -146,8 +146,8 @@ def rounds(box: LocalSandbox, backup: Path, keys: int, ports: list[int], work: P
     for round_ in range(count):
         raws.append(raw_seconds(box, ports, work))
         flush(box)
-        with open_backup(str(backup)) as (name, files):
-            result = restore(files, target_of_sandbox(box), source=name)
+        with open_backup(str(backup), stack=read_manifest(backup)["stack"]) as (name, files):
+            result = restore(files, target_of_sandbox(box), source=name, verify=False)  # the write path alone
         if result.restored != keys:
             raise SystemExit(f"round {round_ + 1}: restored {result.restored} keys of {keys}")
         restores.append(result.seconds)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what this project needs on a fresh Debian machine: Debian's redis-server and
 # redis-tools (the sandbox and the integration tests run them), prometheus and
-# prometheus-redis-exporter (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
+# prometheus-redis-exporter and prometheus-pushgateway (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
 # openssl, systemd-analyze, nftables and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
 # Debian's Docker engine (the dev stack for real),
 # and a virtualenv `venv/` with requirements.txt
@@ -21,6 +21,8 @@ command -v nft >/dev/null || missing+=(nftables)
 # Monitoring: promtool checks and tests the alert rules; the sandbox runs both (docs/monitoring.md).
 { command -v promtool >/dev/null && command -v prometheus >/dev/null; } || missing+=(prometheus)
 command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
+# `cachelayer backup` pushes its newest complete backup's time there (the backup-age alert's test).
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The prod hosts' health check runs on Debian's python3-redis; the tests run it the same way.
 /usr/bin/python3 -c 'import redis' 2>/dev/null || missing+=(python3-redis)
@@ -38,7 +40,7 @@ if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     apt-get update -qq
     # Keep the distro's own services (redis-server on 6379, prometheus on 9090, the exporter on
-    # 9121) from starting on install.
+    # 9121, the Pushgateway on 9091) from starting on install.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -48,7 +50,10 @@ fi
 if [ ! -x venv/bin/python ]; then
     python3 -m venv venv
 fi
-venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+# Exact versions with hashes, resolved from requirements.txt, so two machines get the same SDKs
+# (and so the same provider plugins). Refresh after editing requirements.txt:
+#   uv pip compile --universal --generate-hashes --python-version 3.11 requirements.txt -o requirements.lock
+venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
 # The `cachelayer` command (venv/bin/cachelayer) and the cache library whose key rules it uses,
 # editable: they run this checkout's code and templates.
 venv/bin/pip install -q --disable-pip-version-check -e cache_library -e .

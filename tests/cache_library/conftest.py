@@ -24,8 +24,7 @@ def cache_config(sandbox: LocalSandbox, **options: Any) -> CacheConfig:
         password=sandbox.passwords.app,
         sentinels=tuple(s.endpoint for s in topology.sentinels),
         sentinel_groups=tuple(m.group for m in topology.masters) if topology.kind == "sentinel" else (),
-        **options,
-    )
+    ).with_options(**options)
 
 
 class AsyncAdapter:

@@ -16,7 +16,7 @@ from redis.crc import key_slot
 
 from cachelayer.sandbox.local import LocalSandbox
 from integration.conftest import cluster_client
-from platform_cache import AsyncCache, Cache, ValueTooLargeError
+from platform_cache import AsyncCache, Cache, SessionUnavailableError, ValueTooLargeError
 
 from .conftest import cache_config
 
@@ -265,3 +265,17 @@ def test_stats(sandbox: LocalSandbox, client_factory: Callable[..., Any], ns: st
     servers = stats["servers"]
     assert servers["masters"] == 3 and servers["maxmemory_policy"] == ["allkeys-lru"]
     assert servers["keys"] > 0 and servers["keyspace_hits"] > 0
+
+
+def test_a_wrong_password_starts_fails_open_and_says_what_to_fix(
+    sandbox: LocalSandbox, client_factory: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Used to raise RedisClusterException ("cannot be connected") from the constructor.
+    cache = client_factory(sandbox, password="not-the-password")
+    assert cache.get("k", default="from-db") == "from-db"
+    assert cache.set("k", 1) is False
+    with pytest.raises(SessionUnavailableError, match=r"refused user 'app'.*REDIS_PASSWORD") as refused:
+        cache.get_session("sid")
+    assert "not-the-password" not in str(refused.value)
+    assert "REDIS_PASSWORD" in caplog.text and "not-the-password" not in caplog.text
+    assert cache.get_stats()["total"]["errors"] >= 3

@@ -48,10 +48,12 @@ class MemoryBackend:
         self.ttl: dict[str, int] = {}
         self.down = False
         self.log: list[tuple[Any, ...]] = []
+        self.round_trips: list[tuple[bool, list[tuple[Any, ...]]]] = []  # (replica, commands) per batch
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
+    def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
         if self.down:
             raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:7000. Connection refused.")
+        self.round_trips.append((replica, [c.args for c in commands]))
         return [self._one(c.args, c.options) for c in commands]
 
     def _one(self, args: tuple[Any, ...], options: Any) -> Any:
@@ -196,6 +198,30 @@ def test_from_env_reads_the_seed_variables() -> None:
         from_env({"REDIS_NODE_1_HOST": "h", "CACHE_DEFAULT_TTL": "soon"})
 
 
+def test_from_env_numbers_nodes_from_0_or_1_and_names_what_to_set() -> None:
+    # Numbering from 0 used to give "no seeds" with no hint: the loop started at 1.
+    assert from_env({"REDIS_NODE_0_HOST": "a", "REDIS_NODE_0_PORT": "7000", "REDIS_NODE_1_HOST": "b"}).seeds == (
+        "a:7000",
+        "b:6379",
+    )
+    assert from_env({"REDIS_NODE_1_HOST": "a", "REDIS_NODE_3_HOST": "c"}).seeds == ("a:6379", "c:6379")
+    with pytest.raises(ConfigError, match="set REDIS_NODE_1_HOST") as nothing:
+        from_env({"REDIS_PASSWORD": "pw"})
+    assert "REDIS_SENTINELS" in str(nothing.value)
+    with pytest.raises(ConfigError, match="REDIS_NODE_2_PORT is set without REDIS_NODE_2_HOST"):
+        from_env({"REDIS_NODE_1_HOST": "a", "REDIS_NODE_2_PORT": "7001"})
+    with pytest.raises(ConfigError, match="REDIS_NODE_1_HOST/PORT"):
+        from_env({"REDIS_NODE_1_HOST": "a", "REDIS_NODE_1_PORT": "seven"})
+
+
+def test_from_env_reads_the_read_policy() -> None:
+    config = from_env({"REDIS_NODE_1_HOST": "h", "CACHE_REPLICA_NAMESPACES": "content, catalog", "CACHE_READ_YOUR_WRITES": "2"})
+    assert config.replica_namespaces == ("content", "catalog") and config.read_your_writes_window == 2
+    assert config.replica_reads_allowed("content") and not config.replica_reads_allowed("lms")
+    assert from_env({"REDIS_NODE_1_HOST": "h", "CACHE_REPLICA_NAMESPACES": "*"}).replica_reads_allowed("any")
+    assert from_env({"REDIS_NODE_1_HOST": "h"}).replica_namespaces == ()  # masters only by default
+
+
 # ------------------------------------------------------------------------------------ XFetch
 def test_early_refresh_grows_near_expiry_and_with_compute_time() -> None:
     now = 1_000_000
@@ -268,7 +294,7 @@ def test_reads_fail_open_and_count_errors_writes_configurable(cache: Cache, back
 
 
 def test_refusals_are_not_swallowed_by_fail_open(backend: MemoryBackend) -> None:
-    def refuse(commands: Sequence[Command]) -> list[Any]:
+    def refuse(commands: Sequence[Command], replica: bool = False) -> list[Any]:
         raise redis.exceptions.NoPermissionError("this user has no permissions to run the 'get' command")
 
     backend.run = refuse  # type: ignore[method-assign]
@@ -385,3 +411,122 @@ def test_redaction_keeps_a_session_keys_namespace_and_never_its_id() -> None:
     assert redact_key("lms:course:42") == "lms:course:42"
     assert redact_command(["SET", key, '{"user": 7}', "EX", "3600"]) == ["SET", "~session:lms:<redacted>", "<redacted>"]
     assert redact_command(["GET", "lms:course:42"]) == ["GET", "lms:course:42"]
+
+
+# ------------------------------------------------------------------------------- read policy
+def reads(backend: MemoryBackend) -> list[bool]:
+    """For each batch of GETs of entries sent since the last call, whether a replica may answer."""
+    sent = [replica for replica, args in backend.round_trips if args[0][0] == "GET"]
+    backend.round_trips.clear()
+    return sent
+
+
+def test_reads_go_to_masters_unless_the_policy_or_the_call_allows_replicas(backend: MemoryBackend) -> None:
+    writer = Cache(CONFIG, backend=backend)
+    writer.set("page", "v1", namespace="content")
+    writer.set("page", "v1", namespace="lms")
+    reader = Cache(CONFIG.with_options(replica_namespaces=("content",)), backend=backend)
+    backend.round_trips.clear()
+    assert reader.get("page", namespace="content") == "v1"
+    assert reader.get("page", namespace="lms") == "v1"
+    assert reader.mget(["page"], namespace="content") == {"page": "v1"}
+    assert reader.get("page", namespace="lms", stale_ok=True) == "v1"
+    assert reader.get("page", namespace="content", stale_ok=False) == "v1"
+    assert reader.get_or_set("page", lambda: "loaded", namespace="content") == "v1"
+    assert reads(backend) == [True, False, True, True, False, True]
+    assert Cache(CONFIG, backend=backend).get("page", namespace="content") == "v1"
+    assert reads(backend) == [False]  # the default policy: masters only
+
+
+def test_sessions_never_read_from_replicas(backend: MemoryBackend) -> None:
+    cache = Cache(CONFIG.with_options(replica_namespaces=("*",)), backend=backend)
+    cache.set_session("sid", {"user": 1})
+    assert cache.get_session("sid", sliding=False) == {"user": 1}
+    assert cache.get_session("sid") == {"user": 1}
+    assert cache.touch_session("sid")
+    assert backend.round_trips and not any(replica for replica, _ in backend.round_trips)
+
+
+def test_reads_after_own_writes_go_to_the_master_for_the_window(backend: MemoryBackend) -> None:
+    cache = Cache(CONFIG.with_options(replica_namespaces=("*",), read_your_writes_window=0.2), backend=backend)
+    Cache(CONFIG, backend=backend).set("other", "x")
+    cache.set("mine", "x")
+    backend.round_trips.clear()
+    assert cache.get("mine") == "x" and cache.get("other") == "x"
+    assert cache.mget(["mine", "other"]) == {"mine": "x", "other": "x"}  # one own key: all to the master
+    assert reads(backend) == [False, True, False]
+    time.sleep(0.25)
+    assert cache.get("mine") == "x"
+    assert reads(backend) == [True]
+    cache.delete("mine")
+    cache.get_or_set("loaded", lambda: 1)
+    cache.get("mine")
+    cache.get("loaded")
+    assert reads(backend)[-2:] == [False, False]
+
+
+def test_an_own_invalidation_is_never_read_back_from_a_replica(backend: MemoryBackend) -> None:
+    """A replica that has not yet applied our UNLINK of a tag still holds its old version: the
+    read through it would be a hit. An entry carrying a tag we just invalidated is read again from
+    the master."""
+    cache = Cache(CONFIG.with_options(replica_namespaces=("*",)), backend=backend)
+    Cache(CONFIG, backend=backend).set("k", "v", tags=["t"])
+    lagging = dict(backend.data)  # what a replica that missed the invalidation holds
+
+    def run(commands: Sequence[Command], replica: bool = False) -> list[Any]:
+        backend.round_trips.append((replica, [c.args for c in commands]))
+        source = lagging if replica else backend.data
+        return [source.get(c.args[1]) for c in commands]
+
+    cache.invalidate_by_tags(["t"])
+    backend.run = run  # type: ignore[method-assign]
+    backend.round_trips.clear()
+    assert cache.get("k") is None
+    assert [replica for replica, _ in backend.round_trips] == [True, False]
+
+
+def test_an_entry_and_its_known_tags_are_read_in_one_round_trip(backend: MemoryBackend) -> None:
+    cache = Cache(CONFIG, backend=backend)
+    cache.set("k", "v", tags=["a", "b"])
+    backend.round_trips.clear()
+    assert cache.get("k") == "v"
+    assert backend.round_trips == [(False, [("GET", "lms:k"), ("GET", "~tag:a"), ("GET", "~tag:b")])]
+    # Another process's client learns the tags on its first read, then needs one round trip.
+    other = Cache(CONFIG, backend=backend)
+    backend.round_trips.clear()
+    assert other.get("k") == "v" and other.get("k") == "v"
+    assert [len(batch) for _, batch in backend.round_trips] == [1, 2, 3]
+    # A guess gone wrong (the entry was rewritten with another tag) costs a round trip, never a
+    # wrong answer; an invalidated tag still makes the entry a miss.
+    cache.set("k", "v2", tags=["c"])
+    backend.round_trips.clear()
+    assert other.get("k") == "v2"
+    assert [batch for _, batch in backend.round_trips] == [
+        [("GET", "lms:k"), ("GET", "~tag:a"), ("GET", "~tag:b")],
+        [("GET", "~tag:c")],
+    ]
+    cache.invalidate_by_tags(["c"])
+    assert other.get("k") is None and cache.get("k") is None
+
+
+def test_a_memo_guess_never_revalidates_an_entry_whose_tag_was_evicted(backend: MemoryBackend) -> None:
+    cache = Cache(CONFIG, backend=backend)
+    cache.set("k", "v", tags=["t"])
+    assert cache.get("k") == "v"
+    del backend.data["~tag:t"]  # evicted under allkeys-lru
+    assert cache.get("k") is None
+    cache.set("other", "x", tags=["t"])  # recreates the version with a fresh value
+    assert cache.get("k") is None and cache.get("other") == "x"
+
+
+def test_the_read_your_writes_memory_prunes_expired_names_and_keeps_live_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from platform_cache.core import RecentWrites
+
+    monkeypatch.setattr(RecentWrites, "LIMIT", 10)
+    recent = RecentWrites(0.05)
+    recent.add(f"old:{i}" for i in range(10))
+    time.sleep(0.06)
+    recent.add(f"new:{i}" for i in range(10))  # over the limit: the expired names go
+    assert len(recent._until) == 10 and recent.any_of(["new:0"]) and not recent.any_of(["old:0"])
+    recent.add(["new:10"])  # all live: no prune on every write, and nothing live is dropped
+    assert recent._prune_at == 20 and all(recent.any_of([f"new:{i}"]) for i in range(11))

@@ -11,7 +11,7 @@ import pytest
 from redis.exceptions import RedisClusterException
 
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
-from platform_cache import Cache, CacheConfig, from_stack_output
+from platform_cache import Cache, CacheConfig, SessionUnavailableError, from_stack_output
 from support.tls_certificates import make_test_certificates
 
 from .conftest import make_client
@@ -58,7 +58,11 @@ def test_the_cache_speaks_tls_when_the_stack_does(tls_sandbox: LocalSandbox, fla
 
 
 def test_plain_connections_are_refused_by_a_tls_stack(tls_sandbox: LocalSandbox) -> None:
-    """The TLS flag matters: without it no node answers, and the cluster client cannot start."""
+    """The TLS flag matters: without it no node answers. The cache still starts (it connects on
+    first use) and fails like an unreachable Redis: reads a miss, sessions closed."""
     config = CacheConfig(seeds=(tls_sandbox.topology.masters[0].endpoint,), password=tls_sandbox.passwords.app)
-    with pytest.raises(RedisClusterException):
-        Cache(config)
+    with Cache(config) as cache:
+        assert cache.get("k", default="from-db") == "from-db"
+        with pytest.raises(SessionUnavailableError) as error:
+            cache.get_session("sid")
+        assert isinstance(error.value.__cause__, RedisClusterException)

@@ -71,7 +71,9 @@ def fill(client: RedisCluster) -> dict[str, Any]:
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json"])
+    # --json never prompts: a restore, or a backup that prunes on the command line, says --yes.
+    confirmed = ["--yes"] if argv[0] in ("restore", "backup") else []
+    code = main([*argv, "--json", *confirmed])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -232,7 +234,7 @@ def test_interrupted_restore_leaves_no_temporary_process(
     code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
             f"import sys; sys.path.insert(0, {str(REPO_ROOT / 'infra')!r}); from cachelayer.cli.app import main; "
             f"sys.exit(main(['restore', {str(taken)!r}, '--workdir', {str(four_masters.workdir)!r}, "
-            "'--mode', 'replace', '--batch', '1']))")
+            "'--mode', 'replace', '--batch', '1', '--yes']))")
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.DEVNULL,
@@ -325,10 +327,89 @@ def test_restore_reads_the_hosts_node_local_files(
     assert restored["restored"] == TOTAL_SLOTS + 7
 
 
-def test_restore_drill_reports_and_cleans_up(source: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
-    code, drill = run_json(["restore-drill", "--workdir", str(source.workdir), "--base-port", "7940"], capsys)
+def copy_as(backup: Path, folder: Path, name: str, stack: str) -> Path:
+    """A copy of `backup` named `name` whose manifest says it was taken of `stack`."""
+    copy = folder / name
+    shutil.copytree(backup, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps(manifest | {"name": name, "stack": stack}))
+    return copy
+
+
+def test_a_backup_prunes_and_a_folder_restores_only_the_stacks_own_backups(
+    source: LocalSandbox, taken: Path, four_masters: LocalSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23 item 1, reproduced: dev and prod share a folder; a backup with keep 1 deleted
+    prod's backups, and a restore of the folder took the newest of any stack."""
+    stack = json.loads((taken / "manifest.json").read_text())["stack"]
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    older_own = copy_as(taken, shared, f"{stack}-20250101T020000.000Z", stack)
+    prod = [copy_as(taken, shared, f"prod-2099010{day}T020000.000Z", "prod") for day in (1, 2)]  # newer names
+    code, backup = run_json(["backup", "--workdir", str(source.workdir), "--to", str(shared), "--keep", "1"], capsys)
+    assert code == 0, backup
+    assert backup["pruned"] == [older_own.name]
+    assert all((p / "manifest.json").exists() for p in prod)
+
+    workdir = ["--workdir", str(four_masters.workdir)]
+    code, restored = run_json(["restore", str(shared), *workdir, "--mode", "replace"], capsys)
+    assert code == 0 and restored["source"] == backup["location"], restored  # not prod's, newer by name
+
+    before = admin_cluster(four_masters).dbsize()
+    code, refused = run_json(["restore", str(prod[1]), *workdir, "--mode", "replace"], capsys)
+    assert code == 1 and f"was taken of stack prod, not {stack}: pass --from-stack prod" in refused["error"]
+    assert admin_cluster(four_masters).dbsize() == before
+    code, restored = run_json(["restore", str(shared), *workdir, "--mode", "replace", "--from-stack", "prod"], capsys)
+    assert code == 0 and restored["source"] == str(prod[1]) and restored["verified"] is True, restored
+
+
+def test_restore_verifies_by_default_and_refuses_a_newer_local_redis_or_a_target_without_room(
+    taken: Path, four_masters: LocalSandbox, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 23 item 12: a restore reports success only when nothing is lost."""
+    from cachelayer.ops import restore as restore_module
+
+    workdir = ["--workdir", str(four_masters.workdir)]
+    cluster = admin_cluster(four_masters)
+    masters = [cluster.get_redis_connection(m) for m in cluster.get_primaries()]
+    for master in masters:
+        master.flushall()
+
+    real_version = restore_module.local_redis_version
+    monkeypatch.setattr(restore_module, "local_redis_version", lambda: "99.0.0")
+    code, refused = run_json(["restore", str(taken), *workdir], capsys)
+    assert code == 1 and "the local redis-server 99.0.0 is newer than the target's" in refused["error"], refused
+    assert cluster.dbsize() == 0  # refused before anything was written
+    monkeypatch.setattr(restore_module, "local_redis_version", real_version)
+
+    limits = [str(master.config_get("maxmemory")["maxmemory"]) for master in masters]
+    try:
+        for master in masters:  # an allkeys-lru target with 100 kB free per master: it would evict
+            master.config_set("maxmemory", int(master.info("memory")["used_memory"]) + 100_000)
+            master.config_set("maxmemory-policy", "allkeys-lru")
+        code, refused = run_json(["restore", str(taken), *workdir], capsys)
+        assert code == 1 and "keys would be evicted or refused" in refused["error"], refused
+        assert "allkeys-lru" in refused["error"] and cluster.dbsize() == 0
+    finally:
+        for master, limit in zip(masters, limits, strict=True):
+            master.config_set("maxmemory", limit)
+
+    code, restored = run_json(["restore", str(taken), *workdir], capsys)
+    assert code == 0 and restored["verified"] is True and all(s["sampled"] > 0 for s in restored["shards"])
+    code, unverified = run_json(["restore", str(taken), *workdir, "--mode", "replace", "--no-verify"], capsys)
+    assert code == 0 and unverified["verified"] is None
+
+
+def test_restore_drill_reads_back_the_newest_stored_backup_and_cleans_up(
+    source: LocalSandbox, taken: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stored = sorted(p.name for p in taken.parent.iterdir())
+    code, drill = run_json(["restore-drill", "--workdir", str(source.workdir), "--backups", str(taken.parent),
+                            "--base-port", "7940"], capsys)
     assert code == 0, drill
     figures = drill["figures"]
+    assert figures["backup"] == str(taken) and 0 <= figures["backup_age_seconds"] < 3600
+    assert sorted(p.name for p in taken.parent.iterdir()) == stored  # read back, no snapshot of its own
     assert figures["verified"] is True and figures["restored_keys"] == figures["backup_keys"] - figures["expired"]
     assert figures["restored_keys"] >= TOTAL_SLOTS and figures["keys_per_second"] > 0
     with pytest.raises(redis.ConnectionError):

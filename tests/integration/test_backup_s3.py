@@ -52,7 +52,9 @@ def cluster(sandbox_factory: Callable[..., LocalSandbox]) -> LocalSandbox:
 
 
 def run_json(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json"])
+    # --json never prompts: a restore, or a backup that prunes on the command line, says --yes.
+    confirmed = ["--yes"] if argv[0] in ("restore", "backup") else []
+    code = main([*argv, "--json", *confirmed])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -114,13 +116,25 @@ def test_the_stacks_backup_settings_choose_the_bucket_endpoint_and_retention(
         workdir = ["--workdir", str(sandbox.workdir)]
         code, first = run_json(["backup", *workdir], capsys)
         assert code == 0 and first["location"] == f"s3://{BUCKET}/stacked/{first['manifest']['name']}", first
+        # Another stack's backup in the same prefix, newer by name: never pruned, never picked.
+        other = "prod-29990101T000000.000Z"
+        for key in keys_under(client, f"stacked/{first['manifest']['name']}/"):
+            body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+            if key.endswith(MANIFEST):
+                body = json.dumps(json.loads(body) | {"name": other, "stack": "prod"}).encode()
+            client.put_object(Bucket=BUCKET, Key=f"stacked/{other}/{key.rsplit('/', 1)[1]}", Body=body)
         code, second = run_json(["backup", *workdir], capsys)
         assert code == 0 and second["pruned"] == [first["manifest"]["name"]], second  # keep: 1
-        assert {k.split("/")[1] for k in keys_under(client, "stacked/")} == {second["manifest"]["name"]}
+        assert {k.split("/")[1] for k in keys_under(client, "stacked/")} == {second["manifest"]["name"], other}
         # A backup in the stack's destination is restored with the stack's endpoint.
         code, restored = run_json(["restore", f"s3://{BUCKET}/stacked", *workdir, "--mode", "replace", "--verify"],
                                   capsys)
         assert code == 0 and restored["verified"] is True and restored["restored"] == 1, restored
+        assert restored["source"] == second["location"]
+        # The drill reads back what was stored there (as the scheduled workflow does), not a snapshot.
+        code, drill = run_json(["restore-drill", *workdir], capsys)
+        assert code == 0 and drill["figures"]["backup"] == second["location"], drill
+        assert drill["figures"]["restored_keys"] == 1
         # An explicit --keep wins over the stack's.
         code, third = run_json(["backup", *workdir, "--keep", "2"], capsys)
         assert code == 0 and third["pruned"] == [], third

@@ -4,19 +4,26 @@ process and Debian's Prometheus on loopback (what `cachelayer sandbox up --monit
 Each test causes a fault, reads Prometheus's HTTP API until the expected alert is firing, then
 undoes the fault and waits until it resolves. Fault-to-firing times are printed (run with -s) and
 never asserted. Ports: nodes 8000-8005 / 8010-8015 (bus 18000-18005), sentinels 28010-28012,
-exporters 9150-9158 / 9170-9178, Prometheus 9091 / 9092.
+exporters 9150-9158 / 9170-9178, Prometheus 9091 / 9092, Pushgateways 9191 / 9192.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from cachelayer.cli.app import main
+from cachelayer.ops.backup import StoredBackup, backup_name
+from cachelayer.ops.backup_metrics import push_newest_backup
+from cachelayer.render.monitoring import BACKUP_TIMESTAMP
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.monitoring import SandboxMonitoring
@@ -141,7 +148,7 @@ def test_a_healthy_cluster_fires_nothing(cluster: tuple[LocalSandbox, SandboxMon
 
 def test_the_exporter_reads_as_monitor_and_is_refused_secrets(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:
     sandbox, monitoring = cluster
-    exporters = [r for name, r in monitoring.running().items() if name != "prometheus"]
+    exporters = [r for name, r in monitoring.running().items() if name not in ("prometheus", "pushgateway")]
     assert len(exporters) == 6
     for record in exporters:
         cmdline = process_cmdline(record.pid)
@@ -204,6 +211,33 @@ def test_a_command_refused_to_the_app_fires_command_denied(cluster: tuple[LocalS
     firing = {a["labels"]["process"] for a in monitoring.firing("RedisCommandDenied")}
     assert firing == {process}
     wait_for(resolved(monitoring, "RedisCommandDenied", process=process), ALERT_TIMEOUT, "command denied resolved")
+
+
+def test_a_missed_backup_fires_and_a_fresh_backup_resolves_it(
+    cluster: tuple[LocalSandbox, SandboxMonitoring], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RedisBackupMissed on the real Prometheus, fed by the real Pushgateway: the last report says
+    the newest complete backup is two days old (the nightly runs since then missed), it fires;
+    `cachelayer backup --pushgateway` stores a backup, reads it back and reports it, it resolves."""
+    sandbox, monitoring = cluster
+    stack = sandbox.settings.stack
+    two_days_ago = datetime.now(UTC) - timedelta(days=2)
+    begin = time.monotonic()
+    push_newest_backup(monitoring.pushgateway_url, stack,
+                       StoredBackup(backup_name(stack, two_days_ago), True, two_days_ago))
+    wait_for(firing_for(monitoring, "RedisBackupMissed", stack=stack), ALERT_TIMEOUT, "backup missed")
+    measure("RedisBackupMissed (two-day-old newest backup reported)", time.monotonic() - begin)
+
+    capsys.readouterr()  # the measurement printed above
+    code = main(["backup", "--workdir", str(sandbox.workdir), "--to", str(tmp_path),
+                 "--pushgateway", monitoring.pushgateway_url, "--json"])
+    backup = json.loads(capsys.readouterr().out)
+    assert code == 0 and backup["ok"] is True, backup
+    assert backup["pushed"] == backup["manifest"]["name"]  # the newest complete backup in the destination
+    wait_for(resolved(monitoring, "RedisBackupMissed", stack=stack), ALERT_TIMEOUT, "backup missed resolved")
+    (sample,) = monitoring.api("query", query=f'{BACKUP_TIMESTAMP}{{stack="{stack}"}}')["result"]
+    started = datetime.fromisoformat(backup["manifest"]["started_at"].replace("Z", "+00:00"))
+    assert abs(float(sample["value"][1]) - started.timestamp()) < 1
 
 
 def test_killed_replica_fires_master_without_replicas(cluster: tuple[LocalSandbox, SandboxMonitoring]) -> None:

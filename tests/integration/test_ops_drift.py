@@ -4,6 +4,8 @@ Ports 7730-7735 (cluster), 7740-7745 + 27740-27742 (sentinel)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +49,13 @@ def test_config_set_by_hand_is_drift_with_its_fix(cluster: LocalSandbox, capsys:
             ("redis-7731", "maxmemory", str(2 * 1024**3), str(100 * 1024**2)),
         }
         assert any("CONFIG SET maxmemory-policy allkeys-lru" in d["fix"] for d in found)
+        # Each fix works as pasted into a shell where the operator's REDIS_ADMIN_PASSWORD is set.
+        env = {**os.environ, "REDIS_ADMIN_PASSWORD": cluster.passwords.admin}
+        for d in found:
+            command = d["fix"].removesuffix(" (or re-run `pulumi up`)")
+            pasted = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=10)
+            assert pasted.stdout.strip() == "OK", (command, pasted.stdout, pasted.stderr)
+        assert drift(cluster, capsys) == (0, [])
     finally:
         with cluster.admin_client(7731) as admin:
             admin.config_set("maxmemory-policy", "allkeys-lru")

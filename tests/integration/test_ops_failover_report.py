@@ -20,7 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
-    code = main([*argv, "--json"])
+    confirmed = ["--yes"] if argv[0] == "failover" else []  # --json never prompts: a change says --yes
+    code = main([*argv, "--json", *confirmed])
     return code, json.loads(capsys.readouterr().out)
 
 
@@ -148,6 +149,8 @@ def test_sentinel_failover_announces_a_new_master(
 ) -> None:
     sandbox = sandbox_factory(7760, topology="sentinel")
     sandbox.up()
+    # The first sentinel is down: the others (still a quorum and a majority) are asked instead.
+    sandbox.stop(names=[sandbox.topology.sentinels[0].name])
     code, result = run(["failover", "redis-master-2", "--workdir", str(sandbox.workdir)], capsys)
     assert code == 0, result
     assert result["old_master"] == "127.0.0.1:7761" and result["new_master"] == "127.0.0.1:7764"

@@ -27,7 +27,7 @@ def test_drain_a_master_then_rebalance_keeps_every_key(
         client.set(key, value)
     nodes = cluster_nodes(sandbox, 7770)
     drained = next(e for e, d in sorted(nodes.items()) if "master" in d["flags"] and d["slots"] and e != "127.0.0.1:7770")
-    workdir = ["--workdir", str(sandbox.workdir), "--json"]
+    workdir = ["--workdir", str(sandbox.workdir), "--json", "--yes"]
 
     # An open slot is refused before anything moves.
     (source, detail), (_, other) = sorted((e, d) for e, d in nodes.items() if "master" in d["flags"])[:2]

@@ -90,7 +90,7 @@ def test_down_keeps_the_passwords_unless_purged(
     again.start(names=["redis-7170"])
     with again.admin_client(7170) as admin:
         assert admin.ping(), "the next start accepts the same admin password"
-    assert main(["sandbox", "down", "--workdir", str(workdir), "--purge"]) == 0
+    assert main(["sandbox", "down", "--workdir", str(workdir), "--purge", "--yes"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"removed {workdir}" in out, out
     assert not workdir.exists()

@@ -1,7 +1,5 @@
-"""One rehearsal: booted hosts, the prod stack pointed at them and deployed by the real Pulumi
-engine (the CLI, the Python language host and pulumi-command, pulumi-tls, pulumi-random built
-from their Go modules by scripts/engine.sh; tests/support/pulumi_engine.py), and the checks the
-scenarios share (redis-cli from outside, as the admin user over TLS)."""
+"""One rehearsal: booted hosts, the prod program pointed at them, the replay engine and its
+state, and the checks the scenarios share (redis-cli from outside, as the admin user over TLS)."""
 
 from __future__ import annotations
 
@@ -12,50 +10,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pulumi.automation import CommandError
 from redis.cluster import ClusterNode, RedisCluster
 
-from cachelayer.config.stack_file import read_stack_config
 from cachelayer.render.nodes import USERS
-from support.pulumi_engine import EngineStack, Steps
 
+from .engine import Engine, Replay, StepFailed
 from .hosts import APP_NETWORK, SUBNET, Hosts, build_image, require_tools
+from .program import CommandSpec, ProviderState, declared_commands, prod_config
 
 SIX_HOSTS = {f"cache-{i}": f"{SUBNET}.{10 + i}" for i in range(1, 7)}
-STACK = "prod-rehearsal"
-
-
-class DeployFailed(AssertionError):
-    pass
-
-
-def prod_config(machines: dict[str, str], host_key: str, redis: dict[str, Any] | None = None,
-                hosts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Pulumi.prod.yaml as shipped, pointed at the booted hosts: the placeholder addresses, host
-    keys and app network replaced, machines added for a scale-out, plus the scenario's overrides.
-    The hosts boot from one image, so they present one host key. No `cdn`: this copy of prod
-    manages no Cloudflare zone (Cloudflare's API is not reachable here; tests/engine covers it)."""
-    shipped = read_stack_config("prod")
-    listed = {m["name"]: m for m in shipped["hosts"]["machines"]}
-    config = {key: value for key, value in shipped.items() if key != "cdn"}
-    config["redis"] = {**shipped["redis"], **(redis or {})}
-    config["hosts"] = {
-        **shipped["hosts"],
-        "machines": [
-            {**listed.get(name, {"name": name}), "address": address, "ssh_host_key": host_key}
-            for name, address in machines.items()
-        ],
-        **(hosts or {}),
-    }
-    return config
 
 
 @dataclass
 class Rehearsal:
     hosts: Hosts
     machines: dict[str, str]
-    stack: EngineStack
+    provider_state: ProviderState = field(default_factory=ProviderState)
     timings: dict[str, float] = field(default_factory=dict)
+    last: list[CommandSpec] = field(default_factory=list)
 
     @classmethod
     def start(cls, machines: dict[str, str] = SIX_HOSTS) -> Rehearsal:
@@ -66,60 +38,60 @@ class Rehearsal:
         hosts = Hosts.create(image)
         try:
             hosts.up(machines)
-            stack = EngineStack(
-                hosts.workdir / "engine", STACK, prod_config(machines, image.host_key, hosts={"app_networks": [APP_NETWORK]}),
-                {"ssh_private_key": image.private_key},
-            )
         except BaseException:
             hosts.down()
             raise
-        rehearsal = cls(hosts, dict(machines), stack)
+        rehearsal = cls(hosts, dict(machines))
         rehearsal.timings.update(image=built - started, boot=time.monotonic() - built)
         return rehearsal
 
-    def configure(self, redis: dict[str, Any] | None = None, **hosts: Any) -> None:
-        self.stack.configure(prod_config(
+    @property
+    def engine(self) -> Engine:
+        return Engine(self.hosts.workdir / "state.json")
+
+    def declared(self, redis: dict[str, Any] | None = None, **hosts: Any) -> list[CommandSpec]:
+        config = prod_config(
             self.machines, self.hosts.image.host_key, redis=redis, hosts={"app_networks": [APP_NETWORK], **hosts}
-        ))
+        )
+        self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state)
+        return self.last
 
-    def deploy(self, redis: dict[str, Any] | None = None, replace: tuple[str, ...] = (), **hosts: Any) -> Steps:
-        """`pulumi up` of the prod stack as shipped, but for the machines' addresses, host keys and
-        the app network (placeholders in the stack file), plus the scenario's settings."""
-        self.configure(redis, **hosts)
+    def deploy(self, redis: dict[str, Any] | None = None, **hosts: Any) -> Replay:
+        """`pulumi up` of the prod stack as shipped, but for the machines' addresses and the app
+        network (placeholders in the stack file), plus the scenario's settings."""
         try:
-            return self.stack.up(replace=replace)
-        except CommandError as failure:
-            raise DeployFailed(f"pulumi up failed: {failure}{self._journals(str(failure))}") from None
+            return self.engine.up(self.declared(redis, **hosts))
+        except StepFailed as failure:
+            raise StepFailed(failure.name, failure.action, failure.detail + self._journal(failure.name)) from None
 
-    def _journals(self, output: str) -> str:
-        """The recent journal of each host a failing step names, to say why."""
-        found = ""
-        for host, running in ((h, self.hosts.hosts[h].running) for h in self.hosts.hosts):
-            if f"redis-{host}-" in output and running:
-                _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
-                found += f"\n--- journal of {host}\n{journal}"
-        return found
+    def _journal(self, step: str) -> str:
+        """The failing host's recent journal, to say why (the step names its host)."""
+        host = next((h for h in self.hosts.hosts if step.startswith(f"redis-{h}-")), None)
+        if host is None or not self.hosts.hosts[host].running:
+            return ""
+        _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        return f"\n--- journal of {host}\n{journal}"
 
     # --- reading the deployment ---------------------------------------------------------
 
+    def _output(self, resource: str) -> str:
+        return str(self.provider_state.resources[resource]["outputs"]["result"])
+
     @property
     def admin_password(self) -> str:
-        return str(self.stack.outputs()["admin_password"])
+        return self._output("redis-credentials-admin-password")
 
     @property
     def app_password(self) -> str:
-        return str(self.stack.outputs()["connection"]["password"])
+        return self._output("redis-credentials-app-password")
 
     def stdin_of(self, resource: str) -> str:
-        return str(self.stack.resources()[resource]["inputs"]["stdin"])
-
-    def outputs_of(self, resource: str) -> dict[str, Any]:
-        return dict(self.stack.resources()[resource]["outputs"])
+        return str(next(c for c in self.last if c.name == resource).inputs["stdin"])
 
     @property
     def ca_file(self) -> str:
         path = self.hosts.workdir / "ca.crt"
-        path.write_text(str(self.stack.outputs()["ca_cert_pem"]))
+        path.write_text(self.stdin_of("redis-cache-1-tls-ca"))
         return str(path)
 
     def cli(self, address: str, port: int, *args: str, namespace: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -40,7 +40,7 @@ def master_of(rehearsal: Rehearsal, group: str, sentinel_host: str) -> str:
 def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehearsal: Rehearsal) -> None:
     replay = rehearsal.deploy(redis=SENTINEL)
     rehearsal.timings["sentinel_deploy"] = replay.seconds
-    bootstrap = rehearsal.outputs_of("redis-bootstrap")["stdout"]
+    bootstrap = rehearsal.engine.state["redis-bootstrap"]["outputs"]["stdout"]
     assert "sentinel ok:" in bootstrap, bootstrap
 
     by_address = {address: name for name, address in SIX_HOSTS.items()}

@@ -3,8 +3,11 @@ RDB files with the real redis-check-rdb, the restore's --verify sample and its p
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
+import stat
 import subprocess
 import threading
 import time
@@ -20,6 +23,7 @@ from cachelayer.config.backup import BackupSettings
 from cachelayer.config.settings import load_settings
 from cachelayer.errors import SettingsError
 from cachelayer.ops.backup import (
+    FORMAT,
     MANIFEST,
     BackupError,
     LocalStore,
@@ -29,12 +33,14 @@ from cachelayer.ops.backup import (
     newest_complete,
     parse_s3_url,
     prune,
+    stack_backups,
     take_backup,
 )
 from cachelayer.ops.restore import (
     READ_BATCH,
     BackupFile,
     Reservoir,
+    open_backup,
     parallel_shards,
     read_batches,
     temp_server,
@@ -45,11 +51,13 @@ from cachelayer.ports import free_loopback_port
 NOW = datetime(2025, 6, 10, 2, 0, tzinfo=UTC)
 
 
-def make(root: Path, name: str, complete: bool = True) -> None:
+def make(root: Path, name: str, complete: bool = True, stack: str | None = None) -> None:
+    """A stored backup; its manifest names `stack` (default: the stack its name says)."""
     (root / name).mkdir(parents=True)
     (root / name / "shard-1.rdb").write_bytes(b"x")
     if complete:
-        (root / name / MANIFEST).write_text("{}")
+        manifest = {"format": FORMAT, "name": name, "stack": stack or name.rsplit("-", 1)[0], "shards": []}
+        (root / name / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_s3_urls() -> None:
@@ -65,11 +73,53 @@ def test_retention_keeps_the_newest_complete_backup_and_ignores_partial_ones(tmp
     make(tmp_path, "prod-20250609T020000Z", complete=False)  # an interrupted run
     store = LocalStore(tmp_path)
     assert [b.name for b in store.list() if b.complete] == [f"prod-202506{d:02d}T020000Z" for d in (1, 2, 3, 4)]
-    assert prune(store, keep_days=None, keep_copies=2, now=NOW) == ["prod-20250602T020000Z", "prod-20250601T020000Z"]
+    assert prune(store, "prod", keep_days=None, keep_copies=2, now=NOW) == ["prod-20250602T020000Z", "prod-20250601T020000Z"]
     # Every complete backup is older than 1 day: still the newest stays.
-    assert prune(store, keep_days=1, keep_copies=None, now=NOW) == ["prod-20250603T020000Z"]
+    assert prune(store, "prod", keep_days=1, keep_copies=None, now=NOW) == ["prod-20250603T020000Z"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prod-20250604T020000Z", "prod-20250609T020000Z"]
-    assert prune(store, None, None, now=NOW) == []
+    assert prune(store, "prod", None, None, now=NOW) == []
+
+
+def test_a_dev_backup_with_keep_1_never_deletes_prod_backups_in_the_same_folder(tmp_path: Path) -> None:
+    # Reproduces issue 23 item 1: dev and prod share the default .backups/.
+    make(tmp_path, "prod-20250601T020000.000Z")
+    make(tmp_path, "prod-20250602T020000.000Z")
+    make(tmp_path, "prod-eu-20250603T020000.000Z")  # another stack whose name starts like prod's
+    make(tmp_path, "dev-20250604T020000.000Z")
+    make(tmp_path, "dev-20250605T020000.000Z")
+    make(tmp_path, "dev-20250606T020000.000Z", stack="prod")  # named dev, but its manifest says prod
+    store = LocalStore(tmp_path)
+    assert prune(store, "dev", keep_days=0, keep_copies=1, now=NOW) == ["dev-20250604T020000.000Z"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dev-20250605T020000.000Z", "dev-20250606T020000.000Z", "prod-20250601T020000.000Z",
+        "prod-20250602T020000.000Z", "prod-eu-20250603T020000.000Z"]
+    assert [b.name for b in stack_backups(store, "prod")] == ["prod-20250601T020000.000Z", "prod-20250602T020000.000Z"]
+    assert newest_complete(store, "prod") == StoredBackup("prod-20250602T020000.000Z", True, NOW - timedelta(days=8))
+    assert newest_complete(store, "dev") == StoredBackup("dev-20250605T020000.000Z", True, NOW - timedelta(days=5))
+    assert newest_complete(store, "staging") is None
+
+
+def test_a_folder_restores_the_newest_backup_of_the_stack_asked_for(tmp_path: Path) -> None:
+    make(tmp_path, "prod-20250601T020000.000Z")
+    make(tmp_path, "dev-20250602T020000.000Z")  # newer, but another stack's
+    with open_backup(str(tmp_path), stack="prod") as (source, files):
+        assert source == str(tmp_path / "prod-20250601T020000.000Z")
+        assert files == []
+    with (pytest.raises(BackupError, match=r"no complete backup of stack staging .*backups of: dev, prod"),
+          open_backup(str(tmp_path), stack="staging")):
+        pass
+
+
+def test_a_backup_of_another_stack_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    make(tmp_path, "prod-20250601T020000.000Z")
+    make(tmp_path, "renamed-20250602T020000.000Z", stack="prod")
+    for name in ("prod-20250601T020000.000Z", "renamed-20250602T020000.000Z"):
+        with (pytest.raises(BackupError, match=r"was taken of stack prod, not dev: pass --from-stack prod") as refused,
+              open_backup(str(tmp_path / name), stack="dev")):
+            pass
+        assert "\n" not in str(refused.value)
+        with open_backup(str(tmp_path / name), stack="prod") as (source, _files):
+            assert source == str(tmp_path / name)
 
 
 def test_backups_a_millisecond_apart_get_their_own_names_in_time_order(tmp_path: Path) -> None:
@@ -82,7 +132,7 @@ def test_backups_a_millisecond_apart_get_their_own_names_in_time_order(tmp_path:
     make(tmp_path, "prod-20250609T235959.999Z")
     assert [b.name for b in LocalStore(tmp_path).list()] == [
         "prod-20250609T235959.999Z", first, "prod-20250610T020000Z", second]
-    assert newest_complete(LocalStore(tmp_path)) == StoredBackup(second, True, NOW + timedelta(milliseconds=1))
+    assert newest_complete(LocalStore(tmp_path), "prod") == StoredBackup(second, True, NOW + timedelta(milliseconds=1))
 
 
 def test_a_backup_never_overwrites_one_of_the_same_name(tmp_path: Path) -> None:
@@ -224,6 +274,33 @@ def test_each_restore_read_from_a_temporary_server_is_encoded_as_redis_py_does(t
     assert batch.scanned - batch.skipped == 3 and b"short" not in batch.keys
 
 
+def listening_tcp_inodes() -> set[str]:
+    """Socket inodes in LISTEN state (0A) over TCP, IPv4 and IPv6, in this network namespace."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A":
+                    inodes.add(fields[9])
+    return inodes
+
+
+@pytest.mark.integration
+def test_a_temporary_server_listens_only_on_a_unix_socket_in_a_private_directory(tmp_path: Path) -> None:
+    """Issue 23 item 13: the temporary servers have no password, so no TCP port any local user
+    could reach; the socket and its directory are the operator's alone."""
+    saved_rdb(tmp_path, lambda client: client.set("k", "v"))
+    with temp_server(tmp_path / "dump.rdb", tmp_path) as server:
+        assert server.client.get("k") == b"v"
+        assert server.client.config_get("port") == {"port": "0"}
+        assert stat.S_ISSOCK(server.socket.stat().st_mode) and stat.S_IMODE(server.socket.stat().st_mode) == 0o700
+        assert stat.S_IMODE(server.directory.stat().st_mode) == 0o700 and server.socket.parent == server.directory
+        fds = Path(f"/proc/{server.pid}/fd")
+        sockets = {os.readlink(fd)[8:-1] for fd in fds.iterdir() if os.readlink(fd).startswith("socket:[")}
+        assert sockets and not sockets & listening_tcp_inodes()
+
+
 @pytest.mark.integration
 def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_path: Path) -> None:
     """Ctrl-C, or another shard's failure, must not wait for a large RDB to finish loading."""
@@ -237,3 +314,80 @@ def test_a_stop_while_a_temporary_server_loads_ends_the_wait_and_the_server(tmp_
     ):
         pytest.fail("the restore went on after the stop")
     assert list(scratch.iterdir()) == []  # its directory is gone, and with it the process (cwd)
+
+
+def prod_target(backup: dict[str, Any] | None) -> Target:
+    """The shipped prod stack's settings (hosts target), its backup section replaced; no node is ever reached."""
+    from cachelayer.config.stack_file import read_stack_config
+
+    config = read_stack_config("prod")
+    if backup is None:
+        config.pop("backup", None)
+    else:
+        config["backup"] = backup
+    return Target("prod", "test", "cluster", (Endpoint("redis-1", "127.0.0.1", 1),),
+                  settings=load_settings(config, "prod"))
+
+
+@pytest.mark.parametrize("backup", [None, {"destination": ".backups"}, {"destination": "backups/prod"}])
+def test_the_backup_of_a_hosts_stack_is_refused_without_an_off_host_destination(
+    backup: dict[str, Any] | None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23 item 2: the scheduled prod backup wrote into the runner's checkout, thrown away after the job."""
+    from cachelayer.cli import backup as backup_cli
+    from cachelayer.cli.app import main
+    from cachelayer.config.backup import OFF_HOST_FIX
+
+    monkeypatch.setattr(backup_cli, "target_of", lambda *args: prod_target(backup))
+    taken: list[Any] = []
+    monkeypatch.setattr(backup_cli, "_backup_to", lambda *args: taken.append(args))
+    assert main(["backup", "--stack", "prod", "--json"]) == 1
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert OFF_HOST_FIX in error and "--to" in error and "\n" not in error
+    assert taken == []  # refused before any snapshot
+
+
+def test_an_off_host_destination_or_an_explicit_to_lets_the_backup_of_a_hosts_stack_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from cachelayer.cli import backup as backup_cli
+    from cachelayer.cli.app import main
+
+    taken: list[str] = []
+
+    def backup_to(target: Any, location: str, *args: Any) -> Any:
+        taken.append(location)
+        raise BackupError("stopped here: the destination was accepted")
+
+    monkeypatch.setattr(backup_cli, "_backup_to", backup_to)
+    for backup, argv in (({"destination": "s3://learn-cache-backups/prod"}, []), (None, ["--to", str(tmp_path)])):
+        monkeypatch.setattr(backup_cli, "target_of", lambda *args, b=backup: prod_target(b))
+        assert main(["backup", "--stack", "prod", *argv]) == 1
+    assert taken == ["s3://learn-cache-backups/prod", str(tmp_path)]
+
+
+def manifest_backup(root: Path, shards: list[dict[str, Any]]) -> Path:
+    name = "prod-20250601T020000.000Z"
+    make(root, name)
+    manifest = {"format": FORMAT, "name": name, "stack": "prod", "topology": "cluster", "shards": shards}
+    (root / name / MANIFEST).write_text(json.dumps(manifest))
+    return root / name
+
+
+def shard(index: int, file: str, slots: list[list[int]]) -> dict[str, Any]:
+    return {"index": index, "group": None, "file": file, "sha256": "0" * 64, "slots": slots}
+
+
+@pytest.mark.parametrize("file", ["/etc/shadow", "../other/shard-1.rdb", "sub/shard-1.rdb"])
+def test_a_manifest_naming_a_file_outside_its_backup_is_refused(tmp_path: Path, file: str) -> None:
+    backup = manifest_backup(tmp_path, [shard(1, file, [[0, 16383]])])
+    with pytest.raises(BackupError, match="a backup's files are in its own directory"), \
+            open_backup(str(backup), stack="prod"):
+        pass
+
+
+def test_a_cluster_backup_missing_a_shard_is_refused_naming_the_slots(tmp_path: Path) -> None:
+    backup = manifest_backup(tmp_path, [shard(1, "shard-1.rdb", [[0, 5460]]), shard(3, "shard-3.rdb", [[10923, 16382]])])
+    with pytest.raises(BackupError, match=r"covers no shard for slots 5461-10922, 16383"), \
+            open_backup(str(backup), stack="prod"):
+        pass

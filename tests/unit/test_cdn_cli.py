@@ -112,6 +112,8 @@ def runtime(api: Api, fake_time: FakeTime) -> Runtime:
         clock=fake_time.clock,
         now=lambda: datetime(2026, 3, 2, 10, 41, 5, tzinfo=UTC),
         env={"CLOUDFLARE_API_TOKEN": TOKEN},
+        interactive=lambda: True,
+        ask=lambda question: "test",  # the operator types the stack name
     )
 
 
@@ -221,12 +223,20 @@ def test_missing_token_names_the_permission(api: Api, runtime: Runtime, capsys: 
     assert api.requests == []
 
 
-def test_everything_asks_first(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("typer.confirm", lambda *a, **k: False)
-    code, out = run(capsys, runtime, "purge", "--everything")
+def test_everything_asks_first(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
+    code, out = run(capsys, replace(runtime, ask=lambda question: "prod"), "purge", "--everything")
     assert code == 1
     assert api.requests == []
-    assert "not confirmed; nothing purged" in out
+    assert "about to purge EVERYTHING cached for the zone" in out and "from Pulumi.test.yaml" in out
+    assert "not confirmed ('prod' is not 'test'): nothing changed" in out
+
+
+def test_a_purge_without_a_terminal_needs_yes(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:
+    code, out = run(capsys, replace(runtime, interactive=lambda: False), "purge", "--tag", "t")
+    assert code == 64 and api.requests == []
+    assert "refusing to purge 1 purge request(s)" in out and "without --yes: stdin is not a terminal" in out
+    code, _ = run(capsys, replace(runtime, interactive=lambda: False), "purge", "--tag", "t", "--yes")
+    assert code == 0 and len(api.requests) == 1
 
 
 def test_everything_with_yes_purges_the_zone(api: Api, fake_time: FakeTime, runtime: Runtime, capsys: Any) -> None:

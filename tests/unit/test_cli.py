@@ -169,3 +169,96 @@ def test_drift_fixes_are_printed_whole() -> None:
     text = console.export_text()
     assert "maxmemory-policy" in text.split("fix 1:")[0], text
     assert f"fix 1: {fix}" in " ".join(text.split()), text
+
+
+# ------------------------------------------------------------------------------ guards
+@pytest.fixture
+def dead_seed(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A deployment from the environment whose only node does not listen."""
+    from cachelayer.ports import free_loopback_port
+
+    monkeypatch.setenv("REDIS_ADMIN_PASSWORD", "not-a-real-password")
+    return f"127.0.0.1:{free_loopback_port()}"
+
+
+def test_health_that_reached_no_node_calls_no_check_ok_and_says_so_quickly(
+    dead_seed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    begin = time.monotonic()
+    code = main(["health", "--seed", dead_seed, "--json"])
+    seconds = time.monotonic() - begin
+    document = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.CANNOT_CHECK and document["ok"] is False
+    states = {c["name"]: (c["state"], c["ok"]) for c in document["checks"]}
+    assert states["reachable"] == ("problem", False)
+    assert {name: state for name, state in states.items() if name != "reachable"} == {
+        name: ("not checked", False) for name in states if name != "reachable"}, states
+    assert seconds < 3, f"{seconds:.1f} s: a refused connection is not retried with backoff"
+
+    code = main(["health", "--seed", dead_seed])
+    text = " ".join(capsys.readouterr().out.split())
+    assert code == ExitCode.CANNOT_CHECK
+    assert "cluster_state │ not checked" in text and "slots │ not checked" in text and "│ ok │" not in text
+
+
+@pytest.mark.parametrize("argv", [
+    ["rebalance", "--yes"],
+    ["drain", "{seed}", "--yes"],
+    ["failover", "{seed}", "--yes"],
+    ["backup", "--to", "{tmp}"],
+    ["restore", "{tmp}", "--yes"],
+])
+def test_a_deployment_from_the_environment_needs_its_stack_named_before_a_change(
+    argv: list[str], dead_seed: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--seed says where, not which stack: the default `dev` label is never used for a change."""
+    args = [arg.replace("{seed}", dead_seed).replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main([*args, "--seed", dead_seed, "--json"]) == ExitCode.USAGE
+    error = json.loads(capsys.readouterr().out)["error"]
+    option = "--into" if argv[0] == "restore" else "--stack"
+    assert f"cannot tell which stack it is: name it with {option} NAME" in error
+    # Named, the command goes on (and meets the dead node: not a usage error any more).
+    assert main([*args, "--seed", dead_seed, "--json", option, "dev"]) != ExitCode.USAGE
+    capsys.readouterr()
+
+
+def test_force_and_takeover_need_the_replica_named() -> None:
+    assert main(["failover", "--force", "--yes"]) == ExitCode.USAGE
+    assert main(["failover", "--takeover", "--yes"]) == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("interactive, answer, yes, as_json, code", [
+    (False, "", False, False, ExitCode.USAGE),  # a pipe or a cron job: --yes or nothing
+    (True, "", False, True, ExitCode.USAGE),  # --json never prompts
+    (True, "prod", False, False, ExitCode.PROBLEM),  # the wrong stack typed
+    (True, " dev ", False, False, None),  # the stack typed: go ahead
+    (False, "", True, True, None),  # --yes
+])
+def test_the_one_confirmation(
+    interactive: bool, answer: str, yes: bool, as_json: bool, code: ExitCode | None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cachelayer.cli.common import Runtime, confirm_target_change
+
+    target = Target("dev", "local sandbox /w", "cluster", (Endpoint("redis-7000", "127.0.0.1", 7000),), origin="sandbox")
+    asked: list[str] = []
+
+    def ask(question: str) -> str:
+        asked.append(question)
+        return answer
+
+    runtime = Runtime(interactive=lambda: interactive, ask=ask)
+    context = typer.Context(typer.main.get_command(app), obj=runtime)
+    if code is None:
+        confirm_target_change(context, "do it", target, yes=yes, as_json=as_json)
+    else:
+        with pytest.raises(typer.Exit) as refused:
+            confirm_target_change(context, "do it", target, yes=yes, as_json=as_json)
+        assert refused.value.exit_code == code
+    assert bool(asked) == (interactive and not yes and not as_json)
+    captured = capsys.readouterr()
+    if not as_json:
+        shown = " ".join(captured.err.split())
+        assert "about to do it stack dev: cluster deployment from local sandbox /w (a local sandbox" in shown

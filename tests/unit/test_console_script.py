@@ -84,5 +84,29 @@ def test_no_hint_uses_pythonpath() -> None:
 
 def test_setup_installs_the_project_after_the_requirements() -> None:
     setup = (REPO_ROOT / "scripts" / "setup.sh").read_text()
-    assert setup.index("-r requirements.txt") < setup.index("install -q --disable-pip-version-check -e cache_library -e .")
+    assert setup.index("--require-hashes -r requirements.lock") < setup.index("install -q --disable-pip-version-check -e cache_library -e .")
     assert Path(REPO_ROOT / "scripts" / "up.sh").read_text().count("venv/bin/cachelayer sandbox up") == 1
+
+
+def test_the_lock_pins_every_requirement_within_its_range_and_is_what_the_venv_has() -> None:
+    """requirements.lock is requirements.txt resolved: a requirement edited without refreshing
+    the lock fails here, and so does a venv installed from something else."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pinned = {}
+    for line in (REPO_ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, _, rest = line.partition("==")
+            pinned[canonicalize_name(name)] = rest.split()[0].split(";")[0]
+    for line in (REPO_ROOT / "requirements.txt").read_text().splitlines():
+        text = line.split("#")[0].strip()
+        if not text:
+            continue
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement.name} is not in requirements.lock: refresh it (scripts/setup.sh says how)"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), f"{name}=={pinned[name]} vs {requirement}"
+        assert version(requirement.name) == pinned[name], f"the venv has {requirement.name} {version(requirement.name)}"

@@ -256,6 +256,29 @@ def test_backup_script_fails_when_a_node_cannot_be_saved_and_prunes_none_of_its_
 
 
 @pytest.mark.integration
+def test_rolling_restart_refuses_a_running_node_whose_role_it_cannot_read(server: Server, tmp_path: Path) -> None:
+    """A wrong admin password made ROLE fail, and the node was restarted as if it were no master."""
+    from cachelayer.render.hosts import render_rolling_restart
+
+    settings = prod_settings()
+    topology, plans, _ = rendered(settings)
+    script = tmp_path / "rolling-restart.sh"
+    script.write_text(render_rolling_restart(settings, topology, plans[0]))
+    calls = tmp_path / "systemctl.log"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit 0\n')  # every unit is active
+    systemctl.chmod(0o755)
+    wrong = tmp_path / "wrong.pass"
+    wrong.write_text("not-the-admin-password\n")
+    env = script_env(server, REDIS_ADMIN_PASS_FILE=str(wrong), REDIS_SYSTEMCTL=str(systemctl), REDIS_WAIT_SECONDS="2")
+
+    refused = subprocess.run(["bash", str(script), str(server.port)], env=env, capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0
+    assert f"redis-{server.port}: cannot read its role" in refused.stderr and "refusing to restart it" in refused.stderr
+    assert "restart" not in calls.read_text(), calls.read_text()
+
+
+@pytest.mark.integration
 def test_health_check_connects_with_tls_reports_the_node_then_fails_when_it_stops(server: Server, tmp_path: Path) -> None:
     """The prod-rendered health-check.sh and the shipped health.py, over TLS, with Debian's
     python3-redis. The plan holds this one standalone node: the checks that are not cluster-only."""

@@ -122,7 +122,7 @@ def test_outputs_give_targets_rules_and_dashboard(prod: ProgramRun) -> None:
     assert {"RedisDown", "RedisMasterMissingReplicas", "RedisClusterStateNotOk", "RedisNoRecentSave"} <= names
     dashboard = json.loads(prod.exports["monitoring_dashboard"].value)
     titles = {panel["title"] for panel in dashboard["panels"]}
-    assert {"Hit ratio", "Memory used / maxmemory", "Backup age (s since last save)"} <= titles
+    assert {"Hit ratio", "Memory used / maxmemory", "Backup age (s since the newest complete backup)"} <= titles
 
 
 def test_monitoring_off_declares_no_exporter_and_no_exporter_firewall_rule() -> None:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cachelayer.config.settings import Settings, load_settings
-from cachelayer.render.monitoring import JOB, alert_rules, rules_yaml
+from cachelayer.render.monitoring import BACKUP_PUSH_JOB, BACKUP_TIMESTAMP, JOB, alert_rules, rules_yaml
 
 STACK = "test"
 
@@ -43,6 +43,7 @@ D, E, F = instance("redis-7003"), instance("redis-7004"), instance("redis-7005")
 SLAVE = {"slave_ip": "10.0.0.2", "slave_port": "7003", "slave_state": "online"}
 LINK = {"master_host": "10.0.0.1", "master_port": "7000"}
 LONG = "x40"  # 40 samples at 15 s: 10 minutes of data
+PUSHED = {"job": BACKUP_PUSH_JOB, "instance": "127.0.0.1:9091", "stack": STACK}
 
 
 def info(labels: dict[str, str], role: str, values: str = "1" + LONG) -> dict[str, str]:
@@ -86,6 +87,18 @@ CASES: dict[str, tuple[list[dict[str, str]], int, list[dict[str, str]]]] = {
          series("redis_rdb_changes_since_last_save", C, "5" + LONG),
          series("redis_rdb_last_save_timestamp_seconds", C, "0" + LONG)],
         5, [A],
+    ),
+    "RedisBackupMissed": (
+        # As the Pushgateway serves it (honor_labels): the pushed job and stack, no process. The
+        # newest complete backup is 100000 s (> 25 h) old; the other stack's is not ours to judge.
+        [series(BACKUP_TIMESTAMP, PUSHED, "-100000" + LONG),
+         series(BACKUP_TIMESTAMP, {**PUSHED, "stack": "other"}, "0" + LONG)],
+        5, [{"stack": STACK}],
+    ),
+    "RedisBackupNeverReported": (
+        # Nothing pushed for this stack for 25 h 10 min (another stack's pushes do not count).
+        [series(BACKUP_TIMESTAMP, {**PUSHED, "stack": "other"}, "0x6100")],
+        1510, [{"stack": STACK}],
     ),
     "RedisFailover": (
         [info(A, "slave", "1x8 _x32"), info(A, "master", "_x8 1x32"), info(B, "master"), info(C, "slave")],
@@ -233,6 +246,26 @@ def test_every_alert_fires_on_its_series_and_only_there(topology: str, tmp_path:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_backup_alerts_are_quiet_on_a_fresh_backup_even_with_an_old_node_save(tmp_path: Path) -> None:
+    """The backup alerts read the pushed time of the newest complete backup, not a node's last
+    save: a fresh backup with a node-local save 100000 s old fires neither, and a deployment
+    gets backup_max_age_seconds to report its first backup."""
+    settings = settings_for("cluster")
+    fresh = [series(BACKUP_TIMESTAMP, PUSHED, "0" + LONG), series("redis_rdb_last_save_timestamp_seconds", A,
+                                                                   "-100000" + LONG)]
+    tests = [{"name": f"{alert}: fresh", "interval": "15s", "input_series": fresh,
+              "alert_rule_test": [{"eval_time": "5m", "alertname": alert, "exp_alerts": []}]}
+             for alert in ("RedisBackupMissed", "RedisBackupNeverReported")]
+    tests.append({"name": "first backup not due yet", "interval": "15s",
+                  "input_series": [series("redis_up", A, "1" + LONG)],
+                  "alert_rule_test": [{"eval_time": "9m", "alertname": "RedisBackupNeverReported", "exp_alerts": []}]})
+    (tmp_path / "rules.yml").write_text(rules_yaml(settings))
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(
+        {"rule_files": ["rules.yml"], "evaluation_interval": "15s", "tests": tests}, sort_keys=False))
+    result = run_promtool("test", "rules", "tests.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_a_rule_that_fires_on_a_healthy_node_fails_promtool(tmp_path: Path) -> None:
     """The harness itself can fail: expecting RedisDown for the healthy node B is reported."""
     settings = settings_for("cluster")
@@ -245,13 +278,18 @@ def test_a_rule_that_fires_on_a_healthy_node_fails_promtool(tmp_path: Path) -> N
 
 def test_thresholds_come_from_the_stack_settings() -> None:
     settings = load_settings(
-        {"monitoring": {"memory_percent": 75, "replication_lag_seconds": 12, "for_seconds": 5}, "redis": {"replicas_per_master": 2, "node_count": 9}},
+        {"monitoring": {"memory_percent": 75, "replication_lag_seconds": 12, "for_seconds": 5,
+                        "backup_max_age_seconds": 7200},
+         "redis": {"replicas_per_master": 2, "node_count": 9}},
         STACK,
     )
     rules = {rule.name: rule for rule in alert_rules(settings)}
     assert "> 75" in rules["RedisMemoryHigh"].expr
     assert "> 12" in rules["RedisReplicationLag"].expr
     assert "redis_connected_slaves < 2" in rules["RedisMasterMissingReplicas"].expr
+    assert "> 7200" in rules["RedisBackupMissed"].expr
+    # A deployment has backup_max_age_seconds to report its first backup; the others hold for_seconds.
+    assert rules.pop("RedisBackupNeverReported").for_seconds == 7200
     assert {rule.for_seconds for rule in rules.values()} <= {0, 5}
 
 

@@ -433,9 +433,22 @@ def test_cluster_changes_are_bounded_in_time_and_say_what_to_check() -> None:
     assert "cluster bus port" in body and "exit 1" in body
     lines = joined_script_lines(script)
     changes = {line.split()[2] for line in lines if line.strip().startswith("cluster_change ")}
-    assert changes == {"create", "add-node", "rebalance"}
-    unbounded = [line for line in lines if re.search(r"\bcli --cluster (create|add-node|rebalance)", line)]
+    assert changes == {"create", "add-node"}
+    unbounded = [line for line in lines if re.search(r"\bcli --cluster (create|add-node|rebalance|fix)", line)]
     assert unbounded == []
+
+
+def test_moving_slots_has_no_short_bound_and_a_rerun_finishes_an_interrupted_scale_out() -> None:
+    """A big rebalance killed by a 2 × wait_seconds bound leaves a slot open mid-move: data moves
+    run unbounded, and the rebalance runs whenever the cluster shows an unfinished one."""
+    settings = settings_for(node_count=8)
+    script = render_bootstrap_script(settings, build_topology(settings), "/tls", wait_seconds=30)
+    body = script[script.index("move_data() {") : script.index("\n}\n", script.index("move_data() {"))]
+    assert "timeout" not in body and "if ! redis-cli --user admin" in body, body
+    lines = joined_script_lines(script)
+    moves = {line.split()[2] for line in lines if line.strip().startswith("move_data ")}
+    assert moves == {"fix", "rebalance"}
+    assert 'if [ -n "$new_masters" ] || [ -n "$(empty_masters)" ] || slots_open || slots_uneven; then' in script
 
 
 def test_scale_out_attaches_each_new_replica_to_a_named_master_every_node_knows() -> None:

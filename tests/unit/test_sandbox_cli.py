@@ -151,3 +151,12 @@ def test_problems_name_a_master_short_of_replicas_and_a_broken_link() -> None:
     assert SandboxStatus("cluster", healthy, (), 3, 2).problems() == [
         f"redis-700{i} has 1 linked replica(s), the stack asks for 2" for i in range(3)
     ]
+
+
+def test_a_masked_password_shows_none_of_its_characters() -> None:
+    from cachelayer.cli.sandbox import _mask
+
+    password = "Zq9xK2mWv7TnB4"
+    shown = _mask(password)
+    assert f"{len(password)} chars" in shown
+    assert not any(password[i:i + 3] in shown for i in range(len(password) - 2)), shown  # not even a prefix

@@ -67,7 +67,7 @@ def test_preview_comments_with_the_policy_pack_and_drift_files_the_issue() -> No
     assert "--preview-only --expect-no-changes" in drift and "delivery drift-issue" in drift
 
 
-def test_backup_runs_after_the_hosts_saves_then_the_drill_with_the_buckets_own_credentials() -> None:
+def test_backup_runs_after_the_hosts_saves_then_the_drill_reads_it_back_with_the_buckets_own_credentials() -> None:
     document: dict[Any, Any] = load("backup.yml")
     schedule = document[True]["schedule"]  # YAML 1.1 reads the key `on` as true
     assert schedule == [{"cron": "7 3 * * *"}]  # after the hosts' 02:00 node-local saves
@@ -77,10 +77,16 @@ def test_backup_runs_after_the_hosts_saves_then_the_drill_with_the_buckets_own_c
     backup = next(i for i, r in enumerate(runs) if "cachelayer backup --stack" in r)
     drill = next(i for i, r in enumerate(runs) if "cachelayer restore-drill --stack" in r)
     assert backup < drill
-    assert job["steps"][backup]["env"] == {
+    bucket = {
         "AWS_ACCESS_KEY_ID": "${{ secrets.BACKUP_AWS_ACCESS_KEY_ID }}",
         "AWS_SECRET_ACCESS_KEY": "${{ secrets.BACKUP_AWS_SECRET_ACCESS_KEY }}",
     }
+    assert job["steps"][backup]["env"] == bucket | {"PUSHGATEWAY_URL": "${{ vars.BACKUP_PUSHGATEWAY_URL }}"}
+    assert '--pushgateway "$PUSHGATEWAY_URL"' in runs[backup]
+    # The drill reads the backup just stored from the bucket (no snapshot of its own): it needs the
+    # same credentials, and the backup step names no other destination than the stack's (--to).
+    assert job["steps"][drill]["env"] == bucket
+    assert "--to" not in runs[backup] and "--backups" not in runs[drill]
 
 
 def _reads_secrets(job: dict[str, Any]) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -12,6 +13,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 
+from .client import RECONNECT_INTERVAL, REPLICA_READS
 from .codec import Serializer
 from .config import CacheConfig, from_env, from_stack_output
 from .connect import backoff, connection_kwargs, endpoints, shard_of
@@ -22,65 +24,102 @@ Loader = Callable[[], Any] | Callable[[], Awaitable[Any]]
 
 
 class AsyncBackend(Protocol):
-    async def run(self, commands: Sequence[Command]) -> list[Any]: ...
+    async def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]: ...
 
     async def info(self) -> list[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
 
 
-class AsyncClusterBackend:
+class LazyCluster:
+    """An asyncio cluster client initialised once, before its first command: concurrent first
+    commands would each initialise it and close connections the others are using ("Connection
+    closed by server"). After a failed initialisation, calls fail at once for RECONNECT_INTERVAL."""
+
     def __init__(self, client: RedisCluster) -> None:
         self.client = client
-        self._ready = False
+        self.ready = False
         self._lock: asyncio.Lock | None = None
+        self._failed_at = -RECONNECT_INTERVAL
+        self._failure: BaseException | None = None
 
-    async def _initialize(self) -> None:
-        # Concurrent first commands would each initialize the client and close connections the
-        # others are using ("Connection closed by server"): initialize once, before any command.
+    async def get(self) -> RedisCluster:
+        if self.ready:
+            return self.client
         self._lock = self._lock or asyncio.Lock()
         async with self._lock:
-            if not self._ready:
-                await self.client.initialize()
-                self._ready = True
+            if not self.ready:
+                if self._failure is not None and time.monotonic() - self._failed_at < RECONNECT_INTERVAL:
+                    raise self._failure
+                try:
+                    await self.client.initialize()
+                except Exception as error:
+                    self._failed_at, self._failure = time.monotonic(), error
+                    raise
+                self.ready = True
+        return self.client
 
-    async def run(self, commands: Sequence[Command]) -> list[Any]:
-        if not self._ready:
-            await self._initialize()
+
+class AsyncClusterBackend:
+    def __init__(self, masters: RedisCluster, replicas: RedisCluster | None = None) -> None:
+        self.masters = LazyCluster(masters)
+        self.replicas = LazyCluster(replicas) if replicas is not None else self.masters
+
+    @property
+    def client(self) -> RedisCluster:
+        return self.masters.client
+
+    async def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
+        client = await (self.replicas if replica else self.masters).get()
         if len(commands) == 1:
             (c,) = commands
-            return [await self.client.execute_command(*c.args, **c.options)]
+            return [await client.execute_command(*c.args, **c.options)]
         if all(c.args[0] == "GET" and len(c.args) == 2 for c in commands):
-            # redis-py's own slot-grouped MGETs: fewer, larger commands than a pipeline of GETs.
-            return list(await self.client.mget_nonatomic([c.args[1] for c in commands]))
-        pipe = self.client.pipeline(transaction=False)
+            # Slot-grouped MGETs, each sent to the node the client's load balancing picks.
+            by_slot: dict[int, list[int]] = {}
+            for i, c in enumerate(commands):
+                by_slot.setdefault(client.keyslot(c.args[1]), []).append(i)
+            strategy = client.load_balancing_strategy
+            pipe = client.pipeline(transaction=False)
+            for slot, indexes in by_slot.items():
+                node = client.nodes_manager.get_node_from_slot(slot, load_balancing_strategy=strategy)
+                pipe.execute_command("MGET", *(commands[i].args[1] for i in indexes), target_nodes=[node])
+            replies: list[Any] = [None] * len(commands)
+            for indexes, values in zip(by_slot.values(), await pipe.execute(), strict=True):
+                for i, value in zip(indexes, values, strict=True):
+                    replies[i] = value
+            return replies
+        pipe = client.pipeline(transaction=False)
         for c in commands:
             pipe.execute_command(*c.args, **c.options)
         return list(await pipe.execute())
 
     async def info(self) -> list[dict[str, Any]]:
-        if not self._ready:
-            await self._initialize()
-        replies = await self.client.info(target_nodes=RedisCluster.PRIMARIES)
+        client = await self.masters.get()
+        replies = await client.info(target_nodes=RedisCluster.PRIMARIES)
         if replies and all(isinstance(v, dict) for v in replies.values()) and "redis_version" not in replies:
             return list(replies.values())
         return [replies]
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.masters.client.aclose()
+        if self.replicas is not self.masters:
+            await self.replicas.client.aclose()
 
 
 class AsyncShardedBackend:
-    def __init__(self, masters: Sequence[Redis]) -> None:
+    def __init__(self, masters: Sequence[Redis], replicas: Sequence[Redis] = ()) -> None:
         self.masters = list(masters)
+        self.replicas = list(replicas) or self.masters
 
-    async def run(self, commands: Sequence[Command]) -> list[Any]:
+    async def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
+        servers = self.replicas if replica else self.masters
         by_shard: dict[int, list[int]] = {}
         for i, c in enumerate(commands):
-            by_shard.setdefault(shard_of(c.args[1], len(self.masters)), []).append(i)
+            by_shard.setdefault(shard_of(c.args[1], len(servers)), []).append(i)
 
         async def on_shard(shard: int, indexes: list[int]) -> list[Any]:
-            pipe = self.masters[shard].pipeline(transaction=False)
+            pipe = servers[shard].pipeline(transaction=False)
             for i in indexes:
                 pipe.execute_command(*commands[i].args, **commands[i].options)
             return list(await pipe.execute())
@@ -96,22 +135,37 @@ class AsyncShardedBackend:
         return [dict(await master.info()) for master in self.masters]
 
     async def close(self) -> None:
-        for master in self.masters:
-            await master.aclose()
+        for server in {id(s): s for s in (*self.masters, *self.replicas)}.values():
+            await server.aclose()
 
 
 def connect_async(config: CacheConfig) -> AsyncBackend:
+    """Nothing connects here: the clients connect on their first command."""
     kwargs = connection_kwargs(config)
     retry = Retry(backoff(config), config.retry.retries)
     if config.topology == "sentinel":
+        # No retry of its own on a sentinel connection: redis-py's default (3 retries, backoff up
+        # to 10 s) nested in the node connection's retry blocked a call ~16 s with sentinels down.
+        # The node connection's retry already repeats the whole master discovery.
         sentinel_kwargs = {k: v for k, v in kwargs.items() if k not in ("decode_responses", "client_name")}
+        sentinel_kwargs["retry"] = Retry(backoff(config), 0)
         sentinel = Sentinel(endpoints(config.sentinels), sentinel_kwargs=sentinel_kwargs, retry=retry, **kwargs)
-        return AsyncShardedBackend([sentinel.master_for(group) for group in config.sentinel_groups])
+        return AsyncShardedBackend(
+            [sentinel.master_for(group) for group in config.sentinel_groups],
+            [sentinel.slave_for(group) for group in config.sentinel_groups],
+        )
     kwargs.pop("health_check_interval")  # the asyncio cluster client takes it per node only
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in endpoints(config.seeds)], retry=retry, **kwargs
-    )
-    return AsyncClusterBackend(client)
+    seeds = endpoints(config.seeds)
+
+    def make(replicas: bool) -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            retry=retry,
+            load_balancing_strategy=REPLICA_READS if replicas else None,
+            **kwargs,
+        )
+
+    return AsyncClusterBackend(make(False), make(True))
 
 
 class AsyncCache:
@@ -143,7 +197,7 @@ class AsyncCache:
             reply, error = None, None
             try:
                 if isinstance(effect, Batch):
-                    reply = await self.backend.run(effect.commands)
+                    reply = await self.backend.run(effect.commands, effect.replica)
                 elif isinstance(effect, Sleep):
                     await asyncio.sleep(effect.seconds)
                 elif isinstance(effect, Load):
@@ -156,11 +210,15 @@ class AsyncCache:
             except Exception as failure:
                 error = failure
 
-    async def get(self, key: str, namespace: str | None = None, default: Any = None) -> Any:
-        return await self._run(self.core.get(key, namespace, default))
+    async def get(
+        self, key: str, namespace: str | None = None, default: Any = None, stale_ok: bool | None = None
+    ) -> Any:
+        return await self._run(self.core.get(key, namespace, default, stale_ok))
 
-    async def mget(self, keys: Sequence[str], namespace: str | None = None) -> dict[str, Any]:
-        return await self._run(self.core.mget(keys, namespace))
+    async def mget(
+        self, keys: Sequence[str], namespace: str | None = None, stale_ok: bool | None = None
+    ) -> dict[str, Any]:
+        return await self._run(self.core.mget(keys, namespace, stale_ok))
 
     async def set(
         self, key: str, value: Any, ttl: float | None = None, tags: Iterable[str] = (), namespace: str | None = None
@@ -179,10 +237,16 @@ class AsyncCache:
         return await self._run(self.core.invalidate_by_tags(tags))
 
     async def get_or_set(
-        self, key: str, loader: Loader, ttl: float | None = None, tags: Iterable[str] = (), namespace: str | None = None
+        self,
+        key: str,
+        loader: Loader,
+        ttl: float | None = None,
+        tags: Iterable[str] = (),
+        namespace: str | None = None,
+        stale_ok: bool | None = None,
     ) -> Any:
         """`loader` may be a plain function or a coroutine function."""
-        return await self._run(self.core.get_or_set(key, ttl, tags, namespace), loader)
+        return await self._run(self.core.get_or_set(key, ttl, tags, namespace, stale_ok=stale_ok), loader)
 
     async def set_session(self, session_id: str, data: Any, ttl: float | None = None) -> None:
         await self._run(self.core.set_session(session_id, data, ttl))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -17,67 +18,133 @@ from .connect import backoff, connection_kwargs, endpoints, shard_of
 from .core import Batch, Command, Core, Load, Plan, ServerInfo, Sleep
 
 T = TypeVar("T")
+C = TypeVar("C")
+# Replicas only, in turn: replica reads are there to take load off the masters.
+REPLICA_READS = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS
 
 
 class Backend(Protocol):
-    def run(self, commands: Sequence[Command]) -> list[Any]: ...
+    def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]: ...
 
     def info(self) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
 
+# After a failed connection attempt, calls fail at once for this long instead of each waiting out
+# the connect timeout of every seed (an application's request handlers while Redis is down).
+RECONNECT_INTERVAL = 1.0
+
+
+class LazyClient(Generic[C]):
+    """A redis-py client made on first use, not in the constructor: an application starts while
+    Redis is down (or refuses its password), and its calls fail open until Redis answers."""
+
+    def __init__(self, make: Callable[[], C]) -> None:
+        self._make = make
+        self._client: C | None = None
+        self._lock = threading.Lock()
+        self._failed_at = -RECONNECT_INTERVAL
+        self._failure: BaseException | None = None
+
+    def get(self) -> C:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                if self._failure is not None and time.monotonic() - self._failed_at < RECONNECT_INTERVAL:
+                    raise self._failure
+                try:
+                    self._client = self._make()
+                except Exception as error:
+                    self._failed_at, self._failure = time.monotonic(), error
+                    raise
+            return self._client
+
+    @property
+    def made(self) -> C | None:
+        return self._client
+
+
 class ClusterBackend:
     """Redis Cluster: one command goes straight to its node; a batch goes through redis-py's
-    cluster pipeline, which groups the commands by node and follows MOVED/ASK."""
+    cluster pipeline, which groups the commands by node and follows MOVED/ASK. Reads that may
+    be stale use a second client made with redis-py's `load_balancing_strategy` (READONLY
+    connections, replicas in turn), made on the first such read."""
 
-    def __init__(self, client: RedisCluster) -> None:
-        self.client = client
+    def __init__(self, make: Callable[[bool], RedisCluster]) -> None:
+        self.masters = LazyClient(lambda: make(False))
+        self.replicas = LazyClient(lambda: make(True))
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
+    @property
+    def client(self) -> RedisCluster:
+        return self.masters.get()
+
+    def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
+        client = self.replicas.get() if replica else self.masters.get()
         if len(commands) == 1:
             (c,) = commands
-            return [self.client.execute_command(*c.args, **c.options)]
+            return [client.execute_command(*c.args, **c.options)]
+        nodes = client.nodes_manager
         if all(c.args[0] == "GET" and len(c.args) == 2 for c in commands):
-            # redis-py's own slot-grouped MGETs: fewer, larger commands than a pipeline of GETs.
-            return list(self.client.mget_nonatomic([c.args[1] for c in commands]))
-        pipe = self.client.pipeline(transaction=False)
-        nodes = self.client.nodes_manager
+            # Slot-grouped MGETs (redis-py's mget_nonatomic, with the node picked by the client's
+            # own load balancing): fewer, larger commands than a pipeline of GETs.
+            by_slot: dict[int, list[int]] = {}
+            for i, c in enumerate(commands):
+                by_slot.setdefault(client.keyslot(c.args[1]), []).append(i)
+            strategy = client.load_balancing_strategy
+            pipe = client.pipeline(transaction=False)
+            for slot, indexes in by_slot.items():
+                node = nodes.get_node_from_slot(slot, load_balancing_strategy=strategy)
+                pipe.execute_command("MGET", *(commands[i].args[1] for i in indexes), target_nodes=[node])
+            replies: list[Any] = [None] * len(commands)
+            for indexes, values in zip(by_slot.values(), pipe.execute(), strict=True):
+                for i, value in zip(indexes, values, strict=True):
+                    replies[i] = value
+            return replies
+        pipe = client.pipeline(transaction=False)
         for c in commands:
             # The node named up front, as redis-py's own *_nonatomic helpers do: the pipeline then
             # skips working out each command's keys (its main cost); MOVED/ASK are still followed.
-            node = nodes.get_node_from_slot(self.client.keyslot(c.args[1]))
+            node = nodes.get_node_from_slot(client.keyslot(c.args[1]))
             pipe.execute_command(*c.args, target_nodes=[node], **c.options)
         return list(pipe.execute())
 
     def info(self) -> list[dict[str, Any]]:
-        replies = self.client.info(target_nodes=RedisCluster.PRIMARIES)
+        replies = self.masters.get().info(target_nodes=RedisCluster.PRIMARIES)
         # One node answers a plain dict; several answer {node name: dict}.
         if replies and all(isinstance(v, dict) for v in replies.values()) and "redis_version" not in replies:
             return list(replies.values())
         return [replies]
 
     def close(self) -> None:
-        self.client.close()
+        for lazy in (self.masters, self.replicas):
+            if lazy.made is not None:
+                lazy.made.close()
 
 
 class ShardedBackend:
     """Sentinel topology: one master per group (found through the sentinels, followed across
-    failovers by redis-py's SentinelConnectionPool); keys are spread over the groups by slot."""
+    failovers by redis-py's SentinelConnectionPool); keys are spread over the groups by slot.
+    Reads that may be stale go to the group's replicas in turn (`Sentinel.slave_for`; redis-py
+    falls back to the master when the group has no replica up)."""
 
-    def __init__(self, masters: Sequence[redis.Redis]) -> None:
+    def __init__(self, masters: Sequence[redis.Redis], replicas: Sequence[redis.Redis] = ()) -> None:
         self.masters = list(masters)
+        self.replicas = list(replicas) or self.masters
 
-    def run(self, commands: Sequence[Command]) -> list[Any]:
+    def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
+        servers = self.replicas if replica else self.masters
         if len(commands) == 1:
             (c,) = commands
-            return [self.masters[shard_of(c.args[1], len(self.masters))].execute_command(*c.args, **c.options)]
+            return [servers[shard_of(c.args[1], len(servers))].execute_command(*c.args, **c.options)]
         by_shard: dict[int, list[int]] = {}
         for i, c in enumerate(commands):
-            by_shard.setdefault(shard_of(c.args[1], len(self.masters)), []).append(i)
+            by_shard.setdefault(shard_of(c.args[1], len(servers)), []).append(i)
         replies: list[Any] = [None] * len(commands)
         for shard, indexes in by_shard.items():
-            pipe = self.masters[shard].pipeline(transaction=False)
+            pipe = servers[shard].pipeline(transaction=False)
             for i in indexes:
                 pipe.execute_command(*commands[i].args, **commands[i].options)
             for i, reply in zip(indexes, pipe.execute(), strict=True):
@@ -88,21 +155,37 @@ class ShardedBackend:
         return [dict(master.info()) for master in self.masters]
 
     def close(self) -> None:
-        for master in self.masters:
-            master.close()
+        for server in {id(s): s for s in (*self.masters, *self.replicas)}.values():
+            server.close()
 
 
 def connect(config: CacheConfig) -> Backend:
+    """The backend, without connecting: redis-py's Sentinel clients connect on first use, and
+    the cluster client (which reads the slot map in its constructor) is made on first use."""
     kwargs = connection_kwargs(config)
     retry = Retry(backoff(config), config.retry.retries)
     if config.topology == "sentinel":
+        # No retry of its own on a sentinel connection: redis-py's default (3 retries, backoff up
+        # to 10 s) nested in the node connection's retry blocked a call ~16 s with sentinels down.
+        # The node connection's retry already repeats the whole master discovery.
         sentinel_kwargs = {k: v for k, v in kwargs.items() if k not in ("decode_responses", "client_name")}
+        sentinel_kwargs["retry"] = Retry(backoff(config), 0)
         sentinel = Sentinel(endpoints(config.sentinels), sentinel_kwargs=sentinel_kwargs, retry=retry, **kwargs)
-        return ShardedBackend([sentinel.master_for(group) for group in config.sentinel_groups])
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in endpoints(config.seeds)], retry=retry, **kwargs
-    )
-    return ClusterBackend(client)
+        return ShardedBackend(
+            [sentinel.master_for(group) for group in config.sentinel_groups],
+            [sentinel.slave_for(group) for group in config.sentinel_groups],
+        )
+    seeds = endpoints(config.seeds)
+
+    def make(replicas: bool) -> RedisCluster:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds],
+            retry=retry,
+            load_balancing_strategy=REPLICA_READS if replicas else None,
+            **kwargs,
+        )
+
+    return ClusterBackend(make)
 
 
 class Cache:
@@ -132,7 +215,7 @@ class Cache:
             reply, error = None, None
             try:
                 if isinstance(effect, Batch):
-                    reply = self.backend.run(effect.commands)
+                    reply = self.backend.run(effect.commands, effect.replica)
                 elif isinstance(effect, Sleep):
                     time.sleep(effect.seconds)
                 elif isinstance(effect, Load):
@@ -144,11 +227,13 @@ class Cache:
                 error = failure
 
     # ------------------------------------------------------------------ cache
-    def get(self, key: str, namespace: str | None = None, default: Any = None) -> Any:
-        return self._run(self.core.get(key, namespace, default))
+    def get(self, key: str, namespace: str | None = None, default: Any = None, stale_ok: bool | None = None) -> Any:
+        """`stale_ok`: True lets a replica answer, False forces the master; None: the namespace's
+        read policy (`replica_namespaces`)."""
+        return self._run(self.core.get(key, namespace, default, stale_ok))
 
-    def mget(self, keys: Sequence[str], namespace: str | None = None) -> dict[str, Any]:
-        return self._run(self.core.mget(keys, namespace))
+    def mget(self, keys: Sequence[str], namespace: str | None = None, stale_ok: bool | None = None) -> dict[str, Any]:
+        return self._run(self.core.mget(keys, namespace, stale_ok))
 
     def set(
         self, key: str, value: Any, ttl: float | None = None, tags: Iterable[str] = (), namespace: str | None = None
@@ -173,8 +258,9 @@ class Cache:
         ttl: float | None = None,
         tags: Iterable[str] = (),
         namespace: str | None = None,
+        stale_ok: bool | None = None,
     ) -> Any:
-        return self._run(self.core.get_or_set(key, ttl, tags, namespace), loader)
+        return self._run(self.core.get_or_set(key, ttl, tags, namespace, stale_ok=stale_ok), loader)
 
     # --------------------------------------------------------------- sessions
     def set_session(self, session_id: str, data: Any, ttl: float | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -56,11 +57,25 @@ class CacheConfig:
     lock_ttl: float = 10.0  # single-flight lock lifetime (the longest a loader may hold others)
     lock_wait: float = 10.0  # how long followers wait for the leader before loading themselves
     xfetch_beta: float = 1.0  # >1 refreshes earlier, 0 turns early refresh off
+    # Read policy: namespaces whose reads may be served by a replica (possibly a little stale);
+    # "*" allows every namespace. Sessions never read from replicas. Empty: masters only.
+    replica_namespaces: tuple[str, ...] = ()
+    # Read-your-writes: for this long after a write (or invalidation) through this client, reads
+    # of the keys (tags) it wrote go to the master, whatever the policy says.
+    read_your_writes_window: float = 5.0
     retry: RetrySettings = RetrySettings()
 
     @property
     def topology(self) -> str:
         return "sentinel" if self.sentinel_groups else "cluster"
+
+    @property
+    def reads_replicas(self) -> bool:
+        """Whether any read may go to a replica (the replica clients are only made then)."""
+        return bool(self.replica_namespaces)
+
+    def replica_reads_allowed(self, namespace: str) -> bool:
+        return "*" in self.replica_namespaces or namespace in self.replica_namespaces
 
     def with_options(self, **changes: Any) -> CacheConfig:
         return replace(self, **changes)
@@ -74,6 +89,10 @@ class CacheConfig:
             raise ConfigError(f"namespace {self.namespace!r}: must be non-empty and not start with '~'")
         if self.default_ttl <= 0 or self.session_ttl <= 0:
             raise ConfigError("default_ttl and session_ttl must be positive")
+        if isinstance(self.replica_namespaces, str):
+            raise ConfigError("replica_namespaces must be a tuple of namespaces, e.g. ('content',), not a str")
+        if self.read_your_writes_window < 0:
+            raise ConfigError("read_your_writes_window must be >= 0 seconds")
         for endpoint in (*self.seeds, *self.sentinels):
             parse_endpoint(endpoint)
         return self
@@ -104,15 +123,12 @@ def from_stack_output(connection: str | Mapping[str, Any], **options: Any) -> Ca
 
 
 def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> CacheConfig:
-    """The seed's variables: REDIS_PASSWORD, REDIS_NODE_<n>_HOST/PORT, CACHE_DEFAULT_TTL,
-    CACHE_NAMESPACE, SESSION_TTL; also REDIS_USER, REDIS_TLS, REDIS_TLS_CA, REDIS_SENTINELS
-    (host:port,...) and REDIS_SENTINEL_GROUPS (name,...) for the sentinel topology."""
+    """The seed's variables: REDIS_PASSWORD, REDIS_NODE_<n>_HOST/PORT (n from 0 or 1),
+    CACHE_DEFAULT_TTL, CACHE_NAMESPACE, SESSION_TTL; also REDIS_USER, REDIS_TLS, REDIS_TLS_CA,
+    REDIS_SENTINELS (host:port,...) and REDIS_SENTINEL_GROUPS (name,...) for the sentinel
+    topology, CACHE_REPLICA_NAMESPACES (name,... or *) and CACHE_READ_YOUR_WRITES (seconds)."""
     env = os.environ if environ is None else environ
-    seeds = []
-    n = 1
-    while f"REDIS_NODE_{n}_HOST" in env:
-        seeds.append(f"{env[f'REDIS_NODE_{n}_HOST']}:{env.get(f'REDIS_NODE_{n}_PORT', '6379')}")
-        n += 1
+    seeds = _env_seeds(env)
 
     def listed(name: str) -> tuple[str, ...]:
         return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
@@ -129,7 +145,38 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> CacheC
             namespace=env.get("CACHE_NAMESPACE", "lms"),
             default_ttl=float(env.get("CACHE_DEFAULT_TTL", "3600")),
             session_ttl=float(env.get("SESSION_TTL", "86400")),
+            replica_namespaces=listed("CACHE_REPLICA_NAMESPACES"),
+            read_your_writes_window=float(env.get("CACHE_READ_YOUR_WRITES", "5")),
         )
     except ValueError as error:
         raise ConfigError(f"bad number in the environment: {error}") from None
-    return config.with_options(**options).validate()
+    config = config.with_options(**options)
+    if config.topology == "cluster" and not config.seeds:
+        raise ConfigError(
+            "no seeds in the environment: set REDIS_NODE_1_HOST (and REDIS_NODE_1_PORT, default 6379), "
+            "REDIS_NODE_2_HOST, ... (numbering from 0 or 1), or REDIS_SENTINELS and REDIS_SENTINEL_GROUPS"
+        )
+    return config.validate()
+
+
+_NODE_VARIABLE = re.compile(r"REDIS_NODE_(\d+)_(HOST|PORT)")
+
+
+def _env_seeds(env: Mapping[str, str]) -> tuple[str, ...]:
+    """REDIS_NODE_<n>_HOST/PORT in the order of n, whatever the first number (0 or 1) and gaps.
+    A port without its host is refused by name: it would otherwise be silently ignored."""
+    hosts: dict[int, str] = {}
+    ports: dict[int, str] = {}
+    for name, value in env.items():
+        match = _NODE_VARIABLE.fullmatch(name)
+        if match:
+            (hosts if match[2] == "HOST" else ports)[int(match[1])] = value.strip()
+    for n in sorted(set(ports) - set(hosts)):
+        raise ConfigError(f"REDIS_NODE_{n}_PORT is set without REDIS_NODE_{n}_HOST: set both, or neither")
+    seeds = []
+    for n in sorted(hosts):
+        port = ports.get(n, "6379")
+        if not hosts[n] or not port.isdigit():
+            raise ConfigError(f"REDIS_NODE_{n}_HOST/PORT = {hosts[n]!r}/{port!r}: give a host name and a port number")
+        seeds.append(f"{hosts[n]}:{port}")
+    return tuple(seeds)

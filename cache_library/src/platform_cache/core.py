@@ -17,6 +17,7 @@ repeat a value an old entry carries).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import threading
@@ -38,10 +39,24 @@ from .codec import (
     pack_entry,
 )
 from .config import CacheConfig
-from .errors import CacheUnavailableError, SessionUnavailableError, ValueTooLargeError, is_unavailable
+from .errors import (
+    CacheUnavailableError,
+    SessionUnavailableError,
+    ValueTooLargeError,
+    is_credential_refusal,
+    is_unavailable,
+)
 from .keys import Keys
 
 T = TypeVar("T")
+log = logging.getLogger("platform_cache")
+
+
+def _credentials_fix(user: str | None) -> str:
+    return (
+        f"wrong password for user {user!r} (or the user is disabled): check REDIS_USER / REDIS_PASSWORD, "
+        "or the user and password of the stack's connection output"
+    )
 
 
 # ------------------------------------------------------------------------------------- effects
@@ -55,9 +70,11 @@ class Command(NamedTuple):  # NamedTuples: built on every call, cheaper than dat
 
 class Batch(NamedTuple):
     """Single-key commands; the executor groups them by slot (cluster) or shard (sentinel) and
-    pipelines them, so a batch never sends a multi-slot command (no CROSSSLOT)."""
+    pipelines them, so a batch never sends a multi-slot command (no CROSSSLOT). `replica`: reads
+    that a replica may answer (only ever set on batches of GETs the read policy allows)."""
 
     commands: tuple[Command, ...]
+    replica: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +155,63 @@ def summarize_info(infos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+# -------------------------------------------------------------------------- read-your-writes
+class RecentWrites:
+    """Names (entry keys, tags) written through this client in the last `window` seconds: reads
+    of them go to the master, so a client never reads its own write's previous value back from
+    a replica that has not caught up yet."""
+
+    LIMIT = 100_000  # beyond this many names, expired ones are dropped
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._until: dict[str, float] = {}
+        self._prune_at = self.LIMIT
+
+    def add(self, names: Iterable[str]) -> None:
+        if self.window <= 0:
+            return
+        until = time.monotonic() + self.window
+        for name in names:
+            self._until[name] = until
+        if len(self._until) > self._prune_at:
+            now = time.monotonic()
+            self._until = {k: v for k, v in list(self._until.items()) if v > now}
+            # Names still within the window stay; the next prune waits until the map has doubled
+            # (pruning on every write once over the limit cost ~20 ms per call at 100k names).
+            self._prune_at = max(self.LIMIT, 2 * len(self._until))
+
+    def any_of(self, names: Iterable[str]) -> bool:
+        if not self._until:
+            return False
+        now = time.monotonic()
+        return any(self._until.get(name, 0.0) > now for name in names)
+
+
+class TagMemo:
+    """The tags each entry key was last seen with (written or read), so a read sends the entry's
+    GET and its tags' GETs in one round trip. Only a guess: tags the entry turns out to carry
+    beyond it are read in a second round trip, and a tag guessed wrongly costs one extra GET."""
+
+    LIMIT = 65_536
+
+    def __init__(self) -> None:
+        self._tags: dict[str, tuple[str, ...]] = {}
+
+    def guess(self, keys: Sequence[str]) -> list[str]:
+        memo = self._tags
+        if len(keys) == 1:
+            return list(memo.get(keys[0], ()))
+        return list(dict.fromkeys(tag for key in keys for tag in memo.get(key, ())))
+
+    def learn(self, key: str, tags: tuple[str, ...]) -> None:
+        if self._tags.get(key) == tags:
+            return
+        if len(self._tags) >= self.LIMIT and key not in self._tags:
+            self._tags = {}  # cheaper than LRU bookkeeping on every read; relearnt on the next reads
+        self._tags[key] = tags
+
+
 # --------------------------------------------------------------------------------------- XFetch
 def refresh_early(entry: Entry, beta: float, now_ms: int, rand: Callable[[], float] = random.random) -> bool:
     """Probabilistic early expiration (Vattani et al., "Optimal Probabilistic Cache Stampede
@@ -163,6 +237,9 @@ class Core:
         self.serializer: Serializer = serializer or JsonSerializer()
         self.keys = Keys(config.namespace, config.hash_keys)
         self.stats = Stats()
+        self.recent = RecentWrites(config.read_your_writes_window)
+        self.tag_memo = TagMemo()
+        self._refusal_logged_at = -math.inf
 
     # ---------------------------------------------------------------- helpers
     def _ttl_ms(self, ttl: float | None, default: float) -> int:
@@ -193,9 +270,16 @@ class Core:
         if not is_unavailable(error):
             raise error
         self.stats.add(namespace, "errors")
+        refused = is_credential_refusal(error)
+        if refused and time.monotonic() - self._refusal_logged_at > 60:
+            # Failing open keeps the application up, but a wrong password must not stay silent.
+            self._refusal_logged_at = time.monotonic()
+            log.error("redis refused user %r: %s", self.config.user, _credentials_fix(self.config.user))
         if not fail_open:
             kind = SessionUnavailableError if session else CacheUnavailableError
             # The message names the error class and node text only: never the password.
+            if refused:
+                raise kind(f"redis refused user {self.config.user!r}: {_credentials_fix(self.config.user)}") from error
             raise kind(f"redis unavailable: {type(error).__name__}: {error}") from error
 
     # ------------------------------------------------------------ tag versions
@@ -220,37 +304,59 @@ class Core:
             for name, version, existing in zip(names, fresh, replies[::2], strict=True)
         ]
 
-    def _read(self, keys: Sequence[str]) -> Plan[list[Entry | None]]:
-        """Entries for full keys, tag versions checked: two round trips at most, whatever the count."""
-        raws = yield Batch(tuple(cmd("GET", key) for key in keys))
-        entries = [self._decode(raw) for raw in raws]
-        tags = list(dict.fromkeys(tag for e in entries if e for tag, _ in e.tags))
-        if not tags:
-            return entries
-        current = yield Batch(tuple(cmd("GET", self.keys.tag(tag)) for tag in tags))
-        versions = dict(zip(tags, current, strict=True))
+    def _replica_allowed(self, ns: str, keys: Sequence[str], stale_ok: bool | None) -> bool:
+        """The read policy: replicas only for reads that may be stale (the namespace's policy, or
+        the call's `stale_ok`), and never for keys this client wrote within the window."""
+        allowed = self.config.replica_reads_allowed(ns) if stale_ok is None else stale_ok
+        return allowed and not self.recent.any_of(keys)
+
+    def _read(self, keys: Sequence[str], replica: bool = False) -> Plan[list[Entry | None]]:
+        """Entries for full keys, tag versions checked. The tags the keys were last seen with are
+        read in the same round trip as the entries; a second one only for tags not guessed."""
+        guessed = self.tag_memo.guess(keys)
+        commands = [cmd("GET", key) for key in keys]
+        commands += [cmd("GET", self.keys.tag(tag)) for tag in guessed]
+        replies = yield Batch(tuple(commands), replica)
+        entries = [self._decode(raw) for raw in replies[: len(keys)]]
+        versions = dict(zip(guessed, replies[len(keys) :], strict=True))
+        learn = self.tag_memo.learn
+        for key, entry in zip(keys, entries, strict=True):
+            if entry is not None:
+                learn(key, tuple(tag for tag, _ in entry.tags))
+        if replica and self.recent.any_of(self.keys.tag(tag) for e in entries if e for tag, _ in e.tags):
+            # A tag this client invalidated moments ago: the replica may not know yet.
+            return (yield from self._read(keys, replica=False))
+        unseen = list(dict.fromkeys(tag for e in entries if e for tag, _ in e.tags if tag not in versions))
+        if unseen:
+            current = yield Batch(tuple(cmd("GET", self.keys.tag(tag)) for tag in unseen), replica)
+            versions.update(zip(unseen, current, strict=True))
         return [e if e is not None and all(versions[t] == v for t, v in e.tags) else None for e in entries]
 
     # -------------------------------------------------------------- operations
-    def get(self, key: str, namespace: str | None = None, default: Any = None) -> Plan[Any]:
+    def get(
+        self, key: str, namespace: str | None = None, default: Any = None, stale_ok: bool | None = None
+    ) -> Plan[Any]:
         ns = self.keys.ns(namespace)
         full = self.keys.entry(key, ns)
         try:
-            (entry,) = yield from self._read([full])
+            (entry,) = yield from self._read([full], self._replica_allowed(ns, (full,), stale_ok))
         except Exception as error:
             self._unavailable(ns, error, self.config.fail_open_reads)
             return default
         self.stats.add(ns, "hits" if entry else "misses")
         return entry.value if entry else default
 
-    def mget(self, keys: Sequence[str], namespace: str | None = None) -> Plan[dict[str, Any]]:
+    def mget(
+        self, keys: Sequence[str], namespace: str | None = None, stale_ok: bool | None = None
+    ) -> Plan[dict[str, Any]]:
         """{key: value} for the keys found (a missing key is a miss)."""
         ns = self.keys.ns(namespace)
         keys = list(dict.fromkeys(keys))
         if not keys:
             return {}
+        fulls = [self.keys.entry(k, ns) for k in keys]
         try:
-            entries = yield from self._read([self.keys.entry(k, ns) for k in keys])
+            entries = yield from self._read(fulls, self._replica_allowed(ns, fulls, stale_ok))
         except Exception as error:
             self._unavailable(ns, error, self.config.fail_open_reads)
             return {}
@@ -278,15 +384,20 @@ class Core:
         tags = list(tags)
         for tag in tags:
             self.keys.tag(tag)  # validate before any I/O
-        payloads = {key: self._payload(key, value, tags) for key, value in mapping.items()}
+        payloads = {self.keys.entry(key, ns): self._payload(key, value, tags) for key, value in mapping.items()}
         if not mapping:
             return True
+        # Marked before sending: a read racing this write must not go to a replica either.
+        self.recent.add(payloads)
+        tag_names = tuple(dict.fromkeys(tags))
+        for full in payloads:
+            self.tag_memo.learn(full, tag_names)
         try:
             versions = yield from self._tag_versions(tags, ttl_ms)
             expires_at = now_ms() + ttl_ms
             commands = tuple(
-                cmd("SET", self.keys.entry(key, ns), pack_entry(flags, payload, versions, expires_at), "PX", ttl_ms)
-                for key, (flags, payload) in payloads.items()
+                cmd("SET", full, pack_entry(flags, payload, versions, expires_at), "PX", ttl_ms)
+                for full, (flags, payload) in payloads.items()
             )
             yield Batch(commands)
         except Exception as error:
@@ -299,8 +410,10 @@ class Core:
         ns = self.keys.ns(namespace)
         if not keys:
             return 0
+        fulls = [self.keys.entry(k, ns) for k in keys]
+        self.recent.add(fulls)
         try:
-            replies = yield Batch(tuple(cmd("UNLINK", self.keys.entry(k, ns)) for k in keys))
+            replies = yield Batch(tuple(cmd("UNLINK", full) for full in fulls))
         except Exception as error:
             self._unavailable(ns, error, self.config.fail_open_writes)
             return 0
@@ -316,6 +429,7 @@ class Core:
         if not keys:
             return 0
         ns = self.keys.ns(None)
+        self.recent.add(keys)
         try:
             yield Batch(tuple(cmd("UNLINK", key) for key in keys))
         except Exception as error:
@@ -330,6 +444,7 @@ class Core:
         tags: Iterable[str] = (),
         namespace: str | None = None,
         rand: Callable[[], float] = random.random,
+        stale_ok: bool | None = None,
     ) -> Plan[Any]:
         """The value, loading it (the executor's loader, through Load) on a miss.
 
@@ -347,9 +462,13 @@ class Core:
         counted = False
         deadline: float | None = None
         interval = 0.005
+        # Only the first read may go to a replica: polls for a leader's fresh write and the
+        # double-check under the lock read the master, or they would miss what was just stored.
+        replica = self._replica_allowed(ns, (full,), stale_ok)
         while True:
             try:
-                (entry,) = yield from self._read([full])
+                (entry,) = yield from self._read([full], replica)
+                replica = False
                 early = entry is not None and refresh_early(entry, self.config.xfetch_beta, now_ms(), rand)
                 if entry is not None and not early:
                     if not counted:
@@ -405,6 +524,8 @@ class Core:
             self.stats.add(ns, "loads")
             flags, payload = self._payload(full, value, tags)
             data = pack_entry(flags, payload, versions, now_ms() + ttl_ms, max(delta, 1))
+            self.recent.add((full,))
+            self.tag_memo.learn(full, tuple(dict.fromkeys(tags)))
             try:
                 yield Batch((cmd("SET", full, data, "PX", ttl_ms),))
                 self.stats.add(ns, "sets")

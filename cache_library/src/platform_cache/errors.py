@@ -48,8 +48,16 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """Redis unreachable (fail-open applies), as opposed to a refusal or a bug (always raised).
-    A wrong password is a ConnectionError subclass in redis-py, but it is a configuration error."""
-    if isinstance(error, rx.AuthenticationError | rx.AuthorizationError):
-        return False
+    """Redis unreachable or refusing our credentials (the failure policy applies), as opposed to
+    a refusal of one command (NOPERM, WRONGTYPE) or a bug, which are always raised."""
     return isinstance(error, UNAVAILABLE)
+
+
+def is_credential_refusal(error: BaseException) -> bool:
+    """A wrong user or password, also when redis-py wraps it ("cannot be connected ... from")."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, rx.AuthenticationError | rx.AuthorizationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -2,7 +2,7 @@
 
 One module per area, each adding its commands with `register(app)`: sandbox, ops (health,
 drift, report, failover, rebalance, drain), backup (backup, restore, restore-drill), cdn,
-delivery (render, delivery ...). What they share (options, exit codes, error reports, which
+delivery (render, delivery ...), rotate. What they share (options, exit codes, error reports, which
 deployment a stack means) is in common.py.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import TyperException
 
-from cachelayer.cli import backup, cdn, delivery, ops, sandbox
+from cachelayer.cli import backup, cdn, delivery, ops, rotate, sandbox
 from cachelayer.cli.common import ExitCode, Runtime, emit_json, errors
 
 CLICK_USAGE_CODE = 2  # click.UsageError.exit_code: here 2 means "could not check", so it becomes USAGE
@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-for area in (sandbox, ops, backup, cdn, delivery):
+for area in (sandbox, ops, rotate, backup, cdn, delivery):
     area.register(app)
 
 

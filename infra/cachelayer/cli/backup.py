@@ -27,12 +27,15 @@ from cachelayer.cli.common import (
     SeedOption,
     StackOption,
     WorkdirOption,
+    YesOption,
+    confirm_target_change,
     console,
     emit_json,
     errors,
     fail,
     progress,
     reported,
+    require_named_stack,
     target_of,
     usage_error,
     whole_column,
@@ -100,8 +103,8 @@ def destination_of(backup: BackupSettings) -> str:
 
 
 def _backup_to(target: Any, location: str, endpoint: str | None, from_masters: bool,
-               keep_days: int | None, keep: int | None, as_json: bool) -> tuple[str, dict[str, Any], list[str]]:
-    """Takes the backup into `location`; (where it is, its manifest, backups pruned)."""
+               keep_days: int | None, keep: int | None, as_json: bool) -> tuple[Store, str, dict[str, Any], list[str]]:
+    """Takes the backup into `location`; (the store, where it is, its manifest, the stack's backups pruned)."""
     from cachelayer.ops.backup import LocalStore, prune, read_manifest, take_backup
 
     store = _store(location, endpoint, stack_backup(target).s3_region)
@@ -113,11 +116,36 @@ def _backup_to(target: Any, location: str, endpoint: str | None, from_masters: b
         if not isinstance(store, LocalStore):
             with progress(f"Uploading to {store.describe()} (manifest last)…", as_json):
                 store.put(path)
-        pruned = prune(store, keep_days, keep)
-        return store.describe(path.name), manifest, pruned
+        pruned = prune(store, target.stack, keep_days, keep)
+        return store, store.describe(path.name), manifest, pruned
     finally:
         if not isinstance(store, LocalStore):
             shutil.rmtree(local_root, ignore_errors=True)
+
+
+def _push_newest(store: Store, stack: str, gateway: str) -> str:
+    """The stack's newest complete backup, as read back from the destination, to the Pushgateway."""
+    from cachelayer.ops.backup import BackupError, newest_complete
+    from cachelayer.ops.backup_metrics import push_newest_backup
+
+    newest = newest_complete(store, stack)
+    if newest is None:
+        raise BackupError(f"{store.describe()} lists no complete backup of {stack} after the backup: nothing to report")
+    push_newest_backup(gateway, stack, newest)
+    return newest.name
+
+
+def _off_host_refusal(target: Any, settings: BackupSettings, to: str | None) -> str | None:
+    """Why a backup of a hosts-target stack may not run: its destination would stay on the machine
+    that takes it (a CI runner's checkout is thrown away). An explicit --to is the operator's choice."""
+    from cachelayer.config.backup import OFF_HOST_FIX
+
+    stack_settings = getattr(target, "settings", None)
+    if to is not None or stack_settings is None or stack_settings.redis.target != "hosts" or settings.off_host:
+        return None
+    where = settings.destination or f"{DEFAULT_DIR}/ (the default)"
+    return (f"{target.stack} runs on hosts and its backup destination {where} is not off-host: {OFF_HOST_FIX}, "
+            "or pass --to s3://bucket/prefix (or an absolute mounted directory)")
 
 
 def _shards_table(manifest: dict[str, Any]) -> Table:
@@ -137,6 +165,7 @@ def _shards_table(manifest: dict[str, Any]) -> Table:
 
 
 def backup(
+    context: typer.Context,
     stack: StackOption = DEFAULT_STACK,
     to: Annotated[str | None, typer.Option(
         "--to", metavar="WHERE", show_default=False,
@@ -151,10 +180,15 @@ def backup(
         min=1, metavar="N", show_default=False,
         help="Keep the N newest backups there. Default: the stack's backup.keep.")] = None,
     s3_endpoint: EndpointOption = None,
+    pushgateway: Annotated[str | None, typer.Option(
+        "--pushgateway", metavar="URL", show_default=False,
+        help="Push the newest complete backup's time there (the backup-age alert). Default: the stack's "
+        "backup.pushgateway.")] = None,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Back the deployment up, shard by shard.
 
@@ -162,26 +196,53 @@ def backup(
     directory or an S3 bucket; then the retention runs. The newest complete backup is never deleted.
     """
     target = target_of(stack, seed, workdir, outputs, as_json)
+    require_named_stack(context, target, as_json)  # backups are named by the stack
     settings = stack_backup(target)
+    refusal = _off_host_refusal(target, settings, to)
+    if refusal is not None:
+        raise fail(refusal, as_json, code=PROBLEM)
     location = to or destination_of(settings)
+    gateway = pushgateway or settings.pushgateway
     # The stack's endpoint applies to its own destination, not to another --to.
     endpoint = s3_endpoint or (settings.s3_endpoint if location == settings.destination else None)
+    # The stack file's retention is reviewed policy and runs unattended; one given here deletes
+    # backups on the operator's word: confirmed like any other deletion.
+    asked = ([f"older than {keep_days} day(s)"] if keep_days is not None else []) + (
+        [f"beyond the {keep} newest"] if keep is not None else [])
+    if asked:
+        confirm_target_change(context, f"back up, then delete the backups {' and '.join(asked)} in {location}",
+                              target, yes=yes, as_json=as_json)
     keep_days = keep_days if keep_days is not None else settings.keep_days
     keep = keep if keep is not None else settings.keep
     try:
         with reported(as_json, PROBLEM):
-            where, manifest, pruned = _backup_to(target, location, endpoint, from_masters, keep_days, keep, as_json)
+            store, where, manifest, pruned = _backup_to(target, location, endpoint, from_masters, keep_days, keep,
+                                                        as_json)
     except OSError as error:  # the destination: a full disk, no permission
         raise fail(str(error), as_json, code=PROBLEM) from None
+    pushed: str | None = None
+    push_error: str | None = None
+    if gateway:
+        try:
+            pushed = _push_newest(store, target.stack, gateway)
+        except (CachelayerError, OSError) as error:  # saved, but the alert would not know: fail the run
+            push_error = f"saved {where}, but the backup age was not reported: {error}"
     if as_json:
-        emit_json({"command": "backup", "target": target.describe(), "ok": True, "location": where,
-                    "manifest": manifest, "pruned": pruned})
-        raise typer.Exit(code=OK)
+        emit_json({"command": "backup", "target": target.describe(), "ok": push_error is None, "location": where,
+                    "manifest": manifest, "pruned": pruned, "pushed": pushed, "push_error": push_error})
+        raise typer.Exit(code=OK if push_error is None else PROBLEM)
     console.print(_shards_table(manifest))
     console.print(f"[green]saved[/] {where}; shards were snapshotted one after another (not one point in time)",
                   highlight=False, soft_wrap=True)
     for name in pruned:
         console.print(f"pruned {name}", highlight=False)
+    if push_error is not None:
+        raise fail(push_error, code=PROBLEM)
+    if pushed is not None:
+        console.print(f"reported {pushed} as the newest complete backup to {gateway}", highlight=False)
+    else:
+        errors.print("no Pushgateway (backup.pushgateway or --pushgateway): the backup-age alert does not see this "
+                     "backup", highlight=False)
     raise typer.Exit(code=OK)
 
 
@@ -199,7 +260,7 @@ def _restore_table(result: RestoreResult) -> Table:
     return table
 
 
-def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: int, sample: int,
+def _run_restore(location: str, target: Any, from_stack: str, mode: Mode, verify: bool, batch: int, sample: int,
                  endpoint: str | None, as_json: bool, parallel: int | None) -> RestoreResult:
     from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, Task, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as RichProgress
@@ -228,7 +289,7 @@ def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: in
     if settings.is_s3 and location.startswith(str(settings.destination).rstrip("/")):
         # A backup in the stack's own destination: its endpoint and region, unless --s3-endpoint says.
         endpoint = endpoint or settings.s3_endpoint
-    with open_backup(location, endpoint, settings.s3_region) as (source, files):
+    with open_backup(location, endpoint, settings.s3_region, stack=from_stack) as (source, files):
         if as_json:
             return restore(files, target, mode, verify, source, batch, sample, announce=announce, parallel=parallel)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), KeysPerSecond(),
@@ -239,13 +300,19 @@ def _run_restore(location: str, target: Any, mode: Mode, verify: bool, batch: in
 
 
 def restore_command(
+    context: typer.Context,
     backup_location: Annotated[str, typer.Argument(
         metavar="BACKUP", help="A backup directory, a folder of them (newest), s3://..., or the hosts' .rdb files.")],
     into: Annotated[str, typer.Option("--into", metavar="NAME", help="The stack to restore into.")] = DEFAULT_STACK,
+    from_stack: Annotated[str | None, typer.Option(
+        "--from-stack", metavar="NAME", show_default=False,
+        help="The stack the backup was taken of, when not --into's: a folder gives that stack's newest backup, "
+        "and a backup of any other stack is refused.")] = None,
     mode: Annotated[str, typer.Option(metavar="MODE", help="fail-if-not-empty, skip-existing or replace.")
                     ] = "fail-if-not-empty",
     verify: Annotated[bool, typer.Option(
-        show_default=False, help="Check counts per shard and compare a sample by DUMP payload.")] = False,
+        "--verify/--no-verify",
+        help="Check counts per shard (they must add up) and compare a sample by DUMP payload.")] = True,
     batch: Annotated[int, typer.Option(metavar="N", help="Keys per SCAN batch and pipeline.")] = 1000,
     sample: Annotated[int, typer.Option(metavar="N", help="Keys per shard compared by --verify.")] = 100,
     parallel: Annotated[int | None, typer.Option(
@@ -257,20 +324,26 @@ def restore_command(
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Restore a backup into a stack, whatever its shape.
 
     Each shard's RDB is loaded into a temporary redis-server and its keys RESTOREd (ABSTTL) into
-    the target through its masters. Refuses a non-empty target unless --mode says.
+    the target through its masters. Refuses a non-empty target unless --mode says, and a backup
+    of another stack than --into unless --from-stack names it. Verifies by default.
     """
     from cachelayer.ops.restore import MODES
 
     if mode not in MODES:
         raise usage_error(f"--mode must be one of {', '.join(MODES)}, not {mode!r}", as_json)
     target = target_of(into, seed, workdir, outputs, as_json)
+    overwrite = "; keys that exist are OVERWRITTEN" if mode == "replace" else ""
+    confirm_target_change(context, f"restore {backup_location} into it (--mode {mode}{overwrite})", target,
+                          yes=yes, as_json=as_json, stack_option="into")
     try:
         with reported(as_json, PROBLEM), _interruptible():
-            result = _run_restore(backup_location, target, mode, verify, batch, sample, s3_endpoint, as_json, parallel)
+            result = _run_restore(backup_location, target, from_stack or target.stack, mode, verify, batch, sample,
+                                  s3_endpoint, as_json, parallel)
     except OSError as error:  # the backup's files: missing, unreadable
         raise fail(str(error), as_json, code=PROBLEM) from None
     ok = result.verified is not False
@@ -299,40 +372,52 @@ def free_base_port(first: int = 17000, last: int = 18000, sentinels: bool = Fals
 
 def restore_drill(
     stack: StackOption = DEFAULT_STACK,
+    backups: Annotated[str | None, typer.Option(
+        "--backups", metavar="WHERE", show_default=False,
+        help="Where the stack's backups are (a directory or s3://bucket/prefix). Default: the stack's "
+        "backup.destination, else .backups/.")] = None,
     base_port: Annotated[int | None, typer.Option(
         metavar="PORT", show_default=False,
         help="Ports of the throwaway sandbox (default: a free block from 17000).")] = None,
-    from_masters: Annotated[bool, typer.Option(
-        show_default=False, help="Snapshot the masters instead of a healthy replica.")] = False,
     sample: Annotated[int, typer.Option(metavar="N", help="Keys per shard compared by DUMP payload.")] = 100,
+    s3_endpoint: EndpointOption = None,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Back up, restore into a throwaway sandbox, verify.
+    """Restore the stack's newest stored backup into a throwaway sandbox, verify.
 
-    The throwaway local sandbox has the stack's topology; the check compares counts and sampled
-    DUMP payloads, reports the figures and cleans up. Exit 1 when any step fails.
+    Reads back what `cachelayer backup` stored: the newest complete backup of the stack in its
+    destination (not a fresh snapshot), restored into a throwaway local sandbox of the stack's
+    topology; the check compares counts and sampled DUMP payloads, reports the figures and
+    cleans up. Exit 1 when any step fails.
     """
-    from cachelayer.ops.backup import read_manifest, take_backup
+    from cachelayer.ops.backup import BackupError, newest_complete
     from cachelayer.ops.restore import open_backup, restore
     from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
     from cachelayer.sandbox.targets import target_of_sandbox
 
     target = target_of(stack, seed, workdir, outputs, as_json)
+    settings_backup = stack_backup(target)
+    location = backups or destination_of(settings_backup)
+    endpoint = s3_endpoint or (settings_backup.s3_endpoint if location == settings_backup.destination else None)
     scratch = Path(tempfile.mkdtemp(prefix="cachelayer-drill-"))
     figures: dict[str, Any] = {}
     sandbox: LocalSandbox | None = None
     try:
         with _interruptible():
-            begin = time.monotonic()
-            with progress("Backing up…", as_json):
-                path = take_backup(target, scratch / "backups", from_masters)
-            manifest = read_manifest(path)
-            figures["backup_seconds"] = round(time.monotonic() - begin, 3)
-            figures["backup_bytes"] = sum(s["bytes"] for s in manifest["shards"])
-            figures["backup_keys"] = sum(s["rdb_keys"] for s in manifest["shards"])
+            store = _store(location, endpoint, settings_backup.s3_region)
+            newest = newest_complete(store, target.stack)
+            if newest is None:
+                raise BackupError(f"{store.describe()} holds no complete backup of {target.stack}: run "
+                                  f"`cachelayer backup --stack {target.stack}` first")
+            figures["backup"] = store.describe(newest.name)
+            if newest.when is not None:
+                figures["backup_age_seconds"] = round(time.time() - newest.when.timestamp())
+            if not as_json:
+                console.print(f"restoring {figures['backup']}, the newest complete backup of {target.stack}",
+                              highlight=False, soft_wrap=True)
             port = base_port or free_base_port(sentinels=target.kind == "sentinel")
             config: dict[str, Any] = {"redis": {"maxmemory": "4gb"}}
             if target.kind == "sentinel":
@@ -342,7 +427,8 @@ def restore_drill(
             with progress(f"Starting a throwaway {target.kind} sandbox on {port}…", as_json):
                 figures["sandbox_seconds"] = round(sandbox.up().seconds, 3)
             drill_target = target_of_sandbox(sandbox, "restore drill sandbox")
-            with open_backup(str(path)) as (source, files), progress("Restoring and verifying…", as_json):
+            with (open_backup(figures["backup"], endpoint, settings_backup.s3_region, stack=target.stack)
+                  as (source, files), progress("Downloading, restoring and verifying…", as_json)):
                 result = restore(files, drill_target, "fail-if-not-empty", True, source, sample=sample)
     except (CachelayerError, OSError) as error:  # every step's refusal, and the scratch directory's
         raise fail(f"restore drill failed: {error}", as_json, code=PROBLEM) from None
@@ -350,7 +436,8 @@ def restore_drill(
         if sandbox is not None:
             sandbox.down(purge=True)
         shutil.rmtree(scratch, ignore_errors=True)
-    figures |= {"restore_seconds": round(result.seconds, 3), "restored_keys": result.restored,
+    figures |= {"backup_keys": sum(s.source_keys for s in result.shards),
+                "restore_seconds": round(result.seconds, 3), "restored_keys": result.restored,
                 "keys_per_second": round(result.keys_per_second), "expired": sum(s.expired for s in result.shards),
                 "sampled": sum(s.sampled for s in result.shards), "verified": bool(result.verified)}
     ok = bool(result.verified)

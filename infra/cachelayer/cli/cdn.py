@@ -22,10 +22,11 @@ from cachelayer.cli.common import (
     JsonOption,
     Runtime,
     StackOption,
+    YesOption,
+    confirm_change,
     console,
     emit_json,
     errors,
-    fail,
     reported,
     runtime_of,
     usage_error,
@@ -103,7 +104,7 @@ def purge(
     tag: Annotated[list[str] | None, typer.Option("--tag", metavar="TAG", show_default=False, help="Cache-Tag.")] = None,
     host: Annotated[list[str] | None, typer.Option("--host", metavar="HOST", show_default=False, help="Hostname.")] = None,
     everything: Annotated[bool, typer.Option("--everything", help="Purge the whole zone.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before --everything.")] = False,
+    yes: YesOption = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the requests, send nothing.")] = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -139,8 +140,9 @@ def purge(
         console.print(f"dry run: {len(batches)} request(s), nothing sent", highlight=False)
         return
     zone = settings.zone_name or settings.zone_id
-    if everything and not yes and not typer.confirm(f"Purge EVERYTHING cached for zone {zone}?", err=True):
-        raise fail("not confirmed; nothing purged", as_json)
+    what = "EVERYTHING cached for the zone" if everything else f"{len(batches)} purge request(s)"
+    confirm_change(context, f"purge {what}: the origin serves every purged URL again", stack=stack,
+                   where=f"Cloudflare zone {zone}, from Pulumi.{stack}.yaml", yes=yes, as_json=as_json)
 
     def done(result: BatchResult) -> None:
         if as_json:

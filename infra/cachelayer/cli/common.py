@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -68,6 +69,10 @@ OutputsOption = Annotated[
 ]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print one JSON document on stdout, errors included (docs/operations.md).")
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", "-y", help="Go ahead without a prompt: needed when stdin is not a terminal, and "
+                                           "with --json (docs/operations.md#guards).")
 ]
 
 
@@ -147,6 +152,14 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _ask(question: str) -> str:
+    return str(typer.prompt(question, default="", show_default=False, err=True))
+
+
 @dataclass(frozen=True)
 class Runtime:
     """What the commands reach outside the process. `main(argv, runtime=...)` hands it to every
@@ -157,6 +170,8 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], datetime] = _utc_now
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    interactive: Callable[[], bool] = _stdin_is_terminal  # may a command prompt?
+    ask: Callable[[str], str] = _ask  # a prompt's answer
 
 
 def runtime_of(context: typer.Context) -> Runtime:
@@ -230,3 +245,65 @@ def target_of(stack: str, seed: str | None, workdir: Path | None, outputs: Path 
         errors.print(f"[dim]{target.kind} deployment of stack {target.stack}, from {escape(target.source)}[/]",
                      highlight=False)
     return target
+
+
+# ---------------------------------------------------------------------- confirmation
+# What each origin of a Target means to the operator deciding whether it is the right one.
+ORIGIN_NOTES = {
+    "sandbox": "a local sandbox on this machine, not a deployed stack",
+    "pulumi": "the stack's Pulumi outputs",
+    "environment": "the environment (REDIS_ADMIN_PASSWORD, --seed or REDIS_NODE_<n>_*): "
+                   "the stack name is only the label --stack gave",
+}
+
+
+def stack_given(context: typer.Context, parameter: str = "stack") -> bool:
+    """Whether the operator named the stack (on the command line or in an environment variable)
+    rather than leaving the default."""
+    # By name: typer may carry its own copy of click, whose ParameterSource is another enum.
+    source = context.get_parameter_source(parameter)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def confirm_change(
+    context: typer.Context, action: str, *, stack: str, where: str, yes: bool, as_json: bool
+) -> None:
+    """The one confirmation before a command changes data: shows what it will do, to which stack
+    and where that deployment came from; goes ahead with --yes, else asks the operator to type
+    the stack name. Refuses (USAGE) without --yes when it cannot ask: under --json, or when stdin
+    is not a terminal. Raises typer.Exit when not confirmed."""
+    runtime = runtime_of(context)
+    if not as_json:
+        errors.print(f"[bold]about to {escape(action)}[/]\n  stack [bold]{escape(stack)}[/]: {escape(where)}",
+                     highlight=False, soft_wrap=True)
+    if yes:
+        return
+    if as_json:
+        raise fail(f"refusing to {action} without --yes: --json never prompts", as_json, ExitCode.USAGE)
+    if not runtime.interactive():
+        raise fail(f"refusing to {action} without --yes: stdin is not a terminal to confirm on", code=ExitCode.USAGE)
+    answer = runtime.ask(f"Type the stack name ({stack}) to go ahead")
+    if answer.strip() != stack:
+        raise fail(f"not confirmed ({answer.strip()!r} is not {stack!r}): nothing changed", code=ExitCode.PROBLEM)
+
+
+def origin_of(target: Target) -> str:
+    return f"{target.kind} deployment from {target.source} ({ORIGIN_NOTES.get(target.origin, target.origin)})"
+
+
+def require_named_stack(context: typer.Context, target: Target, as_json: bool, stack_option: str = "stack") -> None:
+    """A deployment found from the environment or --seed does not know its stack: a command that
+    changes data or names what it writes by the stack (a backup) needs it named explicitly, so
+    prod data is never changed, backed up or restored under the default `dev` label."""
+    if target.origin == "environment" and not stack_given(context, stack_option):
+        option = "--into" if stack_option == "into" else "--stack"
+        raise usage_error(f"the deployment comes from the environment or --seed, which cannot tell which stack it is: "
+                          f"name it with {option} NAME", as_json)
+
+
+def confirm_target_change(
+    context: typer.Context, action: str, target: Target, *, yes: bool, as_json: bool, stack_option: str = "stack"
+) -> None:
+    """confirm_change for a live deployment (require_named_stack first)."""
+    require_named_stack(context, target, as_json, stack_option)
+    confirm_change(context, action, stack=target.stack, where=origin_of(target), yes=yes, as_json=as_json)

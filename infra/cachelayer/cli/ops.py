@@ -25,11 +25,15 @@ from cachelayer.cli.common import (
     SeedOption,
     StackOption,
     WorkdirOption,
+    YesOption,
+    confirm_target_change,
     console,
     emit_json,
+    errors,
     fail,
     progress,
     reported,
+    require_named_stack,
     target_of,
     text_column,
     usage_error,
@@ -66,11 +70,11 @@ def gather(target: Target, detail: bool = True) -> tuple[list[NodeFacts], list[S
 
     nodes = []
     for endpoint in target.nodes:
-        with target.client(endpoint) as client:
+        with target.client(endpoint, retry=False) as client:
             nodes.append(node_facts(endpoint.name, endpoint.address, client, target.kind == "cluster"))
     sentinels = []
     for endpoint in target.sentinels:
-        with target.client(endpoint) as client:
+        with target.client(endpoint, retry=False) as client:
             sentinels.append(sentinel_facts(endpoint.name, endpoint.address, client, target.groups, detail=detail))
     return nodes, sentinels
 
@@ -117,18 +121,20 @@ def health(
             "target": target.describe(),
             "ok": ok,
             "seconds": round(seconds, 3),
-            "checks": [{"name": c.name, "description": c.description, "ok": c.ok, "problems": list(c.problems)} for c in checks],
+            "checks": [c.as_json() for c in checks],
             **facts_json(nodes, sentinels),
         })
         raise typer.Exit(code=code)
     console.print(nodes_table(target, nodes, sentinels))
-    table = Table(title=f"health of {target.stack}: {'[green]ok' if ok else '[red]problems found'}")
+    verdict = "[green]ok" if ok else "[red]problems found" if reachable else "[yellow]could not check"
+    table = Table(title=f"health of {target.stack}: {verdict}")
     whole_column(table, "check", [c.name for c in checks])
-    whole_column(table, "result", ["problem"])
+    whole_column(table, "result", ["not checked"])
     text_column(table, "what it checks / what is wrong")
+    styles = {"ok": "[green]ok", "problem": "[red]problem", "not checked": "[yellow]not checked"}
     for check in checks:
-        detail = escape(check.description) if check.ok else "\n".join(escape(p) for p in check.problems)
-        table.add_row(check.name, "[green]ok" if check.ok else "[red]problem", detail)
+        detail = "\n".join(escape(p) for p in check.problems) if check.problems else escape(check.description)
+        table.add_row(check.name, styles[check.state], detail)
     console.print(table)
     console.print(f"checked in {seconds:.2f} s", highlight=False)
     if not reachable:
@@ -311,10 +317,11 @@ def report(
 
 # ---------------------------------------------------------------------------- failover
 def failover(
+    context: typer.Context,
     node: Annotated[
         str | None,
-        typer.Argument(help="Cluster: the replica to promote (name, host:port or port). Sentinel: the group.",
-                       show_default=False),
+        typer.Argument(help="Cluster: the replica to promote (name, host:port or port); required with --force or "
+                            "--takeover. Sentinel: the group.", show_default=False),
     ] = None,
     stack: StackOption = DEFAULT_STACK,
     seed: SeedOption = None,
@@ -322,10 +329,11 @@ def failover(
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
     force: Annotated[bool, typer.Option(show_default=False,
-                                        help="CLUSTER FAILOVER FORCE: without the master's agreement (it is down).")] = False,
+                                        help="CLUSTER FAILOVER FORCE: without the master's agreement; only when the "
+                                             "cluster flags that master fail or fail?.")] = False,
     takeover: Annotated[bool, typer.Option(show_default=False,
                                            help="CLUSTER FAILOVER TAKEOVER: without any vote; can lose writes.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Confirm --takeover without a prompt.")] = False,
+    yes: YesOption = False,
     dry_run: Annotated[bool, typer.Option(show_default=False,
                                           help="Run the checks and say what would happen; change nothing.")] = False,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds to wait for the new roles.")] = 60,
@@ -334,14 +342,20 @@ def failover(
     """Planned failover while a probe client writes and reads.
 
     Reports the switch time and the errors the probe saw. Cluster: graceful CLUSTER FAILOVER on
-    a replica; Sentinel: SENTINEL FAILOVER.
+    a replica; Sentinel: SENTINEL FAILOVER. Asks first (docs/operations.md#guards).
     """
     from cachelayer.ops.failover import cluster_failover, default_replica, sentinel_failover
     from cachelayer.ops.target import TargetError
 
     if force and takeover:
         raise usage_error("--force and --takeover exclude each other", as_json)
+    if (force or takeover) and not node:
+        # Never a guess: the first linked replica belongs to a healthy shard, not the dead master's.
+        raise usage_error(f"--{'force' if force else 'takeover'} needs the replica to promote: name it "
+                          f"(`cachelayer health` shows the failed master and its replicas)", as_json)
     target = target_of(stack, seed, workdir, outputs, as_json)
+    if not dry_run:
+        require_named_stack(context, target, as_json)
     try:
         replica = target.node(node) if node and target.kind == "cluster" else None
     except TargetError as error:
@@ -349,17 +363,23 @@ def failover(
     with reported(as_json, PROBLEM):
         if target.kind == "sentinel":
             group = node or (target.groups[0] if target.groups else "redis-master-1")
-            with progress(f"SENTINEL FAILOVER {group}, probing…", as_json):
-                result = sentinel_failover(target, group, timeout, dry_run)
+            result = sentinel_failover(target, group, timeout, dry_run=True, max_lag=max_lag)
+            if not dry_run:
+                confirm_target_change(context, f"fail over Sentinel group {group} (master {result.old_master})",
+                                      target, yes=yes, as_json=as_json)
+                with progress(f"SENTINEL FAILOVER {group}, probing…", as_json):
+                    result = sentinel_failover(target, group, timeout, max_lag=max_lag)
         else:
             mode = "force" if force else "takeover" if takeover else "graceful"
-            if takeover and not dry_run and not yes and not typer.confirm(
-                "TAKEOVER promotes the replica without any vote and can lose writes. Go ahead?", err=True
-            ):
-                raise fail("not confirmed", as_json, code=PROBLEM)
             replica = replica or default_replica(target)
-            with progress(f"CLUSTER FAILOVER {mode.upper()} on {replica.name}, probing…", as_json):
-                result = cluster_failover(target, replica, mode, timeout, max_lag, dry_run)
+            result = cluster_failover(target, replica, mode, timeout, max_lag, dry_run=True)
+            if not dry_run:
+                warning = "; TAKEOVER needs no vote and can lose writes" if takeover else ""
+                confirm_target_change(
+                    context, f"promote {replica.name} over its master {result.old_master} "
+                             f"(CLUSTER FAILOVER {mode.upper()}){warning}", target, yes=yes, as_json=as_json)
+                with progress(f"CLUSTER FAILOVER {mode.upper()} on {replica.name}, probing…", as_json):
+                    result = cluster_failover(target, replica, mode, timeout, max_lag, dry_run)
     if as_json:
         emit_json({"command": "failover", "target": target.describe(), "ok": True, **result.as_json()})
         raise typer.Exit(code=OK)
@@ -385,57 +405,116 @@ def failover(
 
 
 # --------------------------------------------------------------------- rebalance, drain
-def _moved(name: str, target: Target, as_json: bool, work: Callable[[], str]) -> None:
+def _moved(name: str, target: Target, as_json: bool, work: Callable[[], str]) -> float:
     begin = time.monotonic()
     with reported(as_json, PROBLEM), progress(f"{name}: redis-cli --cluster is moving slots…", as_json):
         output = work()
     seconds = time.monotonic() - begin
-    if as_json:
-        emit_json({"command": name, "target": target.describe(), "ok": True, "seconds": round(seconds, 3),
-                    "output": output})
-    else:
+    if not as_json:
         console.print(escape(output.strip()[-2000:]), highlight=False, soft_wrap=True)
         console.print(f"[green]{name} done[/] in {seconds:.1f} s: all slots served, none open", highlight=False)
-    raise typer.Exit(code=OK)
+    else:
+        emit_json({"command": name, "target": target.describe(), "ok": True, "seconds": round(seconds, 3),
+                   "output": output})
+    return seconds
+
+
+DryRunOption = Annotated[bool, typer.Option(show_default=False, help="Run the checks and say what would happen; "
+                                                                      "change nothing.")]
 
 
 def rebalance(
+    context: typer.Context,
     stack: StackOption = DEFAULT_STACK,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
 ) -> None:
     """Even out slots across masters (empty masters included).
 
-    Runs `redis-cli --cluster rebalance`, refusing when a slot is open or uncovered, and checks
-    after.
+    Runs `redis-cli --cluster rebalance`, refusing when a slot is open or uncovered or a master
+    would pass its maxmemory, and checks after. --dry-run: redis-cli's --cluster-simulate.
     """
     from cachelayer.ops.rebalance import rebalance as run_rebalance
 
     target = target_of(stack, seed, workdir, outputs, as_json)
+    if dry_run:
+        with reported(as_json, PROBLEM), progress("rebalance: simulating…", as_json):
+            output = run_rebalance(target, dry_run=True)
+        if as_json:
+            emit_json({"command": "rebalance", "target": target.describe(), "ok": True, "dry_run": True, "output": output})
+        else:
+            console.print(escape(output.strip()[-2000:]), highlight=False, soft_wrap=True)
+            console.print("dry run: nothing moved", highlight=False)
+        raise typer.Exit(code=OK)
+    confirm_target_change(context, "move slots and their keys between masters (redis-cli --cluster rebalance)",
+                          target, yes=yes, as_json=as_json)
     _moved("rebalance", target, as_json, lambda: run_rebalance(target))
+    raise typer.Exit(code=OK)
 
 
 def drain(
+    context: typer.Context,
     node: Annotated[str, typer.Argument(help="The node to empty and forget (name, host:port or port).")],
     stack: StackOption = DEFAULT_STACK,
     seed: SeedOption = None,
     workdir: WorkdirOption = None,
     outputs: OutputsOption = None,
     as_json: JsonOption = False,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+    force: Annotated[bool, typer.Option(show_default=False,
+                                        help="Drain a replica even when it is its master's last one.")] = False,
 ) -> None:
-    """Empty a master into the others, then forget it.
+    """Empty a node, make the cluster forget it, and check health after.
 
-    Moves the node's slots (and keys) to the other masters; then the cluster forgets it with
-    `redis-cli --cluster del-node`, which also stops it.
+    A master's slots (and keys) move to the other masters first; a replica is only forgotten
+    (refused for a master's last replica unless --force). `redis-cli --cluster del-node` then
+    resets the node, which keeps running alone: stop it (lower redis.node_count). Exit 1 when
+    the remaining cluster is not healthy after.
     """
+    from dataclasses import replace
+
     from cachelayer.ops.rebalance import drain as run_drain
+    from cachelayer.ops.rebalance import drain_plan
     from cachelayer.ops.target import TargetError
 
     target = target_of(stack, seed, workdir, outputs, as_json)
+    if not dry_run:
+        require_named_stack(context, target, as_json)
     try:
         endpoint = target.node(node)
     except TargetError as error:
         raise usage_error(str(error), as_json) from None
-    _moved("drain", target, as_json, lambda: run_drain(target, endpoint))
+    with reported(as_json, PROBLEM):
+        plan = drain_plan(target, endpoint, force)
+    if dry_run:
+        if as_json:
+            emit_json({"command": "drain", "target": target.describe(), "ok": True, "dry_run": True, "plan": plan})
+        else:
+            console.print(f"dry run: would {escape(plan)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=OK)
+    confirm_target_change(context, f"drain {endpoint.name}: {plan}", target, yes=yes, as_json=as_json)
+    if as_json:
+        with reported(as_json, PROBLEM):
+            output = run_drain(target, endpoint, force)
+    else:
+        _moved("drain", target, as_json, lambda: run_drain(target, endpoint, force))
+        output = ""
+    # The drained node is reset and alone (cluster_state:fail there is expected): judge the rest.
+    remaining = replace(target, nodes=tuple(e for e in target.nodes if e != endpoint))
+    checks, _, _ = health_checks(remaining)
+    problems = [f"{c.name}: {p}" for c in checks if c.name != "masters" for p in c.problems]
+    stopped = f"{endpoint.name} was forgotten and reset; it still runs alone until it is stopped"
+    if as_json:
+        emit_json({"command": "drain", "target": target.describe(), "ok": not problems, "plan": plan,
+                   "output": output, "health_after": [c.as_json() for c in checks], "note": stopped})
+        raise typer.Exit(code=PROBLEM if problems else OK)
+    errors.print(f"[dim]{escape(stopped)}[/]", highlight=False)
+    if problems:
+        raise fail("drain done, but the remaining cluster is not healthy: " + "; ".join(problems), code=PROBLEM)
+    console.print("[green]health after the drain: ok[/] (`cachelayer health` for the details)", highlight=False)
+    raise typer.Exit(code=OK)

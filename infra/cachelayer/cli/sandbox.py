@@ -18,6 +18,8 @@ from cachelayer.cli.common import (
     JsonOption,
     StackOption,
     WorkdirOption,
+    YesOption,
+    confirm_change,
     console,
     emit_json,
     fail,
@@ -50,7 +52,8 @@ def _workdir(stack: str, workdir: Path | None) -> Path:
 
 
 def _mask(password: str) -> str:
-    return f"{password[:3]}…({len(password)} chars)"
+    # Not even a prefix: every character shown is one an attacker need not guess.
+    return f"…({len(password)} chars, --show-password prints it)"
 
 
 def _progress(message: str, as_json: bool) -> Any:
@@ -245,6 +248,7 @@ def status_table(report: SandboxStatus) -> Table:
 
 @sandbox_app.command()
 def down(
+    context: typer.Context,
     stack: StackOption = DEFAULT_STACK,
     workdir: WorkdirOption = None,
     purge: Annotated[
@@ -252,19 +256,23 @@ def down(
                            help="Also remove the passwords (connected applications then need the new ones).")
     ] = False,
     as_json: JsonOption = False,
+    yes: YesOption = False,
 ) -> None:
     """Stop the sandbox and remove its data.
 
-    Stops every process the sandbox started; the passwords stay unless --purge.
+    Stops every process the sandbox started; the passwords stay unless --purge (asked first).
     """
     from cachelayer.sandbox.local import LocalSandbox
     from cachelayer.sandbox.monitoring import SandboxMonitoring
 
     with reported(as_json):
         sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
-        with _progress("Stopping…", as_json):
-            SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
-            result = sandbox.down(purge=purge)
+    if purge:
+        confirm_change(context, "stop the sandbox and delete its data and passwords (applications then need new ones)",
+                       stack=sandbox.settings.stack, where=f"local sandbox in {sandbox.workdir}", yes=yes, as_json=as_json)
+    with reported(as_json), _progress("Stopping…", as_json):
+        SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
+        result = sandbox.down(purge=purge)
     if result.not_ours:
         raise fail(
             f"{', '.join(result.not_ours)}: the recorded pid now belongs to another process, which was left alone; "

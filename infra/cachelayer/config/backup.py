@@ -33,6 +33,7 @@ class BackupSettings:
     s3_region: str | None = None  # None: AWS_DEFAULT_REGION, else us-east-1
     keep_days: int | None = None  # delete complete backups older than this after each backup (0: all but the newest)
     keep: int | None = None  # keep this many newest complete backups; the newest is never deleted
+    pushgateway: str | None = None  # http(s) URL: the newest complete backup's time goes there after each backup
 
     @property
     def is_s3(self) -> bool:
@@ -70,6 +71,14 @@ def load_backup_settings(raw: Any) -> BackupSettings:
         if not settings.is_s3:
             raise SettingsError("backup.s3_endpoint", "is set but backup.destination is not s3://...",
                                 "set destination: s3://bucket/prefix, or remove s3_endpoint")
+    if settings.pushgateway is not None:
+        address = urlsplit(settings.pushgateway)
+        if address.scheme not in ("http", "https") or not address.hostname:
+            raise SettingsError("backup.pushgateway", f"'{settings.pushgateway}' is not an http(s) URL",
+                                "write the Pushgateway's URL, e.g. http://monitoring.internal:9091")
+        if address.username or address.password:
+            raise SettingsError("backup.pushgateway", "holds credentials (the stack file is committed in plain text)",
+                                "remove them from the URL")
     if settings.s3_region is not None and settings.s3_region != "auto" and not S3_REGION.match(settings.s3_region):
         raise SettingsError("backup.s3_region", f"'{settings.s3_region}' is not a region name",
                             "write one like eu-west-1 (or auto for Cloudflare R2)")

@@ -64,6 +64,7 @@ INT_RANGES: dict[str, IntRange] = {
     "monitoring.replication_lag_seconds": IntRange(1, 86_400, "policy", daemon_bound=False),
     "monitoring.evictions_per_second": IntRange(0, 10_000_000, "policy", daemon_bound=False),
     "monitoring.save_max_age_seconds": IntRange(60, 30 * 86_400, "policy", daemon_bound=False),
+    "monitoring.backup_max_age_seconds": IntRange(60, 30 * 86_400, "policy", daemon_bound=False),
     "monitoring.failover_window_seconds": IntRange(10, 86_400, "policy", daemon_bound=False),
     "monitoring.auth_failures_per_minute": IntRange(0, 1_000_000, "policy", daemon_bound=False),
 }

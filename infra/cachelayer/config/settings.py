@@ -612,7 +612,8 @@ class MonitoringSettings:
     memory_percent: int = 90  # used memory above this share of maxmemory
     replication_lag_seconds: int = 30  # a replica's last ack older than this
     evictions_per_second: int = 0  # evictions above this rate (0: any eviction)
-    save_max_age_seconds: int = 90_000  # unsaved changes older than this (a day + 1 h: the 02:00 backup)
+    save_max_age_seconds: int = 90_000  # unsaved changes older than this (a day + 1 h: the 02:00 saves)
+    backup_max_age_seconds: int = 90_000  # the newest complete backup in the destination older than this (03:07 UTC + 1 h)
     failover_window_seconds: int = 600  # a role change stays reported this long
     # Failed authentications (WRONGPASS) per process above this rate: a brute force or a client with
     # a wrong password (0: any failure).

@@ -36,6 +36,7 @@ CONSISTENCY = (
 )
 NAME_STAMP = "%Y%m%dT%H%M%S"  # then .mmm (milliseconds) and Z: two backups a second apart never share a name
 NAME_TIME = re.compile(r"-(\d{8}T\d{6})(?:\.(\d{3}))?Z$")  # names without milliseconds: earlier releases
+NAME = re.compile(r"^(?P<stack>.+)-\d{8}T\d{6}(?:\.\d{3})?Z$")  # <stack>-<stamp>: the stack is all before the stamp
 
 
 class BackupError(CachelayerError):
@@ -238,13 +239,15 @@ def snapshot(target: Target, endpoint: Endpoint, path: Path, timeout: float = 36
         raise BackupError(f"redis-cli --rdb on {endpoint.address} failed: {detail[0][-300:]}")
 
 
-def _node_info(target: Target, endpoint: Endpoint) -> tuple[str, int, int]:
-    """(redis_version, replication offset, keys in db0) of the node, just before its snapshot."""
+def _node_info(target: Target, endpoint: Endpoint) -> tuple[str, int, int, int]:
+    """(redis_version, replication offset, keys in db0, used_memory_dataset) of the node, just
+    before its snapshot."""
     with target.client(endpoint, timeout=10) as client:
         info = client.info()
     offset = info.get("slave_repl_offset") if info.get("role") == "slave" else info.get("master_repl_offset")
     keyspace = info.get("db0") or {}
-    return str(info.get("redis_version", "")), int(offset or 0), int(keyspace.get("keys", 0))
+    return (str(info.get("redis_version", "")), int(offset or 0), int(keyspace.get("keys", 0)),
+            int(info.get("used_memory_dataset", 0)))
 
 
 def backup_name(stack: str, when: datetime) -> str:
@@ -281,7 +284,7 @@ def take_backup(
         version = ""
         for plan in plans:
             endpoint = _endpoint(target, plan.source.address)
-            version, offset, keys = _node_info(target, endpoint)
+            version, offset, keys, dataset = _node_info(target, endpoint)
             file = partial / f"shard-{plan.index}.rdb"
             begin = time.monotonic()
             snapshot(target, endpoint, file)
@@ -300,6 +303,7 @@ def take_backup(
                 "keys": keys,  # INFO keyspace of the source just before the snapshot
                 "rdb_keys": check.keys,  # what redis-check-rdb read from the file
                 "rdb_expires": check.expires,
+                "used_memory_dataset": dataset,  # what the restore's memory check counts on the target
                 "file": file.name,
                 "bytes": file.stat().st_size,
                 "sha256": sha256_of(file),
@@ -366,6 +370,7 @@ class Store(Protocol):
     def fetch(self, name: str, into: Path) -> Path: ...
     def delete(self, name: str) -> None: ...
     def describe(self, name: str = "") -> str: ...
+    def manifest(self, name: str) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -393,6 +398,9 @@ class LocalStore:
 
     def describe(self, name: str = "") -> str:
         return str(self.root / name) if name else str(self.root)
+
+    def manifest(self, name: str) -> dict[str, Any]:
+        return read_manifest(self.root / name)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -473,23 +481,56 @@ class S3Store:
     def describe(self, name: str = "") -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
 
+    def manifest(self, name: str) -> dict[str, Any]:
+        body = self.client.get_object(Bucket=self.bucket, Key=f"{self.prefix}{name}/{MANIFEST}")["Body"].read()
+        manifest: dict[str, Any] = json.loads(body)
+        if manifest.get("format") != FORMAT:
+            raise BackupError(f"{self.describe(name)}/{MANIFEST} is not a {FORMAT} manifest")
+        return manifest
+
 
 def open_store(location: str, endpoint: str | None = None) -> Store:
     return S3Store.from_url(location, endpoint) if location.startswith("s3://") else LocalStore(Path(location))
 
 
-def newest_complete(store: Store) -> StoredBackup | None:
-    complete = [b for b in store.list() if b.complete]
+def stack_of_name(name: str) -> str | None:
+    """The stack a backup's name says it belongs to (`<stack>-<stamp>`, `.partial` while written)."""
+    found = NAME.match(name.removesuffix(".partial"))
+    return found.group("stack") if found else None
+
+
+def stack_backups(store: Store, stack: str) -> list[StoredBackup]:
+    """The stack's own backups, oldest first: its name in the backup's name AND, for a complete
+    one, in its manifest. Stacks may share a folder or a prefix: nothing of another stack (a
+    `prod-eu-...` beside `prod-...`, a renamed copy) is ever listed, picked or pruned for this one."""
+    own = []
+    for backup in store.list():
+        if stack_of_name(backup.name) != stack:
+            continue
+        if backup.complete:
+            try:
+                if store.manifest(backup.name).get("stack") != stack:
+                    continue
+            except (BackupError, ValueError, OSError):
+                continue  # an unreadable manifest: not a backup of anyone's to prune or pick
+        own.append(backup)
+    return own
+
+
+def newest_complete(store: Store, stack: str) -> StoredBackup | None:
+    complete = [b for b in stack_backups(store, stack) if b.complete]
     return complete[-1] if complete else None
 
 
-def prune(store: Store, keep_days: int | None, keep_copies: int | None, now: datetime | None = None) -> list[str]:
-    """Deletes complete backups beyond `keep_copies` or older than `keep_days`; the newest
-    complete backup is never deleted, and partial ones are left alone (one may be uploading)."""
+def prune(store: Store, stack: str, keep_days: int | None, keep_copies: int | None,
+          now: datetime | None = None) -> list[str]:
+    """Deletes the stack's complete backups beyond `keep_copies` or older than `keep_days`; the
+    newest complete backup is never deleted, partial ones are left alone (one may be uploading),
+    and another stack's backups in the same place are never touched."""
     if keep_days is None and keep_copies is None:
         return []
     now = now or datetime.now(UTC)
-    complete = [b for b in store.list() if b.complete][::-1]  # newest first
+    complete = [b for b in stack_backups(store, stack) if b.complete][::-1]  # newest first
     doomed = []
     for position, backup in enumerate(complete[1:], start=1):
         too_many = keep_copies is not None and position >= keep_copies

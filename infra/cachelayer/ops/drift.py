@@ -23,7 +23,7 @@ import redis
 
 from cachelayer.config.settings import Settings
 from cachelayer.ops.health import TOTAL_SLOTS, read_cluster_nodes
-from cachelayer.ops.target import Target
+from cachelayer.ops.target import ADMIN_PASSWORD_ENV, Target
 from cachelayer.plan.topology import Node, Topology, build_topology
 from cachelayer.render.conf import PER_LINE, RESTART_ONLY, acl_users, conf_values
 from cachelayer.render.nodes import (
@@ -80,7 +80,17 @@ def expected_topology(settings: Settings, target: Target) -> Topology:
 
 
 # ------------------------------------------------------------------------------ config
-def config_drift(name: str, endpoint: str, client: redis.Redis, rendered: Mapping[str, str]) -> list[Drift]:
+def redis_cli_prefix(target: Target) -> str:
+    """A redis-cli command line an operator can paste: the admin user and TLS flags, the password
+    from REDIS_ADMIN_PASSWORD (the operator commands' own variable) through REDISCLI_AUTH, so it
+    is neither on the line nor on argv."""
+    flags = " ".join(shlex.quote(flag) for flag in target.cli_args())
+    return f'REDISCLI_AUTH="${ADMIN_PASSWORD_ENV}" redis-cli {flags}'
+
+
+def config_drift(
+    name: str, endpoint: str, client: redis.Redis, rendered: Mapping[str, str], cli: str = "redis-cli"
+) -> list[Drift]:
     live = client.config_get("*")
     found = []
     for directive, value in rendered.items():
@@ -89,7 +99,7 @@ def config_drift(name: str, endpoint: str, client: redis.Redis, rendered: Mappin
         want, have = normalise(value), normalise(str(live[directive]))
         if want != have:
             fix = PULUMI_FIX if directive in RESTART_ONLY else (
-                f"redis-cli -h {endpoint.rsplit(':', 1)[0]} -p {endpoint.rsplit(':', 1)[1]} CONFIG SET {directive} "
+                f"{cli} -h {endpoint.rsplit(':', 1)[0]} -p {endpoint.rsplit(':', 1)[1]} CONFIG SET {directive} "
                 f"{shlex.quote(want)} (or re-run `pulumi up`)"
             )
             found.append(Drift("config", name, directive, want, have, fix))
@@ -229,7 +239,7 @@ def find_drift(target: Target, settings: Settings) -> tuple[list[Drift], list[st
         rendered = directives(render_redis_conf(settings, topology, node, paths(node)))
         try:
             with target.client(endpoint) as client:
-                drifts += config_drift(endpoint.name, endpoint.address, client, rendered)
+                drifts += config_drift(endpoint.name, endpoint.address, client, rendered, redis_cli_prefix(target))
                 drifts += acl_drift(endpoint.name, client, rendered_acl, target.passwords)
         except redis.RedisError as error:
             unreadable.append(f"{endpoint.name}: {error}")

@@ -15,12 +15,19 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from cachelayer.errors import CachelayerError
-from cachelayer.ops.health import TOTAL_SLOTS, is_linked_replica, replicas_of
+from cachelayer.ops.health import TOTAL_SLOTS, is_linked_replica, myself, read_cluster_nodes, replicas_of
 from cachelayer.ops.target import Endpoint, Target
 
 
 class FailoverError(CachelayerError):
     """A pre-check refused, or the new roles did not settle in time."""
+
+
+PROBE_KEY = "cachelayer:failover-probe"
+PROBE_TTL_SECONDS = 60
+# How a node flags a master it cannot reach: `fail?` (PFAIL, its own view) or `fail` (agreed by a
+# majority of masters). Only then may a replica take over without its master's agreement.
+FAILED_FLAGS = frozenset({"fail", "fail?"})
 
 
 @dataclass
@@ -41,8 +48,9 @@ class Probe:
         while not self._stop.is_set():
             n += 1
             try:
-                self.client.set("cachelayer:failover-probe", n)
-                if int(self.client.get("cachelayer:failover-probe")) != n:
+                # Expires on its own: the probe leaves nothing behind in a production keyspace.
+                self.client.set(PROBE_KEY, n, ex=PROBE_TTL_SECONDS)
+                if int(self.client.get(PROBE_KEY)) != n:
                     self.errors["stale read"] += 1
                 now = time.monotonic()
                 self.longest_gap = max(self.longest_gap, now - last_ok)
@@ -95,22 +103,52 @@ def _cluster_probe(target: Target) -> RedisCluster:
 
 
 def default_replica(target: Target) -> Endpoint:
-    """A replica of the first master in port order."""
+    """For a graceful failover without a node named: the first linked replica in port order.
+    Nodes that do not answer are passed over (their shard needs --force and a named node)."""
     for endpoint in target.nodes:
-        with target.client(endpoint) as client:
-            info = client.info("replication")
+        try:
+            with target.client(endpoint) as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            continue
         if is_linked_replica(info):
             return endpoint
     raise FailoverError("no replica with its link up: nothing to fail over to")
 
 
-def cluster_prechecks(target: Target, replica: Endpoint, max_lag: int) -> tuple[str, list[str]]:
-    """(its master's address, problems)."""
+def master_flags(target: Target, replica: Endpoint) -> tuple[str, set[str]]:
+    """(its master's address, the flags the replica's CLUSTER NODES gives that master)."""
     with target.client(replica) as client:
-        info = client.info("replication")
+        nodes = read_cluster_nodes(client)
+    own = myself(nodes)
+    if own is None or own["master_id"] == "-":
+        return "-", set()
+    for address, detail in nodes.items():
+        if detail["node_id"] == own["master_id"]:
+            return address, set(str(detail["flags"]).split(","))
+    return "?", set()
+
+
+def cluster_prechecks(target: Target, replica: Endpoint, max_lag: int, mode: str = "graceful") -> tuple[str, list[str]]:
+    """(its master's address, problems). Refuses outright (FailoverError) what no mode may do:
+    promote a master or a node that does not answer, or force a failover of a master the
+    cluster does not flag as failed (that shard is healthy: a forced switch there loses writes)."""
+    try:
+        with target.client(replica) as client:
+            info = client.info("replication")
+    except redis.RedisError as error:
+        raise FailoverError(f"{replica.name} does not answer ({error}): name a replica that runs") from None
     if info.get("role") != "slave":
-        return "-", [f"{replica.name} is a master, not a replica: name a replica"]
+        raise FailoverError(f"{replica.name} is a master, not a replica: name a replica")
     master = f"{info['master_host']}:{info['master_port']}"
+    if mode == "force":
+        listed, flags = master_flags(target, replica)
+        if not flags & FAILED_FLAGS:
+            raise FailoverError(
+                f"refusing --force: {replica.name}'s master {listed if listed not in ('-', '?') else master} is not flagged "
+                f"fail or fail? in CLUSTER NODES (flags {','.join(sorted(flags)) or 'unknown'}); a healthy master "
+                f"agrees to a graceful failover (no option), and `cachelayer health` shows which master has failed"
+            )
     problems = []
     if info.get("master_link_status") != "up":
         problems.append(f"{replica.name}'s link to {master} is {info.get('master_link_status')}")
@@ -121,14 +159,14 @@ def cluster_prechecks(target: Target, replica: Endpoint, max_lag: int) -> tuple[
             if seen.address == replica.address and seen.lag > max_lag:
                 problems.append(f"{replica.name} lags {seen.lag} s behind {master} (limit {max_lag} s)")
     except redis.RedisError as error:
-        problems.append(f"its master {master} does not answer ({error}): use --force")
+        problems.append(f"its master {master} does not answer ({error}): name this replica with --force")
     return master, problems
 
 
 def cluster_failover(
     target: Target, replica: Endpoint, mode: str = "graceful", timeout: float = 60, max_lag: int = 5, dry_run: bool = False
 ) -> FailoverResult:
-    master, problems = cluster_prechecks(target, replica, max_lag)
+    master, problems = cluster_prechecks(target, replica, max_lag, mode)
     if mode == "graceful" and problems:
         raise FailoverError("; ".join(problems))
     checks = tuple(problems) or ("replica link up, lag within limits",)
@@ -190,17 +228,46 @@ def _sentinel(target: Target) -> Sentinel:
     )
 
 
-def sentinel_failover(target: Target, group: str, timeout: float = 60, dry_run: bool = False) -> FailoverResult:
-    sentinel_endpoint = target.sentinels[0]
-    with target.client(sentinel_endpoint) as client:
-        old: Any = client.sentinel_get_master_addr_by_name(group)
+def sentinel_prechecks(target: Target, group: str, max_lag: int) -> tuple[Endpoint, str, tuple[str, ...]]:
+    """(a sentinel that answers, the group's master, checks passed). Every sentinel is asked
+    (the first may be the one that is down); CKQUORUM must pass, and at least one replica must
+    be linked and within `max_lag` seconds of the master, or the failover would lose writes."""
+    unreachable = []
+    for sentinel_endpoint in target.sentinels:
         try:
-            quorum = str(client.execute_command("SENTINEL CKQUORUM", group))
-        except redis.ResponseError as error:
-            raise FailoverError(f"CKQUORUM {group}: {error}") from None
-    old_master = f"{old[0]}:{old[1]}"
+            with target.client(sentinel_endpoint, retry=False) as client:
+                old: Any = client.sentinel_get_master_addr_by_name(group)
+                try:
+                    quorum = str(client.execute_command("SENTINEL CKQUORUM", group))
+                except redis.ResponseError as error:
+                    raise FailoverError(f"CKQUORUM {group}: {error}") from None
+        except redis.RedisError as error:
+            unreachable.append(f"{sentinel_endpoint.name}: {error}")
+            continue
+        if not old:
+            raise FailoverError(f"{sentinel_endpoint.name} does not monitor {group}")
+        old_master = f"{old[0]}:{old[1]}"
+        try:
+            with target.client(Endpoint("master", str(old[0]), int(old[1]))) as client:
+                lags = replicas_of(client.info("replication"))
+        except redis.RedisError as error:
+            raise FailoverError(f"{group}'s master {old_master} does not answer ({error}): Sentinel fails it over "
+                                f"by itself once it is down") from None
+        fresh = [r for r in lags if r.lag <= max_lag]
+        if not fresh:
+            seen = ", ".join(f"{r.address} {r.lag} s" for r in lags) or "none"
+            raise FailoverError(f"no replica of {group} acknowledged {old_master} within {max_lag} s "
+                                f"(replicas: {seen}): a failover now would lose writes")
+        return sentinel_endpoint, old_master, (quorum, f"{len(fresh)} replica(s) within {max_lag} s")
+    raise FailoverError("no sentinel answers: " + "; ".join(unreachable))
+
+
+def sentinel_failover(
+    target: Target, group: str, timeout: float = 60, dry_run: bool = False, max_lag: int = 5
+) -> FailoverResult:
+    sentinel_endpoint, old_master, checks = sentinel_prechecks(target, group, max_lag)
     if dry_run:
-        return FailoverResult("sentinel", group, old_master, "?", 0.0, {}, True, (quorum,))
+        return FailoverResult("sentinel", group, old_master, "?", 0.0, {}, True, checks)
     with Probe(_sentinel(target).master_for(group, socket_timeout=1)) as probe:
         time.sleep(0.2)
         begin = time.monotonic()
@@ -209,7 +276,7 @@ def sentinel_failover(target: Target, group: str, timeout: float = 60, dry_run: 
         new_master = _wait_sentinel_settled(target, group, old_master, begin + timeout)
         switch = time.monotonic() - begin
         time.sleep(0.2)
-    return FailoverResult("sentinel", group, old_master, new_master, switch, probe.as_json(), False, (quorum,))
+    return FailoverResult("sentinel", group, old_master, new_master, switch, probe.as_json(), False, checks)
 
 
 def _wait_sentinel_settled(target: Target, group: str, old_master: str, deadline: float) -> str:
@@ -218,9 +285,12 @@ def _wait_sentinel_settled(target: Target, group: str, old_master: str, deadline
         try:
             named = set()
             for endpoint in target.sentinels:
-                with target.client(endpoint, timeout=1) as client:
-                    address: Any = client.sentinel_get_master_addr_by_name(group)
-                    named.add(f"{address[0]}:{address[1]}")
+                try:
+                    with target.client(endpoint, timeout=1, retry=False) as client:
+                        address: Any = client.sentinel_get_master_addr_by_name(group)
+                except redis.ConnectionError:
+                    continue  # a sentinel that is down has no say (the quorum checked before)
+                named.add(f"{address[0]}:{address[1]}")
             if len(named) == 1 and old_master not in named:
                 (new,) = named
                 host, port = new.rsplit(":", 1)

@@ -333,13 +333,25 @@ def check_sentinel_replicas(sentinels: Sequence[SentinelFacts], replicas_per_mas
 
 @dataclass(frozen=True)
 class Check:
+    """One check's verdict. A check that could not run (no node, or no sentinel, answered) is
+    `not checked`: never ok, whatever its (empty) problem list."""
+
     name: str
     description: str
     problems: tuple[str, ...]
+    checked: bool = True
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return self.checked and not self.problems
+
+    @property
+    def state(self) -> str:
+        return "not checked" if not self.checked else "ok" if not self.problems else "problem"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "ok": self.ok, "state": self.state,
+                "problems": list(self.problems)}
 
 
 @dataclass(frozen=True)
@@ -364,6 +376,7 @@ def run_checks(
     checks: list[tuple[str, str, Callable[[], list[str]]]] = [
         ("reachable", "every node and sentinel answers", lambda: check_reachable(statuses, sentinel_statuses)),
     ]
+    sentinel_checks = {"sentinel_quorum", "sentinel_agreement", "sentinel_replicas"}
     if kind == "cluster":
         checks += [
             ("cluster_state", "every node says cluster_state:ok", lambda: check_cluster_state(statuses)),
@@ -391,7 +404,18 @@ def run_checks(
             ("sentinel_replicas", "sentinels see every group's replicas up and linked",
              lambda: check_sentinel_replicas(sentinels, replicas_per_master)),
         ]
-    return [Check(name, description, tuple(run())) for name, description, run in checks]
+    # A check over facts nobody gave is not a pass: it reads "not checked" and stays not ok.
+    any_node = any(f.status.up for f in nodes)
+    any_sentinel = any(s.status.up for s in sentinels) or not sentinels  # none planned: nothing to miss
+
+    def runnable(name: str) -> bool:
+        return name == "reachable" or (any_sentinel if name in sentinel_checks else any_node)
+
+    return [
+        Check(name, description, tuple(run())) if runnable(name)
+        else Check(name, "not checked: " + ("no sentinel" if name in sentinel_checks else "no node") + " answered", (), False)
+        for name, description, run in checks
+    ]
 
 
 def facts_json(nodes: Sequence[NodeFacts], sentinels: Sequence[SentinelFacts]) -> dict[str, Any]:
@@ -554,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 0 if ok else (1 if reachable else 2)
     if args.json:
         document = {"command": "health", "stack": plan["stack"], "host": plan.get("host"), "ok": ok}
-        document["checks"] = [{"name": c.name, "description": c.description, "ok": c.ok, "problems": list(c.problems)} for c in checks]
+        document["checks"] = [c.as_json() for c in checks]
         print(json.dumps({**document, **facts_json(nodes, sentinels)}, indent=2))
         return code
     if not reachable:
@@ -567,7 +591,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     seen_from = f" as seen from {plan['host']}" if plan.get("host") else ""
     print(f"health of {plan['stack']} ({plan['kind']}){seen_from}: {'ok' if ok else 'PROBLEMS FOUND'}")
     for check in checks:
-        print(f"  {'ok' if check.ok else 'PROBLEM':8} {check.name:19} {check.description}")
+        verdict = {"ok": "ok", "problem": "PROBLEM"}.get(check.state, "UNKNOWN")
+        print(f"  {verdict:8} {check.name:19} {check.description}")
         for problem in check.problems:
             print(f"  {'':8} {'':19} - {problem}")
     return code

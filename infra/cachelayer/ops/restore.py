@@ -32,16 +32,16 @@ from redis.crc import key_slot
 from cachelayer.ops.backup import (
     MANIFEST,
     BackupError,
+    LocalStore,
     S3Store,
     check_rdb,
     newest_complete,
-    open_store,
     read_manifest,
     sha256_of,
+    stack_of_name,
 )
 from cachelayer.ops.health import TOTAL_SLOTS
 from cachelayer.ops.target import Target
-from cachelayer.ports import free_loopback_port
 
 Mode = Literal["fail-if-not-empty", "skip-existing", "replace"]
 MODES: tuple[Mode, ...] = ("fail-if-not-empty", "skip-existing", "replace")
@@ -58,16 +58,51 @@ class BackupFile:
     sha256: str | None = None  # from the manifest
     keys: int | None = None  # redis-check-rdb's count, from the manifest
     checked: bool = False  # redis-check-rdb already accepted it while the backup was being read
+    memory: int | None = None  # the source's used_memory_dataset when it was backed up, from the manifest
 
 
 # ------------------------------------------------------------------------------ sources
-def _from_manifest(directory: Path) -> list[BackupFile]:
+def _from_manifest(directory: Path, stack: str) -> list[BackupFile]:
+    """The files of a cluster-wide backup, once it is known to be a backup of `stack`, to name
+    only files inside it, and (cluster) to cover every slot."""
     manifest = read_manifest(directory)
-    return [
-        BackupFile(f"shard-{s['index']}" + (f" ({s['group']})" if s.get("group") else ""), directory / s["file"],
-                   s.get("group"), s["sha256"], s.get("rdb_keys"))
-        for s in manifest["shards"]
-    ]
+    if manifest.get("stack") != stack:
+        raise BackupError(
+            f"{directory.name} was taken of stack {manifest.get('stack')}, not {stack}: pass --from-stack "
+            f"{manifest.get('stack')} to restore it anyway")
+    files = []
+    for shard in manifest["shards"]:
+        name = str(shard["file"])
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise BackupError(f"{directory / MANIFEST} names {name!r} for shard {shard['index']}: a backup's files "
+                              "are in its own directory (a bare file name), nothing else is read")
+        files.append(BackupFile(f"shard-{shard['index']}" + (f" ({shard['group']})" if shard.get("group") else ""),
+                                directory / name, shard.get("group"), shard["sha256"], shard.get("rdb_keys"),
+                                memory=shard.get("used_memory_dataset")))
+    if manifest.get("topology") == "cluster" and manifest["shards"]:
+        missing = uncovered_slots([tuple(r) for s in manifest["shards"] for r in s.get("slots", [])])
+        if missing:
+            raise BackupError(f"{directory / MANIFEST} covers no shard for slots {missing}: the backup is "
+                              "incomplete, a restore would lose those keys")
+    return files
+
+
+def uncovered_slots(ranges: Sequence[Sequence[int]]) -> str:
+    """The slots no range covers, as `a-b, c` ('' when all 16384 are)."""
+    covered = bytearray(TOTAL_SLOTS)
+    for first, last in ranges:
+        covered[first : last + 1] = b"\x01" * (last - first + 1)
+    gaps, slot = [], 0
+    while slot < TOTAL_SLOTS:
+        if covered[slot]:
+            slot += 1
+            continue
+        end = slot
+        while end + 1 < TOTAL_SLOTS and not covered[end + 1]:
+            end += 1
+        gaps.append(f"{slot}-{end}" if end > slot else str(slot))
+        slot = end + 1
+    return ", ".join(gaps)
 
 
 def _from_host_files(paths: Sequence[Path]) -> list[BackupFile]:
@@ -87,45 +122,52 @@ def _from_host_files(paths: Sequence[Path]) -> list[BackupFile]:
             for _, path in sorted(by_shard.values(), key=lambda pair: pair[1].name)]
 
 
+def _no_backup_of(stack: str, where: str, names: Sequence[str]) -> BackupError:
+    others = sorted({other for name in names if (other := stack_of_name(name)) and other != stack})
+    held = f" (it holds backups of: {', '.join(others)}: pass --from-stack NAME to restore one)" if others else ""
+    return BackupError(f"{where} holds no complete backup of stack {stack}{held}")
+
+
 @contextmanager
-def open_backup(location: str, endpoint: str | None = None,
-                region: str | None = None) -> Iterator[tuple[str, list[BackupFile]]]:
-    """(description, files) of a backup: a cluster-wide backup directory (manifest.json), a
-    directory of them (the newest complete one), an s3:// URL of either (downloaded to a scratch
-    directory, removed after), a directory of the hosts' redis-<port>-<stamp>.rdb files, or one
-    .rdb file."""
-    with ExitStack() as stack:
+def open_backup(location: str, endpoint: str | None = None, region: str | None = None, *,
+                stack: str) -> Iterator[tuple[str, list[BackupFile]]]:
+    """(description, files) of a backup of `stack`: a cluster-wide backup directory
+    (manifest.json), a folder of them (the stack's newest complete one), an s3:// URL of either
+    (downloaded to a scratch directory, removed after), a directory of the hosts'
+    redis-<port>-<stamp>.rdb files, or one .rdb file. A backup whose manifest names another stack
+    is refused: the caller passes that stack when the operator asked for it."""
+    with ExitStack() as context:
         if location.startswith("s3://"):
             store = S3Store.from_url(location, endpoint, region)
             scratch = Path(tempfile.mkdtemp(prefix="cachelayer-download-"))
-            stack.callback(shutil.rmtree, scratch, True)
-            names = {b.name: b for b in store.list()}
-            if names:  # the URL is a folder of backups: the newest complete one
-                newest = newest_complete(store)
+            context.callback(shutil.rmtree, scratch, True)
+            listed = store.list()
+            if listed:  # the URL is a folder of backups: the stack's newest complete one
+                newest = newest_complete(store, stack)
                 if newest is None:
-                    raise BackupError(f"{location} holds only partial backups (no manifest.json): nothing to restore")
+                    raise _no_backup_of(stack, location, [b.name for b in listed if b.complete])
                 directory = store.fetch(newest.name, scratch)
-                yield store.describe(newest.name), _from_manifest(directory)
+                yield store.describe(newest.name), _from_manifest(directory, stack)
                 return
             name = store.prefix.rstrip("/").rsplit("/", 1)[-1]
             parent = S3Store(store.bucket, store.prefix[: -len(name) - 1], store.endpoint, store.region)
             if not any(b.name == name and b.complete for b in parent.list()):
                 raise BackupError(f"{location} is not a complete backup (no manifest.json: a partial upload?)")
-            yield location, _from_manifest(parent.fetch(name, scratch))
+            yield location, _from_manifest(parent.fetch(name, scratch), stack)
             return
         path = Path(location)
         if path.is_file():
             yield str(path), [BackupFile(path.name, path)]
         elif (path / MANIFEST).exists():
-            yield str(path), _from_manifest(path)
+            yield str(path), _from_manifest(path, stack)
         elif path.is_dir() and (hosts := sorted(path.glob("redis-*-*.rdb"))):
             yield f"{path} (node-local files)", _from_host_files(hosts)
         elif path.is_dir():
-            local = open_store(str(path))
-            newest = newest_complete(local)
+            local = LocalStore(path)
+            newest = newest_complete(local, stack)
             if newest is None:
-                raise BackupError(f"{path} holds no backup: no manifest.json, no redis-<port>-<stamp>.rdb file")
-            yield local.describe(newest.name), _from_manifest(path / newest.name)
+                raise _no_backup_of(stack, str(path), [b.name for b in local.list() if b.complete])
+            yield local.describe(newest.name), _from_manifest(path / newest.name, stack)
         else:
             raise BackupError(f"{location} does not exist")
 
@@ -149,56 +191,54 @@ def check_files(files: Sequence[BackupFile]) -> None:
 @dataclass
 class TempServer:
     pid: int
-    port: int
+    socket: Path  # its unix socket, in its 0700 directory: no TCP port, no other local user
     directory: Path
     client: redis.Redis
 
 
 Announce = Callable[[str], None]
+SOCKET = "redis.sock"
 
 
 @contextmanager
 def temp_server(rdb: Path, scratch: Path | None = None, announce: Announce | None = None,
                 timeout: float = 600, stop: threading.Event | None = None) -> Iterator[TempServer]:
-    """A standalone redis-server that loads `rdb` (never writes it: no save points), on a free
-    loopback port; stopped and its directory removed on the way out, whatever happened. `stop`
-    set while it loads (another shard failed, Ctrl-C) ends the wait at once."""
-    directory = Path(tempfile.mkdtemp(prefix="cachelayer-restore-", dir=scratch))
+    """A standalone redis-server that loads `rdb` (never writes it: no save points), reachable
+    only through a unix socket in its own 0700 directory (`--port 0`: no TCP listener, which any
+    local user could read a prod shard from or inject keys into, as it has no password); stopped
+    and its directory removed on the way out, whatever happened. `stop` set while it loads
+    (another shard failed, Ctrl-C) ends the wait at once."""
+    directory = Path(tempfile.mkdtemp(prefix="cachelayer-restore-", dir=scratch))  # mode 0700
     process: subprocess.Popen[bytes] | None = None
     try:
         (directory / "dump.rdb").symlink_to(rdb.resolve())
-        for _attempt in range(5):  # the free port may be taken between the probe and the bind
-            port = free_loopback_port()
-            argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                    "--dbfilename", "dump.rdb", "--dir", str(directory), "--logfile", str(directory / "server.log"),
-                    "--maxmemory", "0"]  # fmt: skip
-            # Its own session: a Ctrl-C at the terminal reaches us, and we stop it in order.
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, start_new_session=True)
-            if announce is not None:
-                announce(f"temporary redis-server pid {process.pid} on 127.0.0.1:{port} reads {rdb.name}")
-            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                if stop is not None and stop.is_set():
-                    raise BackupError(f"stopped while loading {rdb.name}")
-                try:
-                    if client.info("persistence").get("loading") == 0:
-                        break
-                except redis.BusyLoadingError:
-                    pass
-                except redis.ConnectionError:
-                    pass
-                time.sleep(0.02)
-            if process.poll() is None:
-                if time.monotonic() >= deadline:
-                    raise BackupError(f"the temporary server did not load {rdb} within {timeout} s")
-                yield TempServer(process.pid, port, directory, client)
-                return
-            log = (directory / "server.log").read_text(errors="replace") if (directory / "server.log").exists() else ""
-            if "Address already in use" not in log:
-                raise BackupError(f"a temporary redis-server could not load {rdb}: {log.strip()[-600:]}")
-        raise BackupError("found no free loopback port for a temporary redis-server")
+        socket = directory / SOCKET
+        argv = ["redis-server", "--port", "0", "--unixsocket", str(socket), "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb", "--dir", str(directory),
+                "--logfile", str(directory / "server.log"), "--maxmemory", "0"]  # fmt: skip
+        # Its own session: a Ctrl-C at the terminal reaches us, and we stop it in order.
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True)
+        if announce is not None:
+            announce(f"temporary redis-server pid {process.pid} on {socket} reads {rdb.name}")
+        client = redis.Redis(unix_socket_path=str(socket), socket_timeout=60)
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                raise BackupError(f"stopped while loading {rdb.name}")
+            try:
+                if client.info("persistence").get("loading") == 0:
+                    break
+            except (redis.BusyLoadingError, redis.ConnectionError):
+                pass
+            time.sleep(0.02)
+        if process.poll() is None:
+            if time.monotonic() >= deadline:
+                raise BackupError(f"the temporary server did not load {rdb} within {timeout} s")
+            yield TempServer(process.pid, socket, directory, client)
+            return
+        log = (directory / "server.log").read_text(errors="replace") if (directory / "server.log").exists() else ""
+        raise BackupError(f"a temporary redis-server could not load {rdb}: {log.strip()[-600:]}")
     finally:
         if process is not None and process.poll() is None:
             process.terminate()
@@ -618,11 +658,60 @@ def _restore_shard(file: BackupFile, job: _Job) -> ShardResult:
     return result
 
 
+def local_redis_version() -> str:
+    """The version of the redis-server the temporary servers run (`redis-server --version`)."""
+    result = subprocess.run(["redis-server", "--version"], capture_output=True, text=True, check=False, timeout=30)
+    found = re.search(r"v=(\d+\.\d+\.\d+)", result.stdout)
+    if found is None:
+        raise BackupError(f"redis-server --version said nothing usable: {(result.stdout + result.stderr).strip()[:200]}")
+    return found.group(1)
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, minor = [*(int(p) for p in re.findall(r"\d+", version)[:2]), 0, 0][:2]
+    return major, minor
+
+
+def memory_needed(files: Sequence[BackupFile]) -> int:
+    """What the backup takes in memory, about: the source's dataset when the manifest says it, else
+    the RDB's size (a floor: a value takes more room in memory than in the file)."""
+    return sum(f.memory if f.memory is not None else f.path.stat().st_size for f in files)
+
+
+def preflight(router: Router, files: Sequence[BackupFile], local_version: str) -> None:
+    """Refuses, before anything is written, a restore that would lose data: a local redis-server
+    newer than a target master (its DUMP payloads carry an RDB version the target rejects, so
+    every RESTORE would fail mid-recovery), or a target whose masters' maxmemory has no room for
+    the backup (an allkeys-lru target evicts keys, a noeviction one refuses them)."""
+    needed, free, bounded = memory_needed(files), 0, True
+    for client in router.masters():
+        info = client.info()
+        address = "{}:{}".format(*address_of(client))
+        version = str(info.get("redis_version", ""))
+        if _major_minor(local_version) > _major_minor(version):
+            raise BackupError(
+                f"the local redis-server {local_version} is newer than the target's {address} ({version}): every "
+                f"RESTORE would fail (RDB format newer than the target reads); run the restore where redis-server "
+                f"is {version} or older, e.g. on a host of the target")
+        maxmemory = int(info.get("maxmemory", 0))
+        if maxmemory == 0:
+            bounded = False  # no limit on this master
+        else:
+            free += max(0, maxmemory - int(info.get("used_memory", 0)))
+    if bounded and needed > free:
+        policy = ""
+        with contextlib.suppress(redis.RedisError):
+            policy = f", maxmemory-policy {router.masters()[0].config_get('maxmemory-policy')['maxmemory-policy']}"
+        raise BackupError(
+            f"the backup needs about {needed} bytes of memory and the target's masters have {free} free under "
+            f"maxmemory{policy}: keys would be evicted or refused; raise redis.maxmemory or add masters first")
+
+
 def restore(
     files: Sequence[BackupFile],
     target: Target,
     mode: Mode = "fail-if-not-empty",
-    verify: bool = False,
+    verify: bool = True,
     source: str = "",
     batch: int = 1000,
     sample: int = 100,
@@ -643,6 +732,7 @@ def restore(
                 f"the target {target.stack} holds {before} keys: pass --mode skip-existing (keep them) or "
                 "--mode replace (overwrite keys the backup also has)"
             )
+        preflight(router, files, local_redis_version())
         job = _Job(router, target, mode, verify, batch, sample, progress or Progress(), scratch, announce,
                    threading.Event())
         pool = ThreadPoolExecutor(max_workers=parallel or parallel_shards(files), thread_name_prefix="restore")

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.config.stack_file import read_stack_config
@@ -29,6 +31,8 @@ from cachelayer.plan.topology import Node, Topology
 from cachelayer.render.nodes import USERS, Paths, cli_ca_flags
 
 Kind = Literal["cluster", "sentinel"]
+# Where a Target was found: the CLI shows it before any change (a sandbox named prod is not prod).
+Origin = Literal["sandbox", "pulumi", "environment"]
 # Runs `pulumi stack output`: argv in, (exit code, stdout, stderr) out. Tests pass a fake.
 Runner = Callable[[Sequence[str]], tuple[int, str, str]]
 # The operator's credentials. Not REDIS_PASSWORD/REDIS_USER: the cache library reads those as the
@@ -78,11 +82,16 @@ class Target:
     settings: Settings | None = None  # what the stack renders (drift, planned shape), when known
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)  # user -> password, those known
     sandbox: LocalLayout | None = field(default=None, repr=False, compare=False)
+    origin: Origin = "environment"
 
-    def client(self, endpoint: Endpoint, timeout: float = 2.0) -> redis.Redis:
-        """An admin connection to one node (or, for a sentinel endpoint, a sentinel)."""
+    def client(self, endpoint: Endpoint, timeout: float = 2.0, retry: bool = True) -> redis.Redis:
+        """An admin connection to one node (or, for a sentinel endpoint, a sentinel). Without
+        `retry`, a node that refuses the connection fails at once instead of after redis-py's
+        retries with backoff (about 4 s per node): for reads that just report who is down."""
         sentinel = endpoint in self.sentinels
+        no_retry: dict[str, Any] = {} if retry else {"retry": Retry(NoBackoff(), 0)}
         return redis.Redis(
+            **no_retry,
             host=endpoint.host,
             port=endpoint.port,
             username=self.sentinel_user if sentinel else self.admin_user,
@@ -120,6 +129,7 @@ class Target:
             "topology": self.kind,
             "nodes": [e.address for e in self.nodes],
             "sentinels": [e.address for e in self.sentinels],
+            "origin": self.origin,
             "tls": self.tls_ca is not None,
         }
 
@@ -178,6 +188,7 @@ def from_pulumi_outputs(stack: str, outputs: Mapping[str, Any], source: str, tls
         tls_ca=tls_ca if tls else None,
         settings=_stack_settings(stack),
         passwords=passwords,
+        origin="pulumi",
     )
 
 
@@ -268,7 +279,7 @@ def _discover_cluster(target: Target) -> Target:
     """Every node the seed knows (CLUSTER NODES), in port order."""
     for seed in target.nodes:
         try:
-            with target.client(seed) as client:
+            with target.client(seed, retry=False) as client:
                 if not client.info("cluster").get("cluster_enabled"):
                     return target
                 nodes = read_cluster_nodes(client)

@@ -24,6 +24,11 @@ from cachelayer.render.nodes import render_template
 DOCKER_PASSWORD_FILE = "/exporter/password.json"
 
 JOB = "cachelayer-redis"  # the scrape job's name: the rules read `up{job=...}`
+# `cachelayer backup` pushes the newest complete backup's time to a Pushgateway
+# (ops/backup_metrics.py); it is scraped with honor_labels, so the pushed `stack` label stays.
+PUSHGATEWAY_JOB = "cachelayer-pushgateway"
+BACKUP_PUSH_JOB = "cachelayer_backup"  # the `job` of the pushed group
+BACKUP_TIMESTAMP = "cachelayer_backup_newest_complete_timestamp_seconds"
 EXPORTER_BINARY = "prometheus-redis-exporter"  # Debian's name for redis_exporter
 Severity = Literal["critical", "warning"]
 
@@ -180,9 +185,33 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
             f"redis_rdb_changes_since_last_save > 0 and time() - redis_rdb_last_save_timestamp_seconds > {m.save_max_age_seconds}",
             0,
             "warning",
-            f"{{{{ $labels.process }}}} has changes not saved for {m.save_max_age_seconds // 3600} h (the nightly backup missed)",
+            f"{{{{ $labels.process }}}} has changes not saved to its own disk for {m.save_max_age_seconds // 3600} h "
+            "(the node-local 02:00 save missed)",
             f"`{health} --max-save-age {m.save_max_age_seconds}`; on the host `systemctl status redis-backup.service` "
             "and `journalctl -u redis-backup`; run it by hand: `systemctl start redis-backup.service`",
+        ),
+        AlertRule(
+            "RedisBackupMissed",
+            # The newest complete backup in the destination, as `cachelayer backup` read it back
+            # and pushed it to the Pushgateway: not a node's last save, which the backup never moves.
+            f'time() - max by (stack) ({BACKUP_TIMESTAMP}{{stack="{stack}"}}) > {m.backup_max_age_seconds}',
+            0,
+            "critical",
+            f"the newest complete backup of {stack} in its destination is older than "
+            f"{m.backup_max_age_seconds // 3600} h (the scheduled backup missed)",
+            f"the last run of the backup workflow (`.github/workflows/backup.yml`) and its log; run it by hand: "
+            f"`venv/bin/cachelayer backup --stack {stack}`, then `venv/bin/cachelayer restore-drill --stack {stack}`",
+        ),
+        AlertRule(
+            "RedisBackupNeverReported",
+            # Nothing pushed for as long as a backup may be missed: no backup ran since the
+            # deployment, the push failed, or the Pushgateway lost it (it keeps pushes in memory).
+            f'absent({BACKUP_TIMESTAMP}{{stack="{stack}"}})',
+            m.backup_max_age_seconds,
+            "critical",
+            f"no backup of {stack} was reported to the Pushgateway for {m.backup_max_age_seconds // 3600} h",
+            f"the backup workflow's last runs (a failed push fails the run); `venv/bin/cachelayer backup --stack "
+            f"{stack}` pushes the newest complete backup's time again (backup.pushgateway or --pushgateway)",
         ),
         AlertRule(
             "RedisFailover",
@@ -237,7 +266,8 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
                 "critical",
                 "{{ $labels.process }} says cluster_state is fail: some slots are not served",
                 f"`{health}` (cluster_state, slots, node_flags); a master without a replica to promote needs "
-                f"its node started; `venv/bin/cachelayer failover --stack {stack} --force` for a dead master's replica",
+                f"its node started; when node_flags shows the master flagged fail, promote one of its own replicas: "
+                f"`venv/bin/cachelayer failover REPLICA --stack {stack} --force` (asks first; never another shard's)",
             ),
             AlertRule(
                 "RedisClusterSlotsFailing",
@@ -366,15 +396,25 @@ def rules_yaml(settings: Settings) -> str:
     return yaml.safe_dump(rules_document(settings), sort_keys=False, width=1000)
 
 
-def prometheus_config(settings: Settings, rules_file: str, targets_file: str) -> str:
-    """A Prometheus configuration scraping the exporters listed in `targets_file` (file_sd)."""
+def pushgateway_scrape(address: str) -> dict[str, Any]:
+    """The scrape job for the Pushgateway `cachelayer backup` pushes to: honor_labels keeps the
+    pushed `job` and `stack` instead of the scrape's own."""
+    return {"job_name": PUSHGATEWAY_JOB, "honor_labels": True, "static_configs": [{"targets": [address]}]}
+
+
+def prometheus_config(settings: Settings, rules_file: str, targets_file: str, pushgateway: str | None = None) -> str:
+    """A Prometheus configuration scraping the exporters listed in `targets_file` (file_sd), and
+    the Pushgateway at `pushgateway` (host:port) when given."""
     interval = _duration(settings.monitoring.scrape_interval_seconds)
+    scrapes: list[dict[str, Any]] = [
+        {"job_name": JOB, "file_sd_configs": [{"files": [targets_file], "refresh_interval": "30s"}]},
+    ]
+    if pushgateway:
+        scrapes.append(pushgateway_scrape(pushgateway))
     config = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
         "rule_files": [rules_file],
-        "scrape_configs": [
-            {"job_name": JOB, "file_sd_configs": [{"files": [targets_file], "refresh_interval": "30s"}]},
-        ],
+        "scrape_configs": scrapes,
     }
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -404,7 +444,9 @@ _PANELS: tuple[tuple[str, str, str, str], ...] = (
     ("Linked replicas per master", 'redis_connected_slaves{stack="$stack"} and on (instance) redis_instance_info{role="master"}',
      "{{process}}", "short"),
     ("Slowlog length", 'redis_slowlog_length{stack="$stack"}', "{{process}}", "short"),
-    ("Backup age (s since last save)", 'time() - redis_rdb_last_save_timestamp_seconds{stack="$stack"}', "{{process}}", "s"),
+    # The newest complete backup in the destination, as `cachelayer backup` pushed it (not a node's last save).
+    ("Backup age (s since the newest complete backup)", f'time() - {BACKUP_TIMESTAMP}{{stack="$stack"}}', "{{stack}}",
+     "s"),
     ("Rejected connections", 'increase(redis_rejected_connections_total{stack="$stack"}[$__rate_interval])', "{{process}}",
      "short"),
 )

@@ -162,6 +162,11 @@ class LocalSandbox:
         """The sandbox's passwords: generated on first use, kept in a 0600 file in the workdir."""
         return self._password_file.passwords()
 
+    def keep_password(self, user: str, password: str) -> None:
+        """After a rotation: the user's password in the password file, which every start renders
+        into the nodes' ACL and auth files."""
+        self._password_file.replace(user, password)
+
     def paths(self, process: Node | SentinelNode) -> Paths:
         return self._files.paths(process)
 

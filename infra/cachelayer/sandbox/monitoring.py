@@ -1,5 +1,7 @@
-"""Monitoring for the local sandbox: one Debian `prometheus-redis-exporter` per process and a
-local Prometheus (Debian's `prometheus`), on loopback only, with the stack's generated rules.
+"""Monitoring for the local sandbox: one Debian `prometheus-redis-exporter` per process, a
+Pushgateway (Debian's `prometheus-pushgateway`: `cachelayer backup --pushgateway` reports the
+newest backup there) and a local Prometheus (Debian's `prometheus`), on loopback only, with the
+stack's generated rules.
 
 The exporters get the monitor password in their environment (REDIS_PASSWORD), never on a command
 line. Like the sandbox, every process started is recorded (pid, start time) in
@@ -37,7 +39,10 @@ from cachelayer.sandbox.processes import process_cmdline, process_start_time, st
 
 STATE_FILE = "monitoring.json"
 DEFAULT_PROMETHEUS_PORT = 9090
-INSTALL_HINT = "run scripts/setup.sh (it installs them), or `apt-get install prometheus prometheus-redis-exporter`"
+PUSHGATEWAY_BINARY = "prometheus-pushgateway"
+PUSHGATEWAY_OFFSET = 100  # the Pushgateway listens on Prometheus's port + 100 (9190 by default)
+INSTALL_HINT = ("run scripts/setup.sh (it installs them), or "
+                "`apt-get install prometheus prometheus-redis-exporter prometheus-pushgateway`")
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,11 @@ class MonitoredProcess:
 class SandboxMonitoring:
     """Exporters and Prometheus for a running LocalSandbox."""
 
-    def __init__(self, sandbox: LocalSandbox, prometheus_port: int = DEFAULT_PROMETHEUS_PORT) -> None:
+    def __init__(self, sandbox: LocalSandbox, prometheus_port: int = DEFAULT_PROMETHEUS_PORT,
+                 pushgateway_port: int | None = None) -> None:
         self.sandbox = sandbox
         self.prometheus_port = prometheus_port
+        self.pushgateway_port = pushgateway_port or prometheus_port + PUSHGATEWAY_OFFSET
         self.dir = sandbox.workdir / "monitoring"
         self.targets: tuple[ExporterTarget, ...] = exporter_targets(
             sandbox.settings, sandbox.topology, lambda p: "127.0.0.1", lambda p: p.address
@@ -68,11 +75,15 @@ class SandboxMonitoring:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
+    @property
+    def pushgateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.pushgateway_port}"
+
     # ------------------------------------------------------------------ lifecycle
     def up(self, wait_seconds: float = 60) -> None:
         """Start what is not running; return once Prometheus scrapes every exporter."""
         binaries = {}
-        for name in (EXPORTER_BINARY, "prometheus"):
+        for name in (EXPORTER_BINARY, PUSHGATEWAY_BINARY, "prometheus"):
             path = shutil.which(name)
             if path is None:
                 raise SandboxError(f"`{name}` was not found on PATH: {INSTALL_HINT}")
@@ -87,12 +98,17 @@ class SandboxMonitoring:
                 )
         if "prometheus" not in running and not port_is_free("127.0.0.1", self.prometheus_port):
             raise SandboxError(f"Prometheus port {self.prometheus_port} is in use: choose another with --prometheus-port")
+        if "pushgateway" not in running and not port_is_free("127.0.0.1", self.pushgateway_port):
+            raise SandboxError(f"Pushgateway port {self.pushgateway_port} (Prometheus's + {PUSHGATEWAY_OFFSET}) is in "
+                               "use: choose another --prometheus-port")
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         rules = self.dir / "rules.yml"
         targets = self.dir / "targets.json"
         rules.write_text(rules_yaml(self.sandbox.settings))
         targets.write_text(json.dumps(scrape_targets(self.sandbox.settings, self.targets), indent=2))
-        (self.dir / "prometheus.yml").write_text(prometheus_config(self.sandbox.settings, str(rules), str(targets)))
+        pushgateway = f"127.0.0.1:{self.pushgateway_port}"
+        (self.dir / "prometheus.yml").write_text(
+            prometheus_config(self.sandbox.settings, str(rules), str(targets), pushgateway))
 
         records = dict(self.records())
         password = self.sandbox.passwords.monitor
@@ -100,6 +116,10 @@ class SandboxMonitoring:
         for target in wanted:
             argv = [binaries[EXPORTER_BINARY], *exporter_args(target, tls_ca)]
             records[target.process] = self._spawn(target.process, argv, {"REDIS_PASSWORD": password})
+        if "pushgateway" not in running:
+            # In memory only: what was pushed goes with the sandbox.
+            argv = [binaries[PUSHGATEWAY_BINARY], f"--web.listen-address={pushgateway}"]
+            records["pushgateway"] = self._spawn("pushgateway", argv, {})
         if "prometheus" not in running:
             argv = [
                 binaries["prometheus"],

@@ -44,6 +44,14 @@ class PasswordFile:
         generated = generate_passwords()
         given = {key.removesuffix("_password"): self.config.get(key) for key in PASSWORD_KEYS}
         passwords = Passwords(*(kept.get(n) or given.get(n) or getattr(generated, n) for n in names))
+        self._write(passwords)
+        return passwords
+
+    def replace(self, user: str, password: str) -> None:
+        """Keep `password` as the user's from now on (after a rotation, so the next start renders it)."""
+        self._write(dataclasses.replace(self.passwords(), **{user: password}))
+
+    def _write(self, passwords: Passwords) -> None:
         make_workdir(self.workdir)
         # A fresh file, 0600 at creation (O_EXCL), renamed over the old one: never readable by others.
         tmp = self.path.with_suffix(".tmp")
@@ -52,4 +60,3 @@ class PasswordFile:
         with os.fdopen(fd, "w") as file:
             json.dump(dataclasses.asdict(passwords), file)
         tmp.replace(self.path)
-        return passwords

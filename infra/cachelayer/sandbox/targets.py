@@ -49,6 +49,7 @@ def target_of_sandbox(sandbox: LocalSandbox, source: str = "local sandbox") -> T
             USERS.monitor: passwords.monitor,
         },
         sandbox=sandbox,
+        origin="sandbox",
     )
 
 
