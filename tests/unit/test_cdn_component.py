@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any
 
 import pulumi
 import pytest
-from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
+from pulumi.runtime import MockResourceArgs, Mocks
 from pulumi.runtime.mocks import MockMonitor
 
 from cachelayer.cdn.rules import build_cache_rules
 from cachelayer.cdn.settings import CdnSettings, load_cdn_settings
+from support.pulumi_mocks import RecordingMocks, pulumi_test
 
 SECRET_KEY = "4dabf18193072939515e22adb298388d"
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
@@ -20,27 +20,6 @@ ZONE = "0123456789abcdef0123456789abcdef"
 TOKEN = "cf-token-do-not-leak-0123456789"
 
 
-class RecordingMocks(Mocks):
-    """Records every resource registration; outputs echo the inputs."""
-
-    def __init__(self) -> None:
-        self.resources: list[MockResourceArgs] = []
-
-    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-        self.resources.append(args)
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-        return {}, None
-
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def pulumi_test(fn: F) -> F:
-    """`pulumi.runtime.test` (awaits the returned Output), typed for mypy --strict."""
-    runtime_test: Callable[[F], Any] = pulumi.runtime.test  # untyped in the SDK
-    return cast(F, runtime_test(fn))
 
 
 class OptionsMonitor(MockMonitor):

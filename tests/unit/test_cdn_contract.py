@@ -5,12 +5,11 @@ combination the settings allow; and each defect of issue 22 fails the contract w
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator
+from typing import Any
 
 import pulumi
 import pytest
-from pulumi.runtime import MockCallArgs, MockResourceArgs, Mocks
 
 from cachelayer.cdn import rules as cdn_rules
 from cachelayer.cdn.api import PURGE_LIMITS, plan_purge
@@ -18,33 +17,16 @@ from cachelayer.cdn.settings import YEAR, CdnSettings, load_cdn_settings
 from cachelayer.errors import SettingsError
 from support import cloudflare_contract as contract
 from support.program_harness import run_program
+from support.pulumi_mocks import RecordingMocks, pulumi_test
 
 ZONE = "0123456789abcdef0123456789abcdef"
 RULESET_ID = "fedcba9876543210fedcba9876543210"
 Resource = tuple[str, str, dict[str, Any]]
 
 
-class Recording(Mocks):
-    def __init__(self) -> None:
-        self.resources: list[MockResourceArgs] = []
-
-    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[Any, Any]]:
-        self.resources.append(args)
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: MockCallArgs) -> tuple[dict[Any, Any], list[tuple[str, str]] | None]:
-        return {}, None
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def pulumi_test(fn: F) -> F:
-    runtime_test: Callable[[F], Any] = pulumi.runtime.test  # untyped in the SDK
-    return cast(F, runtime_test(fn))
-
-
-MOCKS = Recording()
+MOCKS = RecordingMocks()
 
 
 def declare(settings: CdnSettings) -> list[Resource]:
