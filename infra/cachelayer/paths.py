@@ -1,22 +1,15 @@
-"""Where things are: the Pulumi project an operator command works on, and the templates the
-package ships. Nothing here assumes the checkout around the package: a non-editable
-`pip install .` finds its templates, and finds the project from the current directory."""
+"""Where the Pulumi project an operator command works on is. Nothing assumes the checkout around
+the package: a non-editable `pip install .` finds the project from the current directory (its
+templates are package data, loaded by render/nodes.py's PackageLoader)."""
 
 from __future__ import annotations
 
 import os
-from importlib.resources import files
-from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from cachelayer.errors import UsageError
 
 PROJECT_ENV = "CACHELAYER_PROJECT"
-
-
-def templates() -> Traversable:
-    """The jinja2 templates (package data: `cachelayer/templates`, the repository's `templates/`)."""
-    return files("cachelayer") / "templates"
 
 
 def project_root(start: Path | None = None) -> Path:
