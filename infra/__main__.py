@@ -9,7 +9,9 @@ from cachelayer.components.program_config import project_config, secret_settings
 from cachelayer.components.redis_docker import RedisDockerArgs, RedisDockerDeployment
 from cachelayer.components.redis_hosts import RedisHostsArgs, RedisHostsDeployment
 from cachelayer.config.settings import load_settings, validate_deployment
+from cachelayer.config.siblings import validate_siblings
 from cachelayer.errors import SettingsError
+from cachelayer.paths import project_root
 from cachelayer.plan.advice import settings_warnings
 from cachelayer.plan.topology import build_topology
 from cachelayer.render.nodes import USERS
@@ -18,6 +20,8 @@ secrets = secret_settings()
 try:
     settings = load_settings(project_config(), pulumi.get_stack())
     validate_deployment(settings, {key for key, value in secrets.items() if value is not None})
+    # One region's stack never takes another's zone, machines or Docker network (docs/regions.md).
+    validate_siblings(settings, project_root())
 except SettingsError as error:
     # One clear line naming the key, before any resource exists.
     raise SystemExit(f"cachelayer: {error}") from None

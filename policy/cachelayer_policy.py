@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from cachelayer.cdn.rules import BYPASS_PARAMETERS, Request
 from cachelayer.cdn.settings import BROWSER_TTL_MINIMUM, EDGE_TTL_MINIMUM, YEAR, CdnSettings
+from cachelayer.config.siblings import zone_owners
 from cachelayer.plan.acl_policy import verdicts
 from cachelayer.render.conf import ConfError, acl_users, conf_values
 
@@ -50,6 +52,8 @@ class ResourceArgs(Protocol):
     def name(self) -> str: ...
     @property
     def opts(self) -> Options: ...
+    @property
+    def urn(self) -> str: ...
 
 
 class StackArgs(Protocol):
@@ -319,6 +323,42 @@ def replicas_off_their_masters_host(args: StackArgs, report_violation: ReportVio
             report_violation(f"a replica on {host} runs on the same host as its master: one machine loses the shard")
 
 
+# ------------------------------------------------------------------- one stack per Cloudflare zone
+# The analyzer is handed one stack's resources, never another stack's, so it cannot see a second
+# region claiming the same zone. Which stack manages which zone is read from the project's
+# committed stack files instead (Pulumi.<stack>.yaml, beside policy/): the reviewed record of the
+# stacks' config, and the very claims the program itself refuses to share
+# (cachelayer.config.siblings). The stack under preview is the one in its resources' URNs
+# (urn:pulumi:<stack>::<project>::<type>::<name>). docs/regions.md.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack_of_urn(urn: str) -> str:
+    return urn.removeprefix("urn:pulumi:").partition("::")[0]
+
+
+def one_stack_per_zone(args: StackArgs, report_violation: ReportViolation, root: Path = PROJECT_ROOT) -> None:
+    """A Cloudflare zone this stack's resources configure is named by no other stack file's cdn.zone_id."""
+    zones: dict[str, ResourceArgs] = {}
+    for resource in args.resources:
+        zone = resource.props.get("zoneId")
+        if resource.resource_type.startswith("cloudflare:") and isinstance(zone, str) and zone:
+            zones.setdefault(zone.lower(), resource)
+    if not zones:
+        return
+    owners = zone_owners(root)
+    for zone, resource in sorted(zones.items()):
+        stack = stack_of_urn(resource.urn)
+        others = [other for other in owners.get(zone, []) if other != stack]
+        if others:
+            report_violation(
+                f"zone {zone} is managed by stack {stack} and by stack {', '.join(others)} too (cdn.zone_id in "
+                f"Pulumi.{others[0]}.yaml): the two would overwrite each other's cache rules and zone settings; "
+                "leave cdn out of all but one stack of the zone",
+                resource.urn,
+            )
+
+
 # ------------------------------------------------------------------- Rules-language expressions
 _TOKEN = re.compile(r'\s*(?:(?P<string>"(?:[^"\\]|\\.)*")|(?P<punct>[(){},])|(?P<word>[A-Za-z_][A-Za-z0-9_.]*))')
 Matcher = Callable[[Request], bool]
@@ -469,4 +509,6 @@ POLICIES: tuple[Rule, ...] = (
     Rule("at-least-three-masters", "Three masters or more.", at_least_three_masters, mandatory=False, stack=True),
     Rule("replicas-off-their-masters-host", "A replica never shares its master's host.",
          replicas_off_their_masters_host, mandatory=False, stack=True),
+    Rule("cdn-one-stack-per-zone", "No other stack of the project manages the same Cloudflare zone.",
+         one_stack_per_zone, stack=True),
 )

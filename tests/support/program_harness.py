@@ -27,6 +27,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from cachelayer import PROJECT
 from cachelayer.config.stack_file import engine_config
+from cachelayer.paths import PROJECT_ENV
 from support.repo import REPO_ROOT
 
 MAIN_DIR = REPO_ROOT / "infra"
@@ -141,6 +142,19 @@ def _as_language_host() -> Iterator[None]:
         sys.path[:] = path
 
 
+@contextlib.contextmanager
+def _project(root: Path) -> Iterator[None]:
+    before = os.environ.get(PROJECT_ENV)
+    os.environ[PROJECT_ENV] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[PROJECT_ENV]
+        else:
+            os.environ[PROJECT_ENV] = before
+
+
 def run_program(
     stack: str,
     config_overrides: dict[str, Any] | None = None,
@@ -177,7 +191,8 @@ def run_program(
         runpy.run_path(str(MAIN_DIR), run_name="__main__")
         stacks.append(runtime_settings.get_root_resource())
 
-    with _as_language_host():
+    # The program reads its sibling stack files from the project (config/siblings.py): this one.
+    with _as_language_host(), _project(root):
         _sync_await(run_in_stack(program))
 
     root_stack = stacks[0]

@@ -286,7 +286,7 @@ def test_thresholds_come_from_the_stack_settings() -> None:
     rules = {rule.name: rule for rule in alert_rules(settings)}
     assert "> 75" in rules["RedisMemoryHigh"].expr
     assert "> 12" in rules["RedisReplicationLag"].expr
-    assert "redis_connected_slaves < 2" in rules["RedisMasterMissingReplicas"].expr
+    assert f'redis_connected_slaves{{stack="{STACK}"}} < 2' in rules["RedisMasterMissingReplicas"].expr
     assert "> 7200" in rules["RedisBackupMissed"].expr
     # A deployment has backup_max_age_seconds to report its first backup; the others hold for_seconds.
     assert rules.pop("RedisBackupNeverReported").for_seconds == 7200

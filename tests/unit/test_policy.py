@@ -34,6 +34,7 @@ class Args:
     name: str = "r"
     opts: Opts = field(default_factory=Opts)
     config: dict[str, Any] = field(default_factory=dict)
+    urn: str = "urn:pulumi:test::cachelayer::r::r"
 
     def get_config(self) -> dict[str, Any]:
         return self.config
@@ -54,7 +55,8 @@ def as_analyzed(run: ProgramRun) -> list[Args]:
     """The recorded resources as the analyzer hands them over: wire names, secrets unwrapped."""
     return [
         Args(r.type, deserialize_properties(copy.deepcopy(r.inputs)), r.name,
-             Opts(run.protect.get(r.name, False), run.additional_secret_outputs.get(r.name, [])))
+             Opts(run.protect.get(r.name, False), run.additional_secret_outputs.get(r.name, [])),
+             urn=f"urn:pulumi:{run.stack}::cachelayer::{r.type}::{r.name}")
         for r in run.resources
     ]
 
@@ -315,7 +317,7 @@ def test_replicas_off_their_masters_host() -> None:
 
 def test_policy_table_names_are_unique_and_main_builds_only_the_pack() -> None:
     names = [rule.name for rule in pack.POLICIES]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 13
     assert sum(not rule.mandatory for rule in pack.POLICIES) == 2
     text = (Path(pack.__file__).parent / "__main__.py").read_text()
     assert "def " not in text, "validators live in cachelayer_policy.py, not in __main__.py"

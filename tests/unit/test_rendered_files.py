@@ -71,6 +71,7 @@ HOSTS_CASES: list[tuple[str, dict[str, Any]]] = [
     ("prod", with_redis("prod", topology="sentinel")),
     ("prod", {**with_redis("prod", tls=False), "monitoring": {"enabled": False}}),
     ("prod", {"hosts": {**read_stack_config("prod")["hosts"], "kernel_tuning": False, "ssh_user": "root"}}),
+    ("prod-us", {}),  # the second region (docs/regions.md)
 ]
 
 
@@ -81,7 +82,7 @@ def case_id(stack: str, overrides: dict[str, Any]) -> str:
 def test_the_cases_cover_both_targets() -> None:
     assert {settings_of(s, o).redis.target for s, o in DOCKER_CASES} == {"docker"}
     assert {settings_of(s, o).redis.target for s, o in HOSTS_CASES} == {"hosts"}
-    assert set(STACKS) == {"dev", "prod"}, "a new stack needs its cases here"
+    assert set(STACKS) == {"dev", "prod", "prod-us"}, "a new stack needs its cases here"
 
 
 @pytest.mark.parametrize(("stack", "overrides"), DOCKER_CASES, ids=[case_id(s, o) for s, o in DOCKER_CASES])

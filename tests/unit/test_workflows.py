@@ -11,9 +11,14 @@ import pytest
 import yaml
 
 from cachelayer.cli.app import main
+from cachelayer.config.siblings import project_stacks
+from cachelayer.config.stack_file import read_stack_config
 from support.repo import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+# In the order the deployments run: dev, then the regions.
+STACKS = ["dev", *sorted(s for s in project_stacks(REPO_ROOT) if s != "dev")]
+HOSTS_STACKS = [s for s in STACKS if read_stack_config(s, REPO_ROOT).get("redis", {}).get("target") == "hosts"]
 
 
 def load(name: str) -> dict[str, Any]:
@@ -35,11 +40,17 @@ def test_actions_pinned_and_cachelayer_commands_exist(path: Path) -> None:
             assert main([*command.split(), "--help"]) == 0, f"{path.name}: cachelayer {command}"
 
 
-def test_deploy_runs_dev_then_prod_one_at_a_time_and_gates_on_health_and_drift() -> None:
+def test_deploy_runs_dev_then_each_region_one_at_a_time_and_gates_on_health_and_drift() -> None:
     jobs = load("deploy.yml")["jobs"]
-    assert jobs["prod"]["needs"] == "dev" and jobs["prod"]["environment"] == "prod"
-    for stack in ("dev", "prod"):
+    assert set(jobs) == set(STACKS), "every stack file gets its deploy job, and only those"
+    # One region after the other: a change that breaks prod never reaches prod-us.
+    assert jobs["prod"]["needs"] == "dev" and jobs["prod-us"]["needs"] == "prod"
+    for stack in STACKS:
+        assert jobs[stack]["environment"].split()[0] == stack
+        assert jobs[stack]["env"]["STACK"] == stack
         assert jobs[stack]["concurrency"] == {"group": f"deploy-{stack}", "cancel-in-progress": False}
+        up_step = next(s for s in jobs[stack]["steps"] if s.get("with", {}).get("command") == "up")
+        assert up_step["with"]["stack-name"] == stack and up_step["with"]["policyPacks"] == "policy"
         runs = [s.get("run", "") for s in jobs[stack]["steps"]]
         up = next(i for i, s in enumerate(jobs[stack]["steps"]) if s.get("with", {}).get("command") == "up")
         assert any("cachelayer health" in r for r in runs[up:]) and any("cachelayer drift" in r for r in runs[up:])
@@ -72,7 +83,10 @@ def test_backup_runs_after_the_hosts_saves_then_the_drill_reads_it_back_with_the
     schedule = document[True]["schedule"]  # YAML 1.1 reads the key `on` as true
     assert schedule == [{"cron": "7 3 * * *"}]  # after the hosts' 02:00 node-local saves
     job = document["jobs"]["backup"]
-    assert job["concurrency"] == {"group": "deploy-prod", "cancel-in-progress": False}
+    # Each hosts stack (region) on its own, never during its own deployment.
+    assert job["strategy"]["matrix"]["stack"] == HOSTS_STACKS and job["strategy"]["fail-fast"] is False
+    assert job["env"]["STACK"] == "${{ matrix.stack }}" and job["environment"] == "${{ matrix.stack }}-scheduled"
+    assert job["concurrency"] == {"group": "deploy-${{ matrix.stack }}", "cancel-in-progress": False}
     runs = [s.get("run", "") for s in job["steps"]]
     backup = next(i for i, r in enumerate(runs) if "cachelayer backup --stack" in r)
     drill = next(i for i, r in enumerate(runs) if "cachelayer restore-drill --stack" in r)
@@ -87,6 +101,18 @@ def test_backup_runs_after_the_hosts_saves_then_the_drill_reads_it_back_with_the
     # same credentials, and the backup step names no other destination than the stack's (--to).
     assert job["steps"][drill]["env"] == bucket
     assert "--to" not in runs[backup] and "--backups" not in runs[drill]
+
+
+def test_preview_and_drift_cover_every_stack_file_and_the_rendered_diff_reads_them() -> None:
+    """A new region's stack file is previewed and watched for drift without anyone remembering to
+    (the lists are explicit, since each stack needs its protected environments: docs/delivery.md)."""
+    assert load("preview.yml")["jobs"]["preview"]["strategy"]["matrix"]["stack"] == STACKS
+    assert load("drift.yml")["jobs"]["drift"]["strategy"]["matrix"]["stack"] == STACKS
+    rendered = "\n".join(s.get("run", "") for s in load("preview.yml")["jobs"]["rendered-diff"]["steps"])
+    assert rendered.count("for file in head/Pulumi.*.yaml") == 2 and '"${stacks[@]}"' in rendered
+    # The TLS CA of any stack that exports one (the hosts stacks), not of a stack named prod only.
+    drift = "\n".join(s.get("run", "") for s in load("drift.yml")["jobs"]["drift"]["steps"])
+    assert '"$STACK" = prod' not in drift and 'pulumi stack output --stack "$STACK" ca_cert_pem' in drift
 
 
 def _reads_secrets(job: dict[str, Any]) -> set[str]:

@@ -8,7 +8,9 @@ version exports; docs/monitoring.md has the alert table with each rule's runbook
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -304,7 +306,29 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
             ),
         ]
     rules += access_alert_rules(settings)
-    return tuple(rules)
+    return tuple(dataclasses.replace(rule, expr=scoped_to_stack(rule.expr, stack)) for rule in rules)
+
+
+# A metric selector of the rules (every metric they read is redis_*, cachelayer_* or `up`), with its
+# label matchers if any; quoted strings are matched first so that nothing inside one is rewritten.
+_SELECTOR = re.compile(r'(?P<string>"(?:[^"\\]|\\.)*")|\b(?P<metric>redis_\w+|cachelayer_\w+|up)\b(?P<matchers>\{[^}]*\})?(?!\s*\()')
+
+
+def scoped_to_stack(expr: str, stack: str) -> str:
+    """`expr` reading the series of `stack` only. One Prometheus scrapes every stack (each region's
+    targets carry their `stack` label): an unscoped rule would judge another region's processes
+    with this stack's thresholds, and its `stack` label would name the wrong stack."""
+
+    def scope(match: re.Match[str]) -> str:
+        if match.group("string") is not None:
+            return match.group(0)
+        matchers = (match.group("matchers") or "{}")[1:-1].strip()
+        if re.search(r"\bstack\s*=", matchers):
+            return match.group(0)
+        inner = f'stack="{stack}"' + (f",{matchers}" if matchers else "")
+        return f"{match.group('metric')}{{{inner}}}"
+
+    return _SELECTOR.sub(scope, expr)
 
 
 # ------------------------------------------------------------------------- suspicious access
