@@ -246,6 +246,31 @@ def test_every_alert_fires_on_its_series_and_only_there(topology: str, tmp_path:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+def test_two_regions_rules_in_one_prometheus_each_fire_for_their_own_stack_only(topology: str, tmp_path: Path) -> None:
+    """One Prometheus for every region (docs/regions.md): another stack's rules loaded beside this
+    stack's, over this stack's series, add no alert, so none is reported twice, with the other's
+    thresholds, or under the other's `stack` label."""
+    settings = settings_for(topology)
+    names = {rule.name for rule in alert_rules(settings)}
+    # RedisBackupNeverReported (25 h of evaluations) read its own stack's pushes already.
+    cases = {name: case for name, case in {**CASES, **SENTINEL_CASES}.items()
+             if name in names and name != "RedisBackupNeverReported"}
+    (tmp_path / "rules.yml").write_text(rules_yaml(settings))
+    other = load_settings({"redis": {"topology": topology}}, "other-region")
+    (tmp_path / "other.yml").write_text(rules_yaml(other))
+    tests = promtool_tests(settings, cases)
+    tests["rule_files"] = ["rules.yml", "other.yml"]
+    for case, (_, minutes, _) in zip(tests["tests"], cases.values(), strict=True):
+        # The other region's backups are reported too, until the case's evaluation: its absent()
+        # alert has no reason to fire.
+        reported = series(BACKUP_TIMESTAMP, {**PUSHED, "stack": "other-region"}, f"0x{minutes * 4 + 4}")
+        case["input_series"] = [*case["input_series"], reported]
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    result = run_promtool("test", "rules", "tests.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_the_backup_alerts_are_quiet_on_a_fresh_backup_even_with_an_old_node_save(tmp_path: Path) -> None:
     """The backup alerts read the pushed time of the newest complete backup, not a node's last
     save: a fresh backup with a node-local save 100000 s old fires neither, and a deployment
