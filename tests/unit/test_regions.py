@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import cachelayer_policy as pack
 import pytest
 import yaml
-from test_policy import Stack, as_analyzed, violations
+from pulumi_policy.deserialize import deserialize_properties
 
 from cachelayer.config.settings import load_settings
 from cachelayer.config.siblings import project_stacks, validate_siblings, zone_owners
@@ -173,11 +174,44 @@ def test_a_sibling_with_a_mistake_of_its_own_blocks_nobody(tmp_path: Path) -> No
 
 
 # ------------------------------------------------------------------------------ the policy pack
+@dataclass
+class Opts:
+    protect: bool = False
+    additional_secret_outputs: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Analyzed:
+    """A recorded resource as the analyzer's PolicyResource shows it to the zone rule."""
+
+    resource_type: str
+    props: dict[str, Any]
+    name: str
+    urn: str
+    opts: Opts = field(default_factory=Opts)
+
+
+@dataclass
+class Stack:
+    resources: list[Analyzed]
+
+
+def as_analyzed(run: ProgramRun) -> Stack:
+    return Stack([Analyzed(r.type, deserialize_properties(copy.deepcopy(r.inputs)), r.name,
+                           f"urn:pulumi:{run.stack}::cachelayer::{r.type}::{r.name}") for r in run.resources])
+
+
+def violations(stack: Stack, root: Path = REPO_ROOT) -> list[tuple[str, str | None]]:
+    found: list[tuple[str, str | None]] = []
+    pack.one_stack_per_zone(stack, lambda message, urn=None: found.append((message, urn)), root)
+    return found
+
+
 def test_the_policy_accepts_the_shipped_stacks_one_zone_owner() -> None:
     prod = as_analyzed(stack_run("prod"))
-    assert any(r.resource_type.startswith("cloudflare:") for r in prod)
-    assert violations(pack.one_stack_per_zone, Stack(prod)) == []
-    assert violations(pack.one_stack_per_zone, Stack(as_analyzed(stack_run("prod-us")))) == []
+    assert any(r.resource_type.startswith("cloudflare:") for r in prod.resources)
+    assert violations(prod) == []
+    assert violations(as_analyzed(stack_run("prod-us"))) == []
 
 
 def test_the_policy_refuses_a_zone_that_another_stack_file_names(tmp_path: Path) -> None:
@@ -185,8 +219,7 @@ def test_the_policy_refuses_a_zone_that_another_stack_file_names(tmp_path: Path)
     us = _stack_document("prod-us")
     us["config"]["cachelayer:cdn"] = _stack_document("prod")["config"]["cachelayer:cdn"]
     root = _project(tmp_path, {"prod": _stack_document("prod"), "prod-us": us})
-    found: list[tuple[str, str | None]] = []
-    pack.one_stack_per_zone(Stack(as_analyzed(stack_run("prod"))), lambda m, urn=None: found.append((m, urn)), root)
+    found = violations(as_analyzed(stack_run("prod")), root)
     assert len(found) == 1
     message, urn = found[0]
     assert message.startswith(f"zone {ZONE} is managed by stack prod and by stack prod-us too (cdn.zone_id in Pulumi.prod-us.yaml)")
