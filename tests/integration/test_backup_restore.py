@@ -1,6 +1,7 @@
 """`cachelayer backup` / `restore` / `restore-drill` on real redis-server processes.
 
-Ports: source cluster 7900-7905, a 4-master target 7910-7917, sentinel target 7930-7935 +
+Ports: source cluster 7900-7905, a 4-master target 7910-7917, a second region's cluster
+7920-7925, sentinel target 7930-7935 +
 27930-27932, the drill's sandbox 7940-7945, a TLS cluster 7990-7995; temporary servers take
 free loopback ports.
 """
@@ -361,6 +362,38 @@ def test_a_backup_prunes_and_a_folder_restores_only_the_stacks_own_backups(
     assert admin_cluster(four_masters).dbsize() == before
     code, restored = run_json(["restore", str(shared), *workdir, "--mode", "replace", "--from-stack", "prod"], capsys)
     assert code == 0 and restored["source"] == str(prod[1]) and restored["verified"] is True, restored
+
+
+def test_two_regions_back_up_into_one_folder_and_each_ones_retention_leaves_the_others_alone(
+    source: LocalSandbox, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two stacks named like prod and prod-us (one name the other's prefix), each its own real
+    cluster, back up into one folder with --keep 1: each prunes its own older backup only, and a
+    restore of the folder into the second region takes that region's newest (docs/regions.md)."""
+    settings, config = sandbox_settings({"redis": {"base_port": 7920}}, f"{source.settings.stack}-us", topology="cluster")
+    region = LocalSandbox(settings, tmp_path / "region-us", config=config)
+    try:
+        region.up()
+        admin_cluster(region).set("region:us", "only in the second region")
+        shared = tmp_path / "shared"
+        taken: dict[str, list[str]] = {}
+        for sandbox in (source, region, source, region):
+            argv = ["backup", "--workdir", str(sandbox.workdir), "--to", str(shared), "--keep", "1"]
+            code, result = run_json(argv, capsys)
+            assert code == 0, result
+            mine = taken.setdefault(sandbox.settings.stack, [])
+            # Each run prunes exactly its own previous backup, never the other region's.
+            assert result["pruned"] == mine[-1:], result
+            mine.append(Path(result["location"]).name)
+            others = [name for stack, names in taken.items() if stack != sandbox.settings.stack for name in names[-1:]]
+            assert all((shared / name / "manifest.json").exists() for name in others)
+        assert sorted(p.name for p in shared.iterdir()) == sorted(names[-1] for names in taken.values())
+
+        code, restored = run_json(["restore", str(shared), "--workdir", str(region.workdir), "--mode", "replace"], capsys)
+        assert code == 0 and restored["source"] == str(shared / taken[region.settings.stack][-1]), restored
+        assert restored["restored"] == 1, "the second region's own key, not the first region's"
+    finally:
+        region.down()
 
 
 def test_restore_verifies_by_default_and_refuses_a_newer_local_redis_or_a_target_without_room(
