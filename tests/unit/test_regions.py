@@ -170,7 +170,9 @@ def test_a_sibling_with_a_mistake_of_its_own_blocks_nobody(tmp_path: Path) -> No
     """Only the claims are read from a sibling: its own preview reports its own mistakes."""
     root = _project(tmp_path, {"broken": {"config": {"cachelayer:redis": {"target": "hosts", "node_count": "six"},
                                                      "cachelayer:hosts": {"machines": "none"}}}})
+    (root / "Pulumi.unreadable.yaml").write_text("config: [unclosed\n")
     validate_siblings(load_settings(read_stack_config("prod"), "prod"), root)
+    assert zone_owners(root) == {}
 
 
 # ------------------------------------------------------------------------------ the policy pack

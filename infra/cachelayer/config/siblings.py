@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from cachelayer.config.settings import Settings
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.errors import SettingsError
@@ -101,11 +103,20 @@ _FIX = {
 }
 
 
+def sibling_claims(stack: str, root: Path) -> list[Claim]:
+    """The claims of another stack's file; one that is not even YAML claims nothing (its own
+    preview says what is wrong with it)."""
+    try:
+        return config_claims(read_stack_config(stack, root))
+    except yaml.YAMLError:
+        return []
+
+
 def zone_owners(root: Path) -> dict[str, list[str]]:
     """Cloudflare zone id -> the stacks whose stack file names it in cdn.zone_id."""
     owners: dict[str, list[str]] = {}
     for stack in project_stacks(root):
-        for claim in config_claims(read_stack_config(stack, root)):
+        for claim in sibling_claims(stack, root):
             if claim.key == "cdn.zone_id":
                 owners.setdefault(claim.what, []).append(stack)
     return owners
@@ -132,5 +143,5 @@ def check_claims(stack: str, claims: Iterable[Claim], siblings: Mapping[str, Ite
 
 def validate_siblings(settings: Settings, root: Path) -> None:
     """Refuses a setting of this stack that another stack file of the project at `root` claims too."""
-    siblings = {other: config_claims(read_stack_config(other, root)) for other in project_stacks(root) if other != settings.stack}
+    siblings = {other: sibling_claims(other, root) for other in project_stacks(root) if other != settings.stack}
     check_claims(settings.stack, settings_claims(settings), siblings)
