@@ -10,6 +10,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import cachelayer_policy as pack
@@ -17,6 +18,7 @@ import pytest
 import yaml
 from pulumi_policy.deserialize import deserialize_properties
 
+from cachelayer.cli.backup import holds, source_backup_settings
 from cachelayer.config.settings import load_settings
 from cachelayer.config.siblings import project_stacks, validate_siblings, zone_owners
 from cachelayer.config.stack_file import read_stack_config
@@ -226,3 +228,18 @@ def test_the_policy_refuses_a_zone_that_another_stack_file_names(tmp_path: Path)
     message, urn = found[0]
     assert message.startswith(f"zone {ZONE} is managed by stack prod and by stack prod-us too (cdn.zone_id in Pulumi.prod-us.yaml)")
     assert urn is not None and urn.startswith("urn:pulumi:prod::cachelayer::cloudflare:")
+
+
+# ---------------------------------------------------------------------- restoring across regions
+def test_restoring_another_regions_backup_reaches_that_regions_bucket() -> None:
+    """`restore s3://<prod's bucket>/... --into prod-us --from-stack prod` reads prod's bucket with
+    prod's endpoint and region (the backup's region), not prod-us's."""
+    prod_us: Any = SimpleNamespace(stack="prod-us", settings=load_settings(read_stack_config("prod-us"), "prod-us"))
+    prods = "s3://learn-cache-backups/prod/prod-20261202T030700.000Z"
+    assert source_backup_settings(prods, prod_us, "prod").s3_region == "eu-west-1"
+    assert source_backup_settings("s3://learn-cache-backups-us/prod-us", prod_us, "prod-us").s3_region == "us-east-1"
+    # Without --from-stack the backup is refused later (another stack's); its own settings stay.
+    assert source_backup_settings(prods, prod_us, "prod-us").s3_region == "us-east-1"
+    # A prefix is a folder, not the start of a name: prod's destination does not hold prod-us's.
+    assert holds("s3://learn-cache-backups/prod", "s3://learn-cache-backups/prod/prod-20261202T030700.000Z")
+    assert not holds("s3://learn-cache-backups/prod", "s3://learn-cache-backups/prod-us/prod-us-20261202T030700.000Z")

@@ -93,6 +93,31 @@ def stack_backup(target: Target) -> BackupSettings:
     return settings.backup if settings is not None else BackupSettings()
 
 
+def holds(destination: str | None, location: str) -> bool:
+    """`location` is the S3 destination itself or inside it (s3://b/prod does not hold s3://b/prod-us)."""
+    if destination is None or not destination.startswith("s3://"):
+        return False
+    root = destination.rstrip("/")
+    return location == root or location.startswith(f"{root}/")
+
+
+def source_backup_settings(location: str, target: Target, from_stack: str) -> BackupSettings:
+    """The backup settings of the stack whose S3 destination holds `location`: the target's own or,
+    restoring another stack's backup (another region's bucket), --from-stack's, whose endpoint and
+    region reach that bucket. Anything else: the target's."""
+    from cachelayer.config.backup import load_backup_settings
+    from cachelayer.config.stack_file import read_stack_config
+
+    own = stack_backup(target)
+    if holds(own.destination, location) or from_stack == target.stack:
+        return own
+    try:
+        source = load_backup_settings(read_stack_config(from_stack).get("backup"))
+    except CachelayerError:
+        return own  # no (valid) stack file for it here: the location says all there is
+    return source if holds(source.destination, location) else own
+
+
 def destination_of(backup: BackupSettings) -> str:
     """Where backups go: the stack's destination (a relative directory is the project's), else .backups/."""
     if backup.destination is None:
@@ -285,9 +310,10 @@ def _run_restore(location: str, target: Any, from_stack: str, mode: Mode, verify
             self.bar.advance(task, keys)
 
     announce = None if as_json else (lambda line: errors.print(f"[dim]{line}[/]", highlight=False))
-    settings = stack_backup(target)
-    if settings.is_s3 and location.startswith(str(settings.destination).rstrip("/")):
-        # A backup in the stack's own destination: its endpoint and region, unless --s3-endpoint says.
+    settings = source_backup_settings(location, target, from_stack)
+    if holds(settings.destination, location):
+        # A backup in the stack's own destination (or --from-stack's): its endpoint and region,
+        # unless --s3-endpoint says.
         endpoint = endpoint or settings.s3_endpoint
     with open_backup(location, endpoint, settings.s3_region, stack=from_stack) as (source, files):
         if as_json:
