@@ -329,7 +329,9 @@ def replicas_off_their_masters_host(args: StackArgs, report_violation: ReportVio
 # committed stack files instead (Pulumi.<stack>.yaml, beside policy/): the reviewed record of the
 # stacks' config, and the very claims the program itself refuses to share
 # (cachelayer.config.siblings). The stack under preview is the one in its resources' URNs
-# (urn:pulumi:<stack>::<project>::<type>::<name>). docs/regions.md.
+# (urn:pulumi:<stack>::<project>::<type>::<name>). The pack runs from the checkout
+# (`--policy-pack policy`, as the workflows run it); a copy published to Pulumi Cloud carries no
+# stack files and finds no other owner, and the program's own check still refuses. docs/regions.md.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
