@@ -64,6 +64,13 @@ def is_our_process(record: ProcessRecord) -> bool:
     return os.path.basename(first).startswith("redis-server") and f":{record.port}" in cmdline
 
 
+def still_exiting(record: ProcessRecord) -> bool:
+    """The process we started, dying: its title is gone (the kernel drops a process's memory,
+    and so its /proc cmdline, before it closes its sockets), but it is not a zombie yet, so its
+    ports may still be bound."""
+    return process_start_time(record.pid) == record.start_time and not process_cmdline(record.pid)
+
+
 def require_binaries(*names: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for name in names:
@@ -157,15 +164,18 @@ class ProcessSupervisor:
         names stopped and those whose recorded pid is now some other process (left alone)."""
         stopped: list[str] = []
         not_ours: list[str] = []
+        exiting: list[str] = []
         for name, record in records.items():
             # A start script still waiting for the sentinels is ours too (it would exec later).
             if not self.alive(record) and not self._exec_pending(record):
-                if process_start_time(record.pid) is not None and not is_our_process(record):
+                if still_exiting(record):
+                    exiting.append(name)  # killed a moment ago: its ports are free only once it is gone
+                elif process_start_time(record.pid) is not None:
                     not_ours.append(name)
                 continue
             os.kill(record.pid, signal.SIGTERM)
             stopped.append(name)
-        for name in stopped:
+        for name in stopped + exiting:
             self._wait_exit(records[name], timeout)
         return stopped, not_ours
 
@@ -177,7 +187,7 @@ class ProcessSupervisor:
             if child is not None:
                 if child.poll() is not None:
                     return
-            elif not is_our_process(record):
+            elif not is_our_process(record) and not still_exiting(record):
                 return
             if time.monotonic() >= resend and is_our_process(record):
                 # redis-server drops a SIGTERM it cannot act on yet ("Writing initial AOF, can't
