@@ -333,7 +333,7 @@ def main() -> int:
             replicas = replica_rows(sandboxes, n)
     finally:
         for started in sandboxes.values():
-            started.down()
+            started.down(purge=True)  # its throwaway workdir holds the sandbox passwords
 
     print_table(("metric", "platform_cache", "baseline (redis-py)", "ratio", "target"), rows)
     if not args.skip_replicas:
