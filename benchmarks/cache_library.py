@@ -5,8 +5,9 @@
 Starts the dev stack's cluster as local processes on ports 7850-7855 (1 replica per master) and a
 second one on 7890-7898 (2 replicas per master), and prints two tables.
 
-Speed: get/set ops/s (ours / raw RedisCluster get/set with json, target >= 0.8), a tagged get,
-mget/mset of 100 keys (ours / redis-py's mget_nonatomic, mset_nonatomic without TTL and a pipeline
+Speed: get/set ops/s (ours / raw RedisCluster get/set with json, target >= 0.8), a tagged get
+(ours / redis-py reading the entry and its tag's version in one round trip, comparing them and
+decoding the JSON; and, for scale, / a plain GET that reads no tag), mget/mset of 100 keys (ours / redis-py's mget_nonatomic, mset_nonatomic without TTL and a pipeline
 of SET EX, both serialising the values too), and the cost of invalidating one tag on 1k vs 100k
 entries, ours (delete the tag's version key) beside a tag-set baseline (SADD each entry key to a
 set per tag; invalidation = SMEMBERS + UNLINK of every member, slot by slot, + the set).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -85,6 +87,29 @@ def tagset_populate(raw: RedisCluster, tag: str, count: int) -> None:
             pipe.set(f"ts:{tag}:{i}", payload, px=TTL * 1000)
             pipe.sadd(f"tagset:{tag}", f"ts:{tag}:{i}")
         pipe.execute()
+
+
+RAW_VERSION_LEN = 16
+
+
+def tagged_populate(raw: RedisCluster, keys: list[str]) -> None:
+    """The baseline's tagged entries: the tag's version in front of the JSON, and the version key."""
+    version = os.urandom(RAW_VERSION_LEN)
+    raw.set("raw-tag:catalog", version, px=TTL * 1000)
+    pipe = raw.pipeline(transaction=False)
+    for key in keys:
+        pipe.set(f"raw-tagged:{key}", version + json.dumps(VALUE).encode(), px=TTL * 1000)
+    pipe.execute()
+
+
+def tagged_get(raw: RedisCluster, keys: list[str], i: int) -> object:
+    """What a tagged get must do, in plain redis-py: read the entry and its tag's version in one
+    round trip (the two keys are in different slots, usually on different nodes: mget_nonatomic
+    sends one MGET per slot in one pipeline), compare the versions, decode the value."""
+    entry, version = raw.mget_nonatomic([f"raw-tagged:{keys[i % len(keys)]}", "raw-tag:catalog"])
+    if entry is None or version is None or entry[:RAW_VERSION_LEN] != version:
+        return None
+    return json.loads(entry[RAW_VERSION_LEN:])
 
 
 def announced(sandbox: LocalSandbox, node: Node, replicas: int) -> bool:
@@ -240,12 +265,17 @@ def main() -> int:
         ratio_row("set (JSON value, TTL)", ours_set, raw_set, "ops/s", ">= 0.8")
         ratio_row("get (hit)", ours_get, raw_get, "ops/s", ">= 0.8")
         cache.mset({k: VALUE for k in keys}, ttl=TTL, tags=["catalog"], namespace="tagged")
-        ours_tagged, raw_get2 = compare(
+        tagged_populate(raw, keys)
+        ours_tagged, raw_tagged = compare(
+            n, lambda i: cache.get(keys[i % 1000], namespace="tagged"), partial(tagged_get, raw, keys)
+        )
+        ratio_row("get (hit, 1 tag checked)", ours_tagged, raw_tagged, "ops/s", ">= 0.8 (GET entry + GET version)")
+        ours_tagged2, raw_get2 = compare(
             n,
             lambda i: cache.get(keys[i % 1000], namespace="tagged"),
             lambda i: json.loads(raw.get(f"raw:{keys[i % 1000]}") or b"null"),
         )
-        ratio_row("get (hit, 1 tag checked)", ours_tagged, raw_get2, "ops/s", "2 round trips: >= 0.4")
+        ratio_row("get (hit, 1 tag checked)", ours_tagged2, raw_get2, "ops/s", "plain GET: no tag read")
 
         batches = [[f"course:{(b * 100 + i) % 1000}" for i in range(100)] for b in range(10)]
         mapping = [{k: VALUE for k in batch} for batch in batches]
@@ -303,7 +333,7 @@ def main() -> int:
             replicas = replica_rows(sandboxes, n)
     finally:
         for started in sandboxes.values():
-            started.down()
+            started.down(purge=True)  # its throwaway workdir holds the sandbox passwords
 
     print_table(("metric", "platform_cache", "baseline (redis-py)", "ratio", "target"), rows)
     if not args.skip_replicas:

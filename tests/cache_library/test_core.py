@@ -31,6 +31,7 @@ from platform_cache.codec import (
     decode_entry,
     encode_entry,
     new_version,
+    pack_entry,
 )
 from platform_cache.connect import shard_of
 from platform_cache.core import Command, Core, refresh_early, summarize_info
@@ -122,7 +123,16 @@ def test_large_values_are_compressed_and_flagged() -> None:
     assert not small[2] & FLAG_ZLIB
 
 
-@pytest.mark.parametrize("raw", [b"", b"plain text", b"\xc7\x09" + b"\x00" * 20, encode_entry("x", JsonSerializer())[:-2]])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"plain text",
+        b"\xc7\x09" + b"\x00" * 20,
+        encode_entry("x", JsonSerializer())[:-2],
+        pack_entry(0, b'"\xff"'),  # a JSON payload that is not UTF-8 (the serializer only writes UTF-8)
+    ],
+)
 def test_foreign_or_truncated_values_are_corrupt(raw: bytes) -> None:
     with pytest.raises(CorruptEntryError):
         decode_entry(raw, JsonSerializer())
@@ -243,6 +253,18 @@ def test_tags_are_checked_on_read_and_invalidation_deletes_only_the_tag(cache: C
     assert cache.get("profile:2") == {"name": "Bob"}
     unlinked = [args for args in backend.log if args[0] == "UNLINK"]
     assert unlinked == [("UNLINK", "~tag:user:1")]  # O(tags): nothing else touched
+
+
+def test_an_invalidated_entry_is_a_miss_beside_untagged_ones(cache: Cache, backend: MemoryBackend) -> None:
+    """Reads skip the version check when no entry read carries a tag: a batch mixing untagged
+    and tagged entries still checks the tagged ones."""
+    cache.set("plain", 1)
+    cache.set("tagged", 2, tags=["t"])
+    assert cache.mget(["plain", "tagged"]) == {"plain": 1, "tagged": 2}
+    cache.invalidate_by_tags(["t"])
+    assert cache.mget(["plain", "tagged"]) == {"plain": 1}
+    assert cache.mget(["tagged", "plain"]) == {"plain": 1}
+    assert cache.get("plain") == 1 and cache.get("tagged") is None
 
 
 def test_a_recreated_tag_version_never_revalidates_old_entries(cache: Cache, backend: MemoryBackend) -> None:

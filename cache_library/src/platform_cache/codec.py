@@ -9,8 +9,7 @@ import struct
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 MAGIC = 0xC7
 FORMAT = 1
@@ -29,20 +28,23 @@ class Serializer(Protocol):
     def loads(self, data: bytes) -> Any: ...
 
 
+_json_decode = json.JSONDecoder().decode
+
+
 class JsonSerializer:
     def dumps(self, value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
     def loads(self, data: bytes) -> Any:
-        return json.loads(data)
+        # dumps writes UTF-8: decoding it directly skips json.loads's encoding detection.
+        return _json_decode(data.decode())
 
 
 class CorruptEntryError(ValueError):
     """Not an entry this library wrote (or a newer format): read as a miss."""
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # made on every read: a NamedTuple is cheaper than a frozen dataclass
     value: Any
     expires_at_ms: int  # logical expiry (wall clock), for early refresh
     delta_ms: int  # how long the loader took to compute it (XFetch's delta)

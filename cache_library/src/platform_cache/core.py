@@ -113,7 +113,9 @@ class Stats:
 
     def add(self, namespace: str, counter: str, n: int = 1) -> None:
         with self._lock:
-            counts = self._counts.setdefault(namespace, dict.fromkeys(COUNTERS, 0))
+            counts = self._counts.get(namespace)
+            if counts is None:
+                counts = self._counts[namespace] = dict.fromkeys(COUNTERS, 0)
             counts[counter] += n
 
     def snapshot(self) -> dict[str, Any]:
@@ -314,21 +316,28 @@ class Core:
         """Entries for full keys, tag versions checked. The tags the keys were last seen with are
         read in the same round trip as the entries; a second one only for tags not guessed."""
         guessed = self.tag_memo.guess(keys)
-        commands = [cmd("GET", key) for key in keys]
-        commands += [cmd("GET", self.keys.tag(tag)) for tag in guessed]
+        tag_key = self.keys.tag
+        # Commands built directly (no cmd()): this runs on every read.
+        commands = [Command(("GET", key)) for key in keys]
+        commands += [Command(("GET", tag_key(tag))) for tag in guessed]
         replies = yield Batch(tuple(commands), replica)
-        entries = [self._decode(raw) for raw in replies[: len(keys)]]
+        decode = self._decode
+        entries = [decode(raw) for raw in replies[: len(keys)]]
         versions = dict(zip(guessed, replies[len(keys) :], strict=True))
         learn = self.tag_memo.learn
+        tagged = False
         for key, entry in zip(keys, entries, strict=True):
             if entry is not None:
                 learn(key, tuple(tag for tag, _ in entry.tags))
-        if replica and self.recent.any_of(self.keys.tag(tag) for e in entries if e for tag, _ in e.tags):
+                tagged = tagged or bool(entry.tags)
+        if not tagged:
+            return entries  # nothing to check: misses and untagged entries
+        if replica and self.recent.any_of(tag_key(tag) for e in entries if e for tag, _ in e.tags):
             # A tag this client invalidated moments ago: the replica may not know yet.
             return (yield from self._read(keys, replica=False))
         unseen = list(dict.fromkeys(tag for e in entries if e for tag, _ in e.tags if tag not in versions))
         if unseen:
-            current = yield Batch(tuple(cmd("GET", self.keys.tag(tag)) for tag in unseen), replica)
+            current = yield Batch(tuple(Command(("GET", tag_key(tag))) for tag in unseen), replica)
             versions.update(zip(unseen, current, strict=True))
         return [e if e is not None and all(versions[t] == v for t, v in e.tags) else None for e in entries]
 
