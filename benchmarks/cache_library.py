@@ -38,11 +38,13 @@ from redis.cluster import ClusterNode, RedisCluster  # noqa: E402
 
 from cachelayer.config.stack_file import read_stack_config  # noqa: E402
 from cachelayer.plan.topology import Node  # noqa: E402
+from cachelayer.ports import free_port_block  # noqa: E402
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings  # noqa: E402
 from platform_cache import Cache, CacheConfig  # noqa: E402
 
-BASE_PORT = 7850
-TWO_REPLICAS_BASE_PORT = 7890
+# Sandboxes take free ports above the tests' fixed ones (7000-7990), so a benchmark never
+# takes a port a test is about to start a node on.
+BENCH_PORTS = (8100, 8900)
 VALUE = {"id": 42, "title": "Introduction to algorithms", "lessons": list(range(10)), "published": True}
 TTL = 600
 
@@ -238,7 +240,7 @@ def main() -> int:
     parser.add_argument("--skip-replicas", action="store_true", help="only the speed table (one cluster)")
     args = parser.parse_args()
 
-    sandbox = start_cluster(BASE_PORT, 1)
+    sandbox = start_cluster(free_port_block(*BENCH_PORTS, offsets=(10000,), step=10), 1)
     sandboxes = {1: sandbox}
     try:
         cache = Cache(bench_config(sandbox))
@@ -329,7 +331,7 @@ def main() -> int:
         raw.close()
         cache.close()
         if not args.skip_replicas:
-            sandboxes[2] = start_cluster(TWO_REPLICAS_BASE_PORT, 2)
+            sandboxes[2] = start_cluster(free_port_block(*BENCH_PORTS, size=9, offsets=(10000,), step=10), 2)
             replicas = replica_rows(sandboxes, n)
     finally:
         for started in sandboxes.values():

@@ -30,13 +30,20 @@ import redis
 
 from cachelayer.config.stack_file import read_stack_config
 from cachelayer.ops.health import TOTAL_SLOTS
+from cachelayer.ports import free_port_block
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.processes import require_binaries
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- benchmark:start -->", "<!-- benchmark:end -->"
-OURS_PORT, STOCK_PORT, STOCK_AOF_PORT, FAILOVER_PORTS = 7200, 7300, 7310, (7210, 7220)
+# Free ports above the tests' fixed ones (7000-7990): a benchmark never takes a port a test is about to use.
+BENCH_PORTS = (8100, 8900)
 REDIS_DEFAULT_NODE_TIMEOUT = 15000
+
+
+def free_base() -> int:
+    """Six free node ports and their bus ports (+10000)."""
+    return free_port_block(*BENCH_PORTS, offsets=(10000,), step=10)
 
 
 @dataclass(frozen=True)
@@ -210,21 +217,21 @@ def run(stack: str, rounds: int) -> list[Row]:
     ready: list[float] = []
     with tempfile.TemporaryDirectory(prefix="cachelayer-bench-") as tmp:
         work = Path(tmp)
-        ours = new_sandbox(stack, work / "ours", base_port=OURS_PORT)
+        ours = new_sandbox(stack, work / "ours", base_port=free_base())
         try:
             result = ours.up()
             bring_up.append(result.slots_ok_seconds)
             ready.append(result.seconds)
             print(f"our cluster up: all slots served in {result.slots_ok_seconds:.2f} s", file=sys.stderr)
-            with stock_cluster(work, STOCK_PORT) as stock, stock_cluster(work, STOCK_AOF_PORT, appendonly=True) as aof:
+            with stock_cluster(work, free_base()) as stock, stock_cluster(work, free_base(), appendonly=True) as aof:
                 rows += throughput_rows(ours, {"stock": stock[0], "stock + AOF": aof[0]}, rounds)
         finally:
             ours.down()
 
         timeout = int(ours.settings.redis.cluster_node_timeout)
         measured: dict[int, Failover] = {}
-        for port, node_timeout in zip(FAILOVER_PORTS, (timeout, REDIS_DEFAULT_NODE_TIMEOUT), strict=True):
-            sandbox = new_sandbox(stack, work / f"failover-{node_timeout}", base_port=port,
+        for node_timeout in (timeout, REDIS_DEFAULT_NODE_TIMEOUT):
+            sandbox = new_sandbox(stack, work / f"failover-{node_timeout}", base_port=free_base(),
                                   cluster_node_timeout=node_timeout)
             try:
                 result = sandbox.up()
