@@ -17,7 +17,11 @@ from cachelayer.render.nodes import USERS, Passwords, render_template
 
 HOST_CONFIG_FILE = "/etc/haproxy/haproxy.cfg"
 HAPROXY_BINARY = "haproxy"
-MAXCONN = 20_000  # per HAProxy process: each proxied connection holds two sockets
+# Per HAProxy process; each proxied connection holds two file descriptors, and HAProxy refuses to
+# start when it cannot raise its descriptor limit to about twice maxconn. The sandbox's own user
+# may not raise it far.
+HOST_MAXCONN = 8_000
+SANDBOX_MAXCONN = 1_000
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ def render_haproxy_config(
         "haproxy.cfg.j2",
         stack=settings.stack,
         host=host,
-        maxconn=MAXCONN,
+        maxconn=HOST_MAXCONN if host else SANDBOX_MAXCONN,
         check=settings_check(settings),
         groups=groups,
         bind_address=bind_address,
