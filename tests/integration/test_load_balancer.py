@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import shutil
 import time
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest

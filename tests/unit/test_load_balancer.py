@@ -152,7 +152,7 @@ def test_the_role_check_sends_the_password_literally_and_asks_for_the_role(tmp_p
     finally:
         process.terminate()
         process.wait(timeout=10)
-    assert received, f"HAProxy's check never connected: {process.stdout.read() if process.stdout else ''}"
+    assert received, f"HAProxy's check never connected: {process.stdout.read().decode() if process.stdout else ''}"
     assert received[0] == b"AUTH monitor monitor-pw-$HOME#0123456789\r\nINFO replication\r\n"
 
 

@@ -16,7 +16,14 @@ import pytest
 import yaml
 
 from cachelayer.config.settings import Settings, load_settings
-from cachelayer.render.monitoring import BACKUP_PUSH_JOB, BACKUP_TIMESTAMP, JOB, LOAD_BALANCER_JOB, alert_rules, rules_yaml
+from cachelayer.render.monitoring import (
+    BACKUP_PUSH_JOB,
+    BACKUP_TIMESTAMP,
+    JOB,
+    LOAD_BALANCER_JOB,
+    alert_rules,
+    rules_yaml,
+)
 
 STACK = "test"
 
