@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "tests")]
@@ -45,6 +46,12 @@ def wait(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyp
         time.sleep(0.05)
 
 
+def master_port(sandbox: LocalSandbox) -> int:
+    with sandbox.admin_client(sandbox.topology.sentinels[0]) as client:
+        reply: Any = client.sentinel_get_master_addr_by_name(GROUP)
+    return int(reply[1])
+
+
 def one_run(workdir: Path) -> list[Measurement]:
     settings, config = sandbox_settings(CONFIG, "bench", topology="sentinel")
     sandbox = LocalSandbox(settings, workdir, config=config)
@@ -65,8 +72,10 @@ def one_run(workdir: Path) -> list[Measurement]:
         killed_at = time.monotonic()
         kill(sandbox, old.name)
         sandbox.stop([old.name])
+        wait(lambda: master_port(sandbox) == new.port, 60, "the failover")
+        promoted_at = time.monotonic()
         for writer in writers:
-            wait(lambda w=writer: w.outage(killed_at) < float("inf"), 60, f"{writer.name} to write again")
+            wait(lambda w=writer: any(sent >= promoted_at for sent, _ in w.written_at), 60, f"{writer.name} to write again")
         time.sleep(1)  # a second of writes on the new master, acknowledged too
         for writer in writers:
             writer.stop()

@@ -181,7 +181,12 @@ class SandboxLoadBalancer:
                 raise SandboxError(f"haproxy exited during start-up; its log ends with:\n{tail}")
             with contextlib.suppress(OSError, ValueError):
                 up = self.servers_up()
-                missing = [g for g in groups if len(up.get(f"{g}-write", [])) != 1]
+                # HAProxy starts with every server UP until `fall` checks fail: settled when each
+                # group has one master on the write side and no node UP on both sides.
+                missing = [
+                    g for g in groups
+                    if len(up.get(f"{g}-write", [])) != 1 or set(up.get(f"{g}-write", [])) & set(up.get(f"{g}-read", []))
+                ]
                 if not missing:
                     return
             time.sleep(0.1)
