@@ -110,7 +110,7 @@ def main() -> None:
     ]
     print(table(medians))
     ratio = medians[0].writes_again_seconds / medians[1].writes_again_seconds
-    print(f"\nHAProxy / Sentinel client, time until writes are acknowledged again: {ratio:.2f}x")
+    print(f"\nHAProxy / Sentinel client, time until writes succeed again: {ratio:.2f}x")
     if any(row.lost for run in runs for row in run):
         raise SystemExit("acknowledged writes were lost")
 
