@@ -44,7 +44,8 @@ LOAD_BALANCER, GROUP_2_WRITE = SIX_HOSTS["cache-1"], 7101
 def port_behind_load_balancer(rehearsal: Rehearsal) -> str:
     """The port of the node HAProxy's write port reaches, asked from the app network (through
     the firewall, over TLS end to end: HAProxy passes the connection through)."""
-    answer = rehearsal.cli(LOAD_BALANCER, GROUP_2_WRITE, "config", "get", "port", namespace="rh-app")
+    # The prod stack runs TLS: the node listens on its tls-port (`port` is 0).
+    answer = rehearsal.cli(LOAD_BALANCER, GROUP_2_WRITE, "config", "get", "tls-port", namespace="rh-app")
     return answer.stdout.split()[-1] if answer.returncode == 0 and answer.stdout.split() else answer.stderr.strip()
 
 
