@@ -14,6 +14,7 @@ from cachelayer.errors import SettingsError
 from cachelayer.paths import project_root
 from cachelayer.plan.advice import settings_warnings
 from cachelayer.plan.topology import build_topology
+from cachelayer.render.load_balancer import connection_load_balancers
 from cachelayer.render.nodes import USERS
 
 secrets = secret_settings()
@@ -64,6 +65,8 @@ pulumi.export(
         "seeds": [n.endpoint for n in topology.masters],
         "sentinels": [s.endpoint for s in topology.sentinels],
         "sentinel_groups": [m.group for m in topology.masters] if topology.kind == "sentinel" else [],
+        # For clients without Sentinel: HAProxy's write and read address per group (docs/load-balancer.md).
+        "load_balancers": connection_load_balancers(settings, topology),
         "tls": settings.redis.tls,
     },
 )

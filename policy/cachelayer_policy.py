@@ -110,6 +110,8 @@ def acl_contents(args: ResourceArgs) -> Iterable[str]:
     if args.resource_type == CONTAINER:
         yield from (str(u.get("content") or "") for u in args.props.get("uploads") or [])
     elif args.resource_type == REMOTE_COMMAND:
+        if "/etc/haproxy/" in str(args.props.get("create") or ""):
+            return  # HAProxy's config: its `user haproxy` line names the process's user, not a Redis ACL
         yield str(args.props.get("stdin") or "")
 
 

@@ -3,7 +3,7 @@
 # redis-tools (the sandbox and the integration tests run them), prometheus and
 # prometheus-redis-exporter and prometheus-pushgateway (the monitoring tests and `sandbox up --monitoring`), shellcheck, iproute2,
 # openssl, systemd-analyze, nftables and python3-redis (the tests use them), systemd-nspawn, debootstrap and ssh (the rehearsal),
-# Debian's Docker engine (the dev stack for real),
+# Debian's Docker engine (the dev stack for real), haproxy (the Sentinel topology's load balancer),
 # and a virtualenv `venv/` with requirements.txt
 # (the same one Pulumi.yaml names). Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -30,6 +30,8 @@ python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v systemd-nspawn >/dev/null || missing+=(systemd-container)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+# The Sentinel topology's load balancer: the sandbox runs it, unit tests check its config with `haproxy -c`.
+command -v haproxy >/dev/null || missing+=(haproxy)
 # The dev stack on a real Docker engine (tests/support/docker_engine.py runs a private dockerd).
 command -v dockerd >/dev/null || missing+=(docker.io)
 if ((${#missing[@]})); then
@@ -40,7 +42,7 @@ if ((${#missing[@]})); then
     echo "installing ${missing[*]}"
     apt-get update -qq
     # Keep the distro's own services (redis-server on 6379, prometheus on 9090, the exporter on
-    # 9121, the Pushgateway on 9091) from starting on install.
+    # 9121, the Pushgateway on 9091, haproxy) from starting on install.
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod +x /usr/sbin/policy-rc.d
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -48,6 +48,7 @@ PACKAGES = (
     "nftables",
     "python3-redis",
     "prometheus-redis-exporter",  # monitoring is on by default on prod
+    "haproxy",  # the load balancer, on by default for the sentinel topology
 )
 # Bump when the customisation below changes: the cache key includes it.
 IMAGE_REVISION = "1"

@@ -37,6 +37,18 @@ def master_of(rehearsal: Rehearsal, group: str, sentinel_host: str) -> str:
     return ":".join(answer)
 
 
+# HAProxy on cache-1 (every host with a node runs one); group 2's write port.
+LOAD_BALANCER, GROUP_2_WRITE = SIX_HOSTS["cache-1"], 7101
+
+
+def port_behind_load_balancer(rehearsal: Rehearsal) -> str:
+    """The port of the node HAProxy's write port reaches, asked from the app network (through
+    the firewall, over TLS end to end: HAProxy passes the connection through)."""
+    # The prod stack runs TLS: the node listens on its tls-port (`port` is 0).
+    answer = rehearsal.cli(LOAD_BALANCER, GROUP_2_WRITE, "config", "get", "tls-port", namespace="rh-app")
+    return answer.stdout.split()[-1] if answer.returncode == 0 and answer.stdout.split() else answer.stderr.strip()
+
+
 def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehearsal: Rehearsal) -> None:
     replay = rehearsal.deploy(redis=SENTINEL)
     rehearsal.timings["sentinel_deploy"] = replay.seconds
@@ -50,6 +62,9 @@ def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehear
     assert old_master == f"{SIX_HOSTS['cache-2']}:7001", old_master
     address, port = old_master.split(":")
     host = by_address[address]
+    # The deployed HAProxy reaches the group's master from the app network.
+    assert rehearsal.hosts.sh("cache-1", "systemctl is-active haproxy.service")[1].strip() == "active"
+    assert port_behind_load_balancer(rehearsal) == port
 
     started = time.monotonic()
     rehearsal.hosts.stop(host)
@@ -58,6 +73,12 @@ def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehear
         assert time.monotonic() < deadline, "no failover within 90 s"
         time.sleep(1)
     rehearsal.timings["failover"] = time.monotonic() - started
+    # HAProxy follows the failover: its write port now reaches the new master.
+    new_port = new_master.split(":")[1]
+    while (behind := port_behind_load_balancer(rehearsal)) != new_port:
+        assert time.monotonic() < deadline, f"HAProxy still reaches {behind}, not the new master {new_master}"
+        time.sleep(0.5)
+    rehearsal.timings["load_balancer_follows"] = time.monotonic() - started
 
     rehearsal.hosts.start(host)
     deadline = time.monotonic() + 120

@@ -16,7 +16,14 @@ import pytest
 import yaml
 
 from cachelayer.config.settings import Settings, load_settings
-from cachelayer.render.monitoring import BACKUP_PUSH_JOB, BACKUP_TIMESTAMP, JOB, alert_rules, rules_yaml
+from cachelayer.render.monitoring import (
+    BACKUP_PUSH_JOB,
+    BACKUP_TIMESTAMP,
+    JOB,
+    LOAD_BALANCER_JOB,
+    alert_rules,
+    rules_yaml,
+)
 
 STACK = "test"
 
@@ -161,6 +168,7 @@ CASES: dict[str, tuple[list[dict[str, str]], int, list[dict[str, str]]]] = {
     ),
 }
 S1, S2 = instance("redis-sentinel-26379"), instance("redis-sentinel-26380")
+LB1, LB2 = ({"instance": f"10.0.0.{i}:9101", "job": LOAD_BALANCER_JOB, "kind": "load_balancer", "stack": STACK} for i in (1, 2))
 G1, G2 = {"master_name": "redis-master-1"}, {"master_name": "redis-master-2"}
 SENTINEL_CASES: dict[str, tuple[list[dict[str, str]], int, list[dict[str, str]]]] = {
     "RedisSentinelNoQuorum": (
@@ -180,6 +188,21 @@ SENTINEL_CASES: dict[str, tuple[list[dict[str, str]], int, list[dict[str, str]]]
                 "1" + LONG)],
         5, [{"stack": STACK, **G1}],
     ),
+    # HAProxy's exporter (job cachelayer-haproxy): group 1 has no master UP, group 2 two, group 3 one;
+    # the read side's counts never matter; the second HAProxy cannot be scraped.
+    "RedisLoadBalancerNoMaster": (
+        [series("haproxy_backend_active_servers", {**LB1, "proxy": "redis-master-1-write"}, "1x4 0x36"),
+         series("haproxy_backend_active_servers", {**LB1, "proxy": "redis-master-3-write"}, "1" + LONG),
+         series("haproxy_backend_active_servers", {**LB1, "proxy": "redis-master-1-read"}, "0" + LONG)],
+        5, [{**LB1, "proxy": "redis-master-1-write"}],
+    ),
+    "RedisLoadBalancerTwoMasters": (
+        [series("haproxy_backend_active_servers", {**LB1, "proxy": "redis-master-2-write"}, "2" + LONG),
+         series("haproxy_backend_active_servers", {**LB1, "proxy": "redis-master-3-write"}, "1" + LONG),
+         series("haproxy_backend_active_servers", {**LB1, "proxy": "redis-master-2-read"}, "2" + LONG)],
+        5, [{**LB1, "proxy": "redis-master-2-write"}],
+    ),
+    "RedisLoadBalancerDown": ([series("up", LB1, "1" + LONG), series("up", LB2, "0" + LONG)], 5, [LB2]),
 }
 
 

@@ -91,6 +91,7 @@ def up(
 
     Starts the nodes (and sentinels), runs the bootstrap script, and waits until converged.
     """
+    from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
     from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
     from cachelayer.sandbox.monitoring import SandboxMonitoring
     from cachelayer.sandbox.targets import retire_sandbox_nodes
@@ -110,6 +111,10 @@ def up(
             console.print(f"removed {', '.join(retired)}: every slot stayed served")
         with _progress(f"Starting the {settings.redis.topology} sandbox of stack {stack}…", as_json):
             result = sandbox.up()
+        balancer = SandboxLoadBalancer(sandbox)
+        if balancer.wanted:
+            with _progress("Starting HAProxy in front of the Sentinel groups…", as_json):
+                balancer.up()
     watch = None
     if monitoring:
         with reported(as_json), _progress("Starting the exporters and Prometheus…", as_json):
@@ -122,6 +127,7 @@ def up(
             "processes": [{"name": name, "endpoint": endpoint, "role": role} for name, endpoint, role in _planned(sandbox)],
             "passwords_file": str(sandbox.passwords_file),
             "monitoring": None if watch is None else {"prometheus": watch.url, "exporters": len(watch.targets)},
+            "load_balancer": [dataclasses.asdict(e) for e in balancer.endpoints] if balancer.wanted else None,
         })
         return
     console.print(
@@ -131,6 +137,14 @@ def up(
         else f"[green]ready[/] in {result.seconds:.1f} s; started {len(result.started)} process(es)"
     )
     _print_endpoints(sandbox, show_password)
+    if balancer.wanted:
+        console.print(
+            "load balancer (HAProxy; clients without Sentinel): "
+            + "; ".join(f"{e.group} writes {e.write}, reads {e.read}" for e in balancer.endpoints)
+            + f"; metrics {balancer.metrics_url}",
+            highlight=False,
+            soft_wrap=True,
+        )
     if watch is not None:
         console.print(
             f"monitoring: {len(watch.targets)} exporter(s) scraped by Prometheus at {watch.url} "
@@ -192,12 +206,17 @@ def status(stack: StackOption = DEFAULT_STACK, workdir: WorkdirOption = None, as
 
     Up or down, role, slots, keys, memory, cluster_state; exit 1 with each problem named.
     """
+    from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
     from cachelayer.sandbox.local import LocalSandbox
 
     with reported(as_json):
         sandbox = LocalSandbox.from_workdir(_workdir(stack, workdir))
         report = sandbox.status()
+    balancer = SandboxLoadBalancer(sandbox)
+    balanced = _load_balancer_rows(balancer) if balancer.wanted else None
     problems = report.problems()
+    if balanced is not None and balancer.running() is None:
+        problems.append("haproxy (the load balancer) is not running: `sandbox up` starts it")
     code = ExitCode.PROBLEM if problems else ExitCode.OK
     if as_json:
         emit_json({
@@ -205,12 +224,41 @@ def status(stack: StackOption = DEFAULT_STACK, workdir: WorkdirOption = None, as
             "topology": report.topology, "problems": problems,
             "nodes": [dataclasses.asdict(n) for n in report.nodes],
             "sentinels": [dataclasses.asdict(s) for s in report.sentinels],
+            "load_balancer": balanced,
         })
         raise typer.Exit(code=code)
     console.print(status_table(report))
+    if balanced is not None:
+        console.print(_load_balancer_table(balancer, balanced))
     for problem in problems:
         console.print(f"[red]problem:[/] {escape(problem)}", soft_wrap=True)
     raise typer.Exit(code=code)
+
+
+def _load_balancer_rows(balancer: Any) -> list[dict[str, Any]]:
+    """Per group: HAProxy's endpoints and the servers it has UP (none when haproxy is down)."""
+    up: dict[str, list[str]] = {}
+    record = balancer.running()
+    if record is not None:
+        try:
+            up = balancer.servers_up()
+        except OSError:
+            up = {}
+    return [
+        {"group": e.group, "pid": record.pid if record else None, "write": e.write, "read": e.read,
+         "write_up": up.get(f"{e.group}-write", []), "read_up": up.get(f"{e.group}-read", [])}
+        for e in balancer.endpoints
+    ]
+
+
+def _load_balancer_table(balancer: Any, rows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"load balancer (haproxy, metrics {balancer.metrics_url})")
+    for column in ("group", "pid", "write", "master UP", "read", "UP"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["group"], str(row["pid"] or "[red]down"), row["write"], ", ".join(row["write_up"]) or "[red]none",
+                      row["read"], ", ".join(row["read_up"]) or "[red]none")
+    return table
 
 
 def status_table(report: SandboxStatus) -> Table:
@@ -262,6 +310,7 @@ def down(
 
     Stops every process the sandbox started; the passwords stay unless --purge (asked first).
     """
+    from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
     from cachelayer.sandbox.local import LocalSandbox
     from cachelayer.sandbox.monitoring import SandboxMonitoring
 
@@ -272,6 +321,7 @@ def down(
                        stack=sandbox.settings.stack, where=f"local sandbox in {sandbox.workdir}", yes=yes, as_json=as_json)
     with reported(as_json), _progress("Stopping…", as_json):
         SandboxMonitoring(sandbox).down()  # exporters and Prometheus, if `up --monitoring` started them
+        SandboxLoadBalancer(sandbox).down()  # haproxy, if the topology has one
         result = sandbox.down(purge=purge)
     if result.not_ours:
         raise fail(

@@ -107,6 +107,7 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             node_services += self._nodes(host, node_files)
             sentinel_services += self._sentinels(host)
             self._exporters(host)
+            self._load_balancer(host)
 
         # Form the cluster (or check the sentinel quorum) once every process runs: the dev
         # stack's script, from the first host, the password read from the host's admin.pass.
@@ -266,6 +267,31 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 ],
                 depends_on=[*host.ready, *files, *host.shared_files, *host.system],
             )
+
+    def _load_balancer(self, host: _Host) -> None:
+        """HAProxy (Debian's haproxy.service) with the rendered config: checked with `haproxy -c`
+        first, so a config it refuses never replaces the running one, then reloaded (running
+        connections are kept by the old process until they end)."""
+        config = host.files.load_balancer
+        if config is None:
+            return
+        sudo = sudo_prefix(host.user)
+        upload = self._file(host, config)
+        start = (
+            f"{sudo}haproxy -c -q -f {config.path} && {sudo}systemctl enable haproxy.service && "
+            f"{sudo}systemctl reload-or-restart haproxy.service"
+        )
+        # The config's hash in a comment makes a changed config an update (a reload). As
+        # `triggers` it would replace the resource: the old one's `delete` would then stop HAProxy.
+        digest = pulumi.Output.from_input(self._content(config)).apply(lambda text: content_hash(text)[:16])
+        self._command(
+            f"{self._name}-{host.name}-load-balancer",
+            host,
+            create=start,
+            update=digest.apply(lambda value: f"{start} # config {value}"),
+            delete=f"{sudo}systemctl disable --now haproxy.service",
+            depends_on=[*host.ready, upload, *host.shared_files, *host.system],
+        )
 
     # --- later deploys ---------------------------------------------------------------------
 

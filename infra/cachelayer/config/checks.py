@@ -67,6 +67,15 @@ INT_RANGES: dict[str, IntRange] = {
     "monitoring.backup_max_age_seconds": IntRange(60, 30 * 86_400, "policy", daemon_bound=False),
     "monitoring.failover_window_seconds": IntRange(10, 86_400, "policy", daemon_bound=False),
     "monitoring.auth_failures_per_minute": IntRange(0, 1_000_000, "policy", daemon_bound=False),
+    # HAProxy (templates/haproxy.cfg.j2): its ports, and the role check's `inter`, `fall`, `rise`.
+    # HAProxy accepts any positive count; past 10 (or a minute between checks) a dead master keeps
+    # taking connections for minutes.
+    "load_balancer.write_base_port": IntRange(1024, 65000, "TCP ports (room for one per group); below 1024 needs root", daemon_bound=False),
+    "load_balancer.read_base_port": IntRange(1024, 65000, "TCP ports (room for one per group); below 1024 needs root", daemon_bound=False),
+    "load_balancer.exporter_port": IntRange(1024, 65535, "a TCP port; below 1024 needs root", daemon_bound=False),
+    "load_balancer.check_interval_ms": IntRange(100, 60_000, "policy (HAProxy: inter > 0)", daemon_bound=False),
+    "load_balancer.fall": IntRange(1, 10, "policy (HAProxy: fall >= 1)", daemon_bound=False),
+    "load_balancer.rise": IntRange(1, 10, "policy (HAProxy: rise >= 1)", daemon_bound=False),
 }
 # `save <seconds> <changes>`: config.c refuses seconds < 1 and changes < 0; changes 0 would
 # snapshot every `seconds` even when nothing changed, so we ask for >= 1.

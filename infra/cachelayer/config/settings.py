@@ -30,6 +30,12 @@ from cachelayer.config.checks import (
     password_problem,
 )
 from cachelayer.config.hosts import HostsSettings, load_hosts_settings
+from cachelayer.config.load_balancer import (
+    LoadBalancerSettings,
+    load_balancer_on,
+    load_load_balancer_settings,
+    validate_load_balancer,
+)
 from cachelayer.errors import SettingsError
 from cachelayer.fields import from_mapping, parse_memory, unknown_keys_error
 
@@ -155,6 +161,12 @@ class Settings:
     cdn: CdnSettings | None = None
     monitoring: MonitoringSettings = field(default_factory=lambda: MonitoringSettings())
     backup: BackupSettings = field(default_factory=BackupSettings)
+    load_balancer: LoadBalancerSettings = field(default_factory=LoadBalancerSettings)
+
+    @property
+    def load_balancer_enabled(self) -> bool:
+        """`load_balancer.enabled`, or on by default for the sentinel topology (docs/load-balancer.md)."""
+        return load_balancer_on(self.load_balancer, self.redis.topology)
 
     @property
     def image(self) -> str:
@@ -168,7 +180,7 @@ class Settings:
         return self.monitoring.enabled
 
 
-SETTINGS_KEYS = ("redis", "sentinel", "docker", "hosts", "cdn", "monitoring", "backup")
+SETTINGS_KEYS = ("redis", "sentinel", "docker", "hosts", "cdn", "monitoring", "backup", "load_balancer")
 
 
 def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
@@ -203,9 +215,13 @@ def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
     cdn = load_cdn_settings(config.get("cdn"), required=False)
     monitoring = from_mapping(MonitoringSettings, config.get("monitoring"), "monitoring")
     validate_monitoring(redis, sentinel, monitoring, ports)
+    load_balancer = load_load_balancer_settings(config.get("load_balancer"))
+    taken = {port: what for port, (_, what) in ports.items()}
+    taken.update((port, "Redis exporter") for port in exporter_ports(redis, sentinel, monitoring))
+    validate_load_balancer(load_balancer, redis.topology, redis.masters, taken)
     return Settings(
         stack=stack, redis=redis, sentinel=sentinel, docker=docker, hosts=hosts, cdn=cdn, monitoring=monitoring,
-        backup=load_backup_settings(config.get("backup")),
+        backup=load_backup_settings(config.get("backup")), load_balancer=load_balancer,
     )
 
 

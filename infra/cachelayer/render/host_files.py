@@ -43,6 +43,7 @@ from cachelayer.render.hosts import (
     render_firewall_unit,
     render_health_check,
     render_health_plan,
+    render_host_haproxy_config,
     render_install_script,
     render_kernel_apply,
     render_nftables,
@@ -55,6 +56,7 @@ from cachelayer.render.hosts import (
     render_thp_unit,
     sentinel_paths,
 )
+from cachelayer.render.load_balancer import HOST_CONFIG_FILE
 from cachelayer.render.monitoring import (
     ExporterTarget,
     exporter_password_file,
@@ -157,6 +159,9 @@ class HostFiles:
     exporters: tuple[ExporterFiles, ...]
     apply_config: HostScript | None  # hosts that run a node
     sentinel_set: HostScript | None  # hosts that run a sentinel
+    # HAProxy's config (the monitor password inside: root-only), sentinel topology with
+    # load_balancer on, hosts that run a node.
+    load_balancer: HostFile | None = None
 
     def files(self) -> Iterator[HostFile]:
         yield self.admin_pass
@@ -172,6 +177,8 @@ class HostFiles:
             yield from (sentinel.conf_dist, sentinel.unit)
         for exporter in self.exporters:
             yield from (exporter.password, exporter.unit)
+        if self.load_balancer is not None:
+            yield self.load_balancer
 
     def scripts(self) -> Iterator[HostScript]:
         for script in (self.install, self.dirs, self.kernel_apply, self.apply_config, self.sentinel_set):
@@ -265,6 +272,12 @@ def _host_files(settings: Settings, topology: Topology, plan: HostPlan, confs: d
         ),
         apply_config=apply_config,
         sentinel_set=sentinel_set,
+        load_balancer=HostFile(
+            "haproxy-config", HOST_CONFIG_FILE, "0600", "root",
+            secret=partial(render_host_haproxy_config, settings, topology, plan),
+        )
+        if plan.nodes and settings.load_balancer_enabled
+        else None,
     )
 
 

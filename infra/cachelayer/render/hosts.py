@@ -18,6 +18,7 @@ from typing import Any
 from cachelayer.config.hosts import Machine
 from cachelayer.config.settings import Settings, exporter_ports
 from cachelayer.plan.topology import Node, SentinelNode, Topology
+from cachelayer.render.load_balancer import load_balancer_groups, render_haproxy_config
 from cachelayer.render.nodes import (
     USERS,
     Passwords,
@@ -154,6 +155,7 @@ def render_install_script(settings: Settings, host: HostPlan) -> str:
         host=host.name,
         sentinel=settings.redis.topology == "sentinel",
         monitoring=settings.monitoring_enabled,
+        load_balancer=bool(host.nodes) and settings.load_balancer_enabled,
     )
 
 
@@ -200,11 +202,14 @@ def render_sentinel_unit(settings: Settings, sentinel: SentinelNode) -> str:
 
 
 def firewall_ports(settings: Settings, topology: Topology) -> tuple[int, ...]:
-    """Every port of the deployment: client, cluster bus (cluster), sentinel (sentinel)."""
+    """Every port of the deployment: client, cluster bus (cluster), sentinel and the load
+    balancer's write and read ports (sentinel)."""
     ports = [n.port for n in topology.nodes]
     if topology.kind == "cluster":
         ports += [n.bus_port for n in topology.nodes]
     ports += [s.port for s in topology.sentinels]
+    if settings.load_balancer_enabled:
+        ports += [p for g in load_balancer_groups(settings, topology) for p in (g.write_port, g.read_port)]
     return tuple(sorted(set(ports)))
 
 
@@ -239,13 +244,16 @@ def render_nftables(settings: Settings, topology: Topology, host: HostPlan) -> s
         settings,
         host=host.name,
         ports=firewall_ports(settings, topology),
-        kinds=["client", "cluster bus"] if topology.kind == "cluster" else ["client", "sentinel"],
+        kinds=["client", "cluster bus"] if topology.kind == "cluster" else (
+            ["client", "sentinel", "load balancer"] if settings.load_balancer_enabled else ["client", "sentinel"]
+        ),
         allowed_v4=allowed_v4,
         allowed_v6=allowed_v6,
         # Monitoring: the exporter ports, open to the scrape networks only (none: loopback only).
-        exporter_ports=exporter_ports(settings.redis, settings.sentinel, settings.monitoring)
-        if settings.monitoring_enabled
-        else (),
+        exporter_ports=(
+            exporter_ports(settings.redis, settings.sentinel, settings.monitoring) if settings.monitoring_enabled else ()
+        )
+        + ((settings.load_balancer.exporter_port,) if settings.load_balancer_enabled else ()),
         scrape_v4=scrape_v4,
         scrape_v6=scrape_v6,
         peers_v4=peers_v4,
@@ -264,6 +272,13 @@ def _split_networks(networks: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[s
         entry = str(network.network_address) if network.num_addresses == 1 else str(network)
         (v4 if network.version == 4 else v6).append(entry)
     return tuple(v4), tuple(v6)
+
+
+def render_host_haproxy_config(settings: Settings, topology: Topology, host: HostPlan, passwords: Passwords) -> str:
+    """/etc/haproxy/haproxy.cfg of a machine: listens on the machine's address, checks every node
+    of the deployment (over TLS with the stack's CA when the stack runs TLS)."""
+    ca_file = f"{TLS_DIR}/ca.crt" if settings.redis.tls else None
+    return render_haproxy_config(settings, topology, passwords, host.address, host=host.name, ca_file=ca_file)
 
 
 def render_firewall_unit(settings: Settings) -> str:

@@ -32,6 +32,7 @@ PUSHGATEWAY_JOB = "cachelayer-pushgateway"
 BACKUP_PUSH_JOB = "cachelayer_backup"  # the `job` of the pushed group
 BACKUP_TIMESTAMP = "cachelayer_backup_newest_complete_timestamp_seconds"
 EXPORTER_BINARY = "prometheus-redis-exporter"  # Debian's name for redis_exporter
+LOAD_BALANCER_JOB = "cachelayer-haproxy"  # HAProxy's built-in exporter (sentinel topology, load_balancer on)
 Severity = Literal["critical", "warning"]
 
 
@@ -98,6 +99,15 @@ def exporter_args(target: ExporterTarget, tls_ca_file: str | None = None) -> lis
         # tls-auth-clients is optional on the nodes: the CA to check them is all it needs.
         args.append(f"--tls-ca-cert-file={tls_ca_file}")
     return args
+
+
+def load_balancer_scrape_targets(settings: Settings, addresses: Sequence[str]) -> list[dict[str, Any]]:
+    """Prometheus file_sd entries of the HAProxy exporters (one per load balancer address), for
+    the LOAD_BALANCER_JOB scrape; none without a load balancer."""
+    if not settings.load_balancer_enabled:
+        return []
+    port = settings.load_balancer.exporter_port
+    return [{"targets": [f"{address}:{port}"], "labels": {"stack": settings.stack, "kind": "load_balancer"}} for address in addresses]
 
 
 def scrape_targets(settings: Settings, targets: Sequence[ExporterTarget]) -> list[dict[str, Any]]:
@@ -305,13 +315,14 @@ def alert_rules(settings: Settings) -> tuple[AlertRule, ...]:
                 f"`venv/bin/cachelayer drift --stack {stack}` for their settings",
             ),
         ]
+    rules += load_balancer_alert_rules(settings)
     rules += access_alert_rules(settings)
     return tuple(dataclasses.replace(rule, expr=scoped_to_stack(rule.expr, stack)) for rule in rules)
 
 
-# A metric selector of the rules (every metric they read is redis_*, cachelayer_* or `up`), with its
+# A metric selector of the rules (every metric they read is redis_*, haproxy_*, cachelayer_* or `up`), with its
 # label matchers if any; quoted strings are matched first so that nothing inside one is rewritten.
-_SELECTOR = re.compile(r'(?P<string>"(?:[^"\\]|\\.)*")|\b(?P<metric>redis_\w+|cachelayer_\w+|up)\b(?P<matchers>\{[^}]*\})?(?!\s*\()')
+_SELECTOR = re.compile(r'(?P<string>"(?:[^"\\]|\\.)*")|\b(?P<metric>redis_\w+|haproxy_\w+|cachelayer_\w+|up)\b(?P<matchers>\{[^}]*\})?(?!\s*\()')
 
 
 def scoped_to_stack(expr: str, stack: str) -> str:
@@ -329,6 +340,44 @@ def scoped_to_stack(expr: str, stack: str) -> str:
         return f"{match.group('metric')}{{{inner}}}"
 
     return _SELECTOR.sub(scope, expr)
+
+
+def load_balancer_alert_rules(settings: Settings) -> list[AlertRule]:
+    """HAProxy in front of the Sentinel groups: its write side must have exactly one master."""
+    if not settings.load_balancer_enabled:
+        return []
+    hold, stack = settings.monitoring.for_seconds, settings.stack
+    health = f"venv/bin/cachelayer health --stack {stack}"
+    write = 'proxy=~"redis-master-[0-9]+-write"'
+    return [
+        AlertRule(
+            "RedisLoadBalancerNoMaster",
+            f"haproxy_backend_active_servers{{{write}}} == 0",
+            hold,
+            "critical",
+            "HAProxy on {{ $labels.instance }} has no master UP for {{ $labels.proxy }}: plain clients cannot write",
+            f"`{health}` (who is master); if Sentinel has a master, HAProxy's check cannot log in or reach it: "
+            "`journalctl -u haproxy` on the host (the monitor password, the firewall between the hosts)",
+        ),
+        AlertRule(
+            "RedisLoadBalancerTwoMasters",
+            f"haproxy_backend_active_servers{{{write}}} > 1",
+            hold,
+            "critical",
+            "HAProxy on {{ $labels.instance }} sees two nodes saying role:master for {{ $labels.proxy }} "
+            "(split brain): writes go to both",
+            f"`{health}` (sentinel_agreement); the node Sentinel does not name as master must become its "
+            "replica: `SENTINEL FAILOVER` only after the partition is fixed",
+        ),
+        AlertRule(
+            "RedisLoadBalancerDown",
+            f'up{{job="{LOAD_BALANCER_JOB}"}} == 0',
+            hold,
+            "critical",
+            "HAProxy's exporter on {{ $labels.instance }} cannot be scraped: its clients may have no way in",
+            "on the host `systemctl status haproxy` and `journalctl -u haproxy`; `haproxy -c -f /etc/haproxy/haproxy.cfg`",
+        ),
+    ]
 
 
 # ------------------------------------------------------------------------- suspicious access
@@ -426,13 +475,24 @@ def pushgateway_scrape(address: str) -> dict[str, Any]:
     return {"job_name": PUSHGATEWAY_JOB, "honor_labels": True, "static_configs": [{"targets": [address]}]}
 
 
-def prometheus_config(settings: Settings, rules_file: str, targets_file: str, pushgateway: str | None = None) -> str:
-    """A Prometheus configuration scraping the exporters listed in `targets_file` (file_sd), and
-    the Pushgateway at `pushgateway` (host:port) when given."""
+def prometheus_config(
+    settings: Settings,
+    rules_file: str,
+    targets_file: str,
+    pushgateway: str | None = None,
+    load_balancer_targets_file: str | None = None,
+) -> str:
+    """A Prometheus configuration scraping the exporters listed in `targets_file` (file_sd), the
+    Pushgateway at `pushgateway` (host:port) when given, and the HAProxy exporters listed in
+    `load_balancer_targets_file` when given."""
     interval = _duration(settings.monitoring.scrape_interval_seconds)
     scrapes: list[dict[str, Any]] = [
         {"job_name": JOB, "file_sd_configs": [{"files": [targets_file], "refresh_interval": "30s"}]},
     ]
+    if load_balancer_targets_file:
+        scrapes.append(
+            {"job_name": LOAD_BALANCER_JOB, "file_sd_configs": [{"files": [load_balancer_targets_file], "refresh_interval": "30s"}]}
+        )
     if pushgateway:
         scrapes.append(pushgateway_scrape(pushgateway))
     config = {

@@ -29,6 +29,7 @@ from cachelayer.render.monitoring import (
     ExporterTarget,
     exporter_args,
     exporter_targets,
+    load_balancer_scrape_targets,
     prometheus_config,
     rules_yaml,
     scrape_targets,
@@ -107,8 +108,13 @@ class SandboxMonitoring:
         rules.write_text(rules_yaml(self.sandbox.settings))
         targets.write_text(json.dumps(scrape_targets(self.sandbox.settings, self.targets), indent=2))
         pushgateway = f"127.0.0.1:{self.pushgateway_port}"
+        balancers = None
+        if self.sandbox.settings.load_balancer_enabled:  # the sandbox's haproxy, on loopback
+            balancers = self.dir / "load_balancer_targets.json"
+            balancers.write_text(json.dumps(load_balancer_scrape_targets(self.sandbox.settings, ["127.0.0.1"]), indent=2))
         (self.dir / "prometheus.yml").write_text(
-            prometheus_config(self.sandbox.settings, str(rules), str(targets), pushgateway))
+            prometheus_config(self.sandbox.settings, str(rules), str(targets), pushgateway,
+                              str(balancers) if balancers else None))
 
         records = dict(self.records())
         password = self.sandbox.passwords.monitor

@@ -1,0 +1,137 @@
+"""HAProxy's configuration for the Sentinel topology (templates/haproxy.cfg.j2). Pure.
+
+One rendering for every place HAProxy runs: the hosts (Debian's haproxy.service reads
+/etc/haproxy/haproxy.cfg) and the local sandbox. The role check logs in as the `monitor` user,
+so the file holds its password: it is rendered from the `Passwords` in one place
+(`check_login`), and written root-only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachelayer.config.settings import Settings
+from cachelayer.plan.topology import Node, Topology
+from cachelayer.render.nodes import USERS, Passwords, render_template
+
+HOST_CONFIG_FILE = "/etc/haproxy/haproxy.cfg"
+HAPROXY_BINARY = "haproxy"
+# Per HAProxy process; each proxied connection holds two file descriptors, and HAProxy refuses to
+# start when it cannot raise its descriptor limit to about twice maxconn. The sandbox's own user
+# may not raise it far.
+HOST_MAXCONN = 8_000
+SANDBOX_MAXCONN = 1_000
+
+
+@dataclass(frozen=True)
+class LoadBalancerGroup:
+    name: str  # the Sentinel group: redis-master-<n>
+    write_port: int
+    read_port: int
+    nodes: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class LoadBalancerEndpoint:
+    """What a client connects to for one group, on one load balancer."""
+
+    group: str
+    write: str  # address:port
+    read: str
+
+
+def load_balancer_groups(settings: Settings, topology: Topology) -> tuple[LoadBalancerGroup, ...]:
+    lb = settings.load_balancer
+    groups = []
+    for index, master in enumerate(topology.masters):
+        nodes = (master, *topology.replicas_of(master))
+        groups.append(LoadBalancerGroup(master.group, lb.write_base_port + index, lb.read_base_port + index, nodes))
+    return tuple(groups)
+
+
+def load_balancer_endpoints(settings: Settings, topology: Topology, address: str) -> list[LoadBalancerEndpoint]:
+    return [
+        LoadBalancerEndpoint(g.name, f"{address}:{g.write_port}", f"{address}:{g.read_port}")
+        for g in load_balancer_groups(settings, topology)
+    ]
+
+
+def check_login(passwords: Passwords) -> str:
+    """The inline command the role check sends first. The one place the check's password is
+    taken from: a rotation of the monitor password reaches HAProxy through it."""
+    return f"AUTH {USERS.monitor} {passwords.monitor}"
+
+
+def render_haproxy_config(
+    settings: Settings,
+    topology: Topology,
+    passwords: Passwords,
+    bind_address: str,
+    host: str | None = None,
+    ca_file: str | None = None,
+    node_address: Callable[[Node], str] = lambda node: node.address,
+) -> str:
+    """haproxy.cfg: per Sentinel group a write and a read proxy, and the metrics frontend.
+
+    `host`: the machine's name on the hosts target (logging, chroot and the haproxy user, as
+    Debian's service expects); None in the sandbox. `ca_file`: the CA the role check verifies
+    the nodes with when the stack runs TLS. Client traffic is passed through untouched (TCP), so
+    a TLS client talks TLS with the node itself."""
+    if settings.redis.tls and ca_file is None:
+        raise ValueError("a TLS stack's load balancer needs the CA file to check the nodes")
+    groups = [
+        {
+            "name": g.name,
+            "write_port": g.write_port,
+            "read_port": g.read_port,
+            "nodes": [{"name": n.name, "address": node_address(n), "port": n.port} for n in g.nodes],
+        }
+        for g in load_balancer_groups(settings, topology)
+    ]
+    # check-ssl: the checks speak TLS to a node although HAProxy passes client traffic through;
+    # verify required + ca-file: only a node with a certificate of the stack's CA is trusted.
+    check_tls = f" check-ssl verify required ca-file {ca_file}" if settings.redis.tls else ""
+    return render_template(
+        "haproxy.cfg.j2",
+        stack=settings.stack,
+        host=host,
+        maxconn=HOST_MAXCONN if host else SANDBOX_MAXCONN,
+        check=settings_check(settings),
+        groups=groups,
+        bind_address=bind_address,
+        exporter_address=bind_address,
+        exporter_port=settings.load_balancer.exporter_port,
+        check_auth=check_login(passwords),
+        check_tls=check_tls,
+    )
+
+
+@dataclass(frozen=True)
+class _Check:
+    interval_ms: int
+    fall: int
+    rise: int
+
+
+def settings_check(settings: Settings) -> _Check:
+    lb = settings.load_balancer
+    return _Check(lb.check_interval_ms, lb.fall, lb.rise)
+
+
+def host_load_balancer_addresses(topology: Topology) -> list[str]:
+    """The hosts target runs one HAProxy on every machine with a node: their addresses, in order."""
+    return list(dict.fromkeys(n.address for n in topology.nodes))
+
+
+def connection_load_balancers(settings: Settings, topology: Topology) -> list[dict[str, object]]:
+    """The `connection` output's `load_balancers` (hosts target, load balancer on): per group,
+    every HAProxy's write and read address. A client picks one (or lists them all and retries
+    the next): each HAProxy finds the master by itself."""
+    if settings.redis.target != "hosts" or not settings.load_balancer_enabled:
+        return []
+    addresses = host_load_balancer_addresses(topology)
+    return [
+        {"group": g.name, "write": [f"{a}:{g.write_port}" for a in addresses], "read": [f"{a}:{g.read_port}" for a in addresses]}
+        for g in load_balancer_groups(settings, topology)
+    ]
