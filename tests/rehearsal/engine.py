@@ -92,9 +92,10 @@ def plan(state: dict[str, Any], declared: Iterable[CommandSpec]) -> dict[str, Ac
 
 
 class Engine:
-    def __init__(self, state_file: Path, parallelism: int = 16) -> None:
+    def __init__(self, state_file: Path, parallelism: int = 16, dial_attempts: int | None = None) -> None:
         self.state_file = state_file
         self.parallelism = parallelism
+        self.dial_attempts = dial_attempts  # at most this many dials, whatever dialErrorLimit says
         self.state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
         self._lock = threading.Lock()
 
@@ -194,6 +195,8 @@ class Engine:
         host, port, user = connection["host"], int(connection.get("port", 22)), connection.get("user", "root")
         pkey = paramiko.Ed25519Key.from_private_key(StringIO(connection["privateKey"]))
         attempts = int(connection.get("dialErrorLimit", 10))
+        if self.dial_attempts is not None:
+            attempts = min(attempts, self.dial_attempts)
         for attempt in range(attempts):
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # checked below when hostKey is set

@@ -28,6 +28,11 @@ class Rehearsal:
     provider_state: ProviderState = field(default_factory=ProviderState)
     timings: dict[str, float] = field(default_factory=dict)
     last: list[CommandSpec] = field(default_factory=list)
+    # Secret settings of the next replays (`pulumi config set --secret`): given passwords, rotations.
+    secrets: dict[str, str] = field(default_factory=dict)
+    # Caps the engine's SSH dial retries (the program asks for 20, ~100 s against a host that is
+    # down): a test that makes a host unreachable on purpose need not wait for all of them.
+    dial_attempts: int | None = None
 
     @classmethod
     def start(cls, machines: dict[str, str] = SIX_HOSTS) -> Rehearsal:
@@ -47,13 +52,13 @@ class Rehearsal:
 
     @property
     def engine(self) -> Engine:
-        return Engine(self.hosts.workdir / "state.json")
+        return Engine(self.hosts.workdir / "state.json", dial_attempts=self.dial_attempts)
 
     def declared(self, redis: dict[str, Any] | None = None, **hosts: Any) -> list[CommandSpec]:
         config = prod_config(
             self.machines, self.hosts.image.host_key, redis=redis, hosts={"app_networks": [APP_NETWORK], **hosts}
         )
-        self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state)
+        self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state, self.secrets)
         return self.last
 
     def deploy(self, redis: dict[str, Any] | None = None, **hosts: Any) -> Replay:
@@ -79,11 +84,12 @@ class Rehearsal:
 
     @property
     def admin_password(self) -> str:
-        return self._output("redis-credentials-admin-password")
+        """The stack's: the given one (a secret setting), else the generated one."""
+        return self.secrets.get("admin_password") or self._output("redis-credentials-admin-password")
 
     @property
     def app_password(self) -> str:
-        return self._output("redis-credentials-app-password")
+        return self.secrets.get("app_password") or self._output("redis-credentials-app-password")
 
     def stdin_of(self, resource: str) -> str:
         return str(next(c for c in self.last if c.name == resource).inputs["stdin"])
