@@ -19,6 +19,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from cachelayer.ops.rotate import RotationError, add_password, remove_old_passwo
 from cachelayer.plan.topology import Node, SentinelNode
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.monitoring import SandboxMonitoring
 from cachelayer.sandbox.targets import target_of_sandbox
 
 from .conftest import boot, wait_until
@@ -86,7 +88,7 @@ def rotate(sandbox: LocalSandbox, capsys: pytest.CaptureFixture[str], user: str,
     code = main(["rotate", user, "--phase", phase, "--stack", "test", "--workdir", str(sandbox.workdir), "--json"],
                 runtime=Runtime(env=env))
     captured = capsys.readouterr()
-    for secret in [password, *(getattr(sandbox.passwords, u) for u in ("app", "admin", "replication", "sentinel"))]:
+    for secret in [password, *(getattr(sandbox.passwords, u) for u in ("app", "admin", "replication", "sentinel", "monitor"))]:
         assert not secret or (secret not in captured.out and secret not in captured.err), "a password was printed"
     return code, json.loads(captured.out)
 
@@ -395,8 +397,43 @@ def test_a_node_that_cannot_save_its_acl_file_is_named_and_blocks_the_removal(
 def test_a_refused_password_or_user_is_a_usage_error(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
     code, status = rotate(cluster, capsys, USERS.app, "add", "Zq9-tiny")
     assert code == ExitCode.USAGE and "shorter than 16" in status["error"], status
-    code, status = rotate(cluster, capsys, USERS.monitor, "add", new_password())
-    assert code == ExitCode.USAGE and "cannot rotate user 'monitor'" in status["error"], status
+    code, status = rotate(cluster, capsys, "nobody", "add", new_password())
+    assert code == ExitCode.USAGE and "cannot rotate user 'nobody'" in status["error"], status
+
+
+def exporters_up(monitoring: SandboxMonitoring) -> dict[str, str]:
+    """process -> its exporter's redis_up (or why it could not be read)."""
+    found = {}
+    for target in monitoring.targets:
+        try:
+            with urllib.request.urlopen(f"http://{target.listen}/metrics", timeout=2) as response:
+                lines = response.read().decode().splitlines()
+            found[target.process] = next((line.split()[-1] for line in lines if line.startswith("redis_up ")), "?")
+        except OSError as error:
+            found[target.process] = f"unreachable: {error}"
+    return found
+
+
+def test_monitor_rotation_switches_the_sandboxs_exporters(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Phase 1 restarts the running exporters with the new monitor password once every node
+    accepts it; after phase 2 (the old one refused) they still read their nodes."""
+    monitoring = SandboxMonitoring(cluster, prometheus_port=9094)
+    try:
+        monitoring.up()
+        pids = {name: record.pid for name, record in monitoring.running().items()}
+        assert set(exporters_up(monitoring).values()) == {"1"}
+
+        def between(new: str) -> None:
+            restarted = {name: record.pid for name, record in monitoring.running().items()}
+            assert all(restarted[t.process] != pids[t.process] for t in monitoring.targets), "exporters not restarted"
+            assert restarted["prometheus"] == pids["prometheus"]
+            assert set(exporters_up(monitoring).values()) == {"1"}
+
+        old, new = full_rotation(cluster, capsys, USERS.monitor, between)
+        assert set(exporters_up(monitoring).values()) == {"1"}, exporters_up(monitoring)
+        assert_old_refused_everywhere(cluster, USERS.monitor, old, new)
+    finally:
+        monitoring.down()
 
 
 # ----------------------------------------------------------------------------- sentinel
