@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import paramiko
 from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.render.nodes import USERS
@@ -74,7 +75,10 @@ class Rehearsal:
         host = next((h for h in self.hosts.hosts if step.startswith(f"redis-{h}-")), None)
         if host is None or not self.hosts.hosts[host].running:
             return ""
-        _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        try:
+            _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        except (OSError, paramiko.SSHException) as error:  # the very host the step could not reach
+            return f"\n--- no journal of {host}: {error}"
         return f"\n--- journal of {host}\n{journal}"
 
     # --- reading the deployment ---------------------------------------------------------

@@ -144,8 +144,6 @@ def exporters_sampled(rehearsal: Rehearsal) -> Iterator[dict[str, list[str]]]:
     machine's address; the firewall lets loopback in). Yields host -> its log lines at the end."""
     found: dict[str, list[str]] = {}
     for name, address in SIX_HOSTS.items():
-        ports = rehearsal.hosts.sh(name, "systemctl list-units --plain --no-legend 'redis-exporter*' | wc -l")[1]
-        assert int(ports.strip()) >= 1, name
         urls = [f"http://{address}:{9121 + i}/metrics" for i in range(6)]
         urls = [u for u in urls if rehearsal.hosts.sh(name, f"python3 -c 'import urllib.request; urllib.request.urlopen(\"{u}\", timeout=2)'", check=False)[0] == 0]
         assert urls, f"{name}: no exporter answers"
