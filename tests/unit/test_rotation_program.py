@@ -197,3 +197,19 @@ def test_a_program_run_with_a_bad_previous_stops_with_one_line() -> None:
     with pytest.raises(SystemExit) as stopped:
         run_program("prod", secrets={"app_password_previous": "an-old-password-0123456789"})
     assert str(stopped.value).startswith("cachelayer: stack setting 'app_password_previous'")
+
+
+def test_a_new_monitor_password_restarts_each_exporter_by_an_update_never_a_replacement(
+    phase_1: ProgramRun, phase_2: ProgramRun
+) -> None:
+    """A replacement would run the old resource's `delete` (disable --now) last: the exporter
+    stopped for good after its restart (what the rotation rehearsal found)."""
+    before = run_program("prod", config_overrides={"redis": {**read_stack_config("prod")["redis"], "topology": "sentinel"}})
+    services = [r.name for r in phase_1.of_type("command:remote:Command") if r.name.endswith("-exporter-service")]
+    assert len(services) == 9
+    for name in services:
+        old, new = unwrap(before.named(name).inputs), unwrap(phase_1.named(name).inputs)
+        assert "triggers" not in new and old["create"] == new["create"], name
+        assert old["update"] != new["update"] and new["update"].startswith(new["create"] + " # start-up inputs "), name
+        assert is_secret_value(phase_1.named(name).inputs["update"]), name  # it holds a hash of the password file
+        assert unwrap(phase_2.named(name).inputs)["update"] == new["update"], "phase 2 leaves the exporters alone"
