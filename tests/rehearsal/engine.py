@@ -110,8 +110,10 @@ class Engine:
         specs = {s.name: s for s in declared}
         actions = plan(self.state, declared)
         pending = {name for name in specs if name in actions}
-        # A step waits for the declared dependencies that have a step of their own pending.
-        done: set[str] = set()
+        # A step waits for every step pending among its dependencies, direct or through unchanged
+        # resources: the program registers a resource only once what it depends on is registered,
+        # so the engine never runs it before the steps of its dependencies' dependencies.
+        closure = {name: _dependencies(name, specs) for name in specs}
         deferred_deletes: list[tuple[str, dict[str, Any]]] = []
         failure: StepFailed | None = None
         try:
@@ -120,7 +122,7 @@ class Engine:
                 while pending or running:
                     if failure is None:
                         for name in sorted(pending):
-                            if all(d in done or (d not in pending and d not in running.values()) for d in specs[name].depends_on):
+                            if not (closure[name] & (pending | set(running.values()))):
                                 pending.discard(name)
                                 running[pool.submit(self._step, specs[name], actions[name], replay)] = name
                     if not running:
@@ -134,7 +136,6 @@ class Engine:
                             failure = failure or error
                             continue
                         replay.steps.append(step)
-                        done.add(name)
                         if step.action == "replace" and not specs[name].delete_before_replace:
                             deferred_deletes.append((name, self.state[name]["replaced"]))
                     if failure is not None:
@@ -279,6 +280,17 @@ def _setenv(channel: paramiko.Channel, key: str, value: str) -> bool:
     except paramiko.SSHException:
         return False
     return True
+
+
+def _dependencies(name: str, specs: dict[str, CommandSpec]) -> set[str]:
+    found: set[str] = set()
+    todo = list(specs[name].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep not in found:
+            found.add(dep)
+            todo += specs[dep].depends_on if dep in specs else []
+    return found
 
 
 def _dependents_first(names: list[str], state: dict[str, Any]) -> list[str]:

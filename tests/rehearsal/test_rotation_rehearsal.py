@@ -158,6 +158,12 @@ def exporters_sampled(rehearsal: Rehearsal) -> Iterator[dict[str, list[str]]]:
             found[name] = log.splitlines()
 
 
+def scrape_summary(scrapes: dict[str, list[str]]) -> str:
+    lines = [line for host_lines in scrapes.values() for line in host_lines]
+    counts = {kind: sum(1 for line in lines if kind in line) for kind in ("up=1", "up=0", "unreachable")}
+    return f"{len(lines)} scrapes: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
+
+
 # --- reading the nodes ---------------------------------------------------------------------
 
 
@@ -260,6 +266,7 @@ def test_phase_1_of_four_users_together_refuses_nobody(rehearsal: Rehearsal) -> 
     assert keeps_old.other_errors == [] and switches.other_errors == [], (keeps_old.other_errors[:5], switches.other_errors[:5])
     assert keeps_old.writes > 50 and switches.writes > 50
     # Exporters: never redis_up 0 (a refused monitor login); each scraped after its restart.
+    print(f"exporter samples in phase 1: {scrape_summary(scrapes)}")
     for host, lines in scrapes.items():
         assert lines and not [line for line in lines if line.endswith("up=0")], (host, lines[-5:])
         assert lines[-1].endswith("up=1"), (host, lines[-5:])
@@ -289,6 +296,7 @@ def test_phase_2_refuses_the_old_passwords_everywhere(rehearsal: Rehearsal) -> N
     rehearsal.timings["phase_2"] = replay.seconds
     print(f"\nphase 2 ({replay.seconds:.1f} s): {writer.summary()}; sync_full before {sync_before} after {masters(rehearsal)}")
     assert writer.auth_errors == [] and writer.other_errors == [] and writer.writes > 50, writer.summary()
+    print(f"exporter samples in phase 2: {scrape_summary(scrapes)}")
     for host, lines in scrapes.items():
         assert lines and all(line.endswith("up=1") for line in lines), (host, lines[-5:])
     for name, address in SIX_HOSTS.items():

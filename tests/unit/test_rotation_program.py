@@ -154,6 +154,9 @@ def test_every_host_accepts_before_anything_presents_a_password(phase_1: Program
     presenting += ["redis-bootstrap", *(f"redis-{m}-backup-timer" for m in MACHINES)]
     for name in presenting:
         assert accepts <= closure(phase_1, name), f"{name} does not wait for every host's accept step"
+    # The live switches name them directly: not only through the (unchanged) bootstrap.
+    for name in [f"redis-{m}-apply-config" for m in MACHINES] + [f"redis-{m}-sentinel-set" for m in MACHINES[:3]]:
+        assert accepts <= set(phase_1.depends_on[name]), name
     for index, machine in enumerate(MACHINES):
         accept = f"redis-{machine}-accept-credentials"
         # It loads the host's freshly uploaded ACL file, reaching the nodes over TLS...

@@ -133,8 +133,11 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             triggers=[n.endpoint for n in topology.nodes] + [s.endpoint for s in topology.sentinels],
             depends_on=[*node_services, *sentinel_services],
         )
-        apply_steps = self._apply_config_steps(hosts, deploy, [bootstrap, *node_files])
-        sentinel_steps = self._sentinel_set_steps(hosts, settings, [bootstrap])
+        # They present passwords live (masterauth; auth-pass, sentinel-pass): after every host's
+        # accept step, named directly so no engine can start them early through an unchanged
+        # resource in between (the bootstrap).
+        apply_steps = self._apply_config_steps(hosts, deploy, [bootstrap, *node_files, *accepted])
+        sentinel_steps = self._sentinel_set_steps(hosts, settings, [bootstrap, *accepted])
         self._rolling_restarts(hosts, deploy, topology, tls_material, [*apply_steps, *sentinel_steps])
 
         self.hosts = pulumi.Output.from_input([h.plan.name for h in deploy.hosts])
