@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
 
 from cachelayer.render.nodes import USERS
 from rehearsal.engine import StepFailed
@@ -144,8 +146,10 @@ def exporters_sampled(rehearsal: Rehearsal) -> Iterator[dict[str, list[str]]]:
     machine's address; the firewall lets loopback in). Yields host -> its log lines at the end."""
     found: dict[str, list[str]] = {}
     for name, address in SIX_HOSTS.items():
-        urls = [f"http://{address}:{9121 + i}/metrics" for i in range(6)]
-        urls = [u for u in urls if rehearsal.hosts.sh(name, f"python3 -c 'import urllib.request; urllib.request.urlopen(\"{u}\", timeout=2)'", check=False)[0] == 0]
+        candidates = [f"http://{address}:{9121 + i}/metrics" for i in range(6)]
+        probe = (f"import urllib.request\nfor url in {candidates!r}:\n    try:\n        urllib.request.urlopen(url, timeout=2)\n"
+                 "        print(url)\n    except OSError:\n        pass\n")
+        urls = rehearsal.hosts.sh(name, f"python3 - <<'EOF'\n{probe}EOF\n")[1].split()
         assert urls, f"{name}: no exporter answers"
         script = SAMPLER_SCRIPT.format(urls=urls, log=f"{SAMPLER}.log")
         rehearsal.hosts.sh(name, f"cat > {SAMPLER}.py <<'EOF'\n{script}\nEOF\nrm -f {SAMPLER}.log; "
@@ -168,8 +172,9 @@ def scrape_summary(scrapes: dict[str, list[str]]) -> str:
 
 
 def logs_in(rehearsal: Rehearsal, address: str, port: int, user: str, password: str) -> bool:
+    # No retry: redis-py retries a refused AUTH (a ConnectionError) with a new TLS handshake each time.
     client = redis.Redis(host=address, port=port, username=user, password=password, ssl=True,
-                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5)
+                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
     try:
         client.connection_pool.release(client.connection_pool.get_connection())
         return True

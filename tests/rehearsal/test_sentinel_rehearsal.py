@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachelayer.render.nodes import USERS
 from rehearsal.hosts import leftovers
@@ -96,7 +98,7 @@ def sentinel_links_hold(rehearsal: Rehearsal, seconds: float = 8) -> None:
 
 def accepts_sentinel(rehearsal: Rehearsal, address: str, port: int, password: str) -> bool:
     client = redis.Redis(host=address, port=port, username=USERS.sentinel, password=password, ssl=True,
-                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5)
+                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
     try:
         client.connection_pool.release(client.connection_pool.get_connection())
         return True
