@@ -152,18 +152,38 @@ def exporters_sampled(rehearsal: Rehearsal) -> Iterator[dict[str, list[str]]]:
         urls = rehearsal.hosts.sh(name, f"python3 - <<'EOF'\n{probe}EOF\n")[1].split()
         assert urls, f"{name}: no exporter answers"
         script = SAMPLER_SCRIPT.format(urls=urls, log=f"{SAMPLER}.log")
-        rehearsal.hosts.sh(name, f"cat > {SAMPLER}.py <<'EOF'\n{script}\nEOF\nrm -f {SAMPLER}.log; "
+        rehearsal.hosts.sh(name, f"cat > {SAMPLER}.py <<'EOF'\n{script}\nEOF\nrm -f {SAMPLER}.log; date +%s > {SAMPLER}.since; "
                                  f"setsid nohup python3 {SAMPLER}.py >/dev/null 2>&1 < /dev/null & echo $! > {SAMPLER}.pid")
     try:
         yield found
     finally:
         for name in SIX_HOSTS:
-            log = rehearsal.hosts.sh(name, f"kill $(cat {SAMPLER}.pid); cat {SAMPLER}.log; rm -f {SAMPLER}.*", check=False)[1]
-            found[name] = log.splitlines()
+            # The exporters' own journal since the sampling began: every refused login they met.
+            refused = (f"journalctl --since=@$(cat {SAMPLER}.since) -u 'redis-*exporter*' --no-pager -o cat "
+                       "| grep -ciE 'WRONGPASS|invalid username-password' || true")
+            log = rehearsal.hosts.sh(name, f"kill $(cat {SAMPLER}.pid); {refused}; cat {SAMPLER}.log; rm -f {SAMPLER}.*",
+                                     check=False)[1].splitlines()
+            found[name] = log[1:]
+            found[f"{name} refused logins"] = [log[0]]
+
+
+def assert_exporters_kept_reading(scrapes: dict[str, list[str]]) -> None:
+    """No exporter was refused a login; each reads its process at the end. (A scrape in flight when
+    its node runs ACL LOAD reads redis_up 0 once: Redis 7.0 drops every connection of the reloaded
+    users, and the exporter's next scrape logs in again; docs/security.md, "Measured".)"""
+    for host, lines in scrapes.items():
+        if host.endswith("refused logins"):
+            assert lines == ["0"], (host, lines)
+            continue
+        assert lines, host
+        for url in {line.split()[0] for line in lines}:
+            mine = [line for line in lines if line.startswith(url + " ")]
+            assert mine[-1].endswith("up=1"), (url, mine[-5:])
+            assert sum(line.endswith("up=0") for line in mine) <= 1, (url, mine)
 
 
 def scrape_summary(scrapes: dict[str, list[str]]) -> str:
-    lines = [line for host_lines in scrapes.values() for line in host_lines]
+    lines = [line for host, host_lines in scrapes.items() if not host.endswith("refused logins") for line in host_lines]
     counts = {kind: sum(1 for line in lines if kind in line) for kind in ("up=1", "up=0", "unreachable")}
     return f"{len(lines)} scrapes: " + ", ".join(f"{n} {kind}" for kind, n in counts.items())
 
@@ -272,9 +292,7 @@ def test_phase_1_of_four_users_together_refuses_nobody(rehearsal: Rehearsal) -> 
     assert keeps_old.writes > 50 and switches.writes > 50
     # Exporters: never redis_up 0 (a refused monitor login); each scraped after its restart.
     print(f"exporter samples in phase 1: {scrape_summary(scrapes)}")
-    for host, lines in scrapes.items():
-        assert lines and not [line for line in lines if line.endswith("up=0")], (host, lines[-5:])
-        assert lines[-1].endswith("up=1"), (host, lines[-5:])
+    assert_exporters_kept_reading(scrapes)
     # Both passwords of every rotated user work on every node; the new ones are presented.
     for name, address in SIX_HOSTS.items():
         for user in ROTATED:
@@ -302,8 +320,7 @@ def test_phase_2_refuses_the_old_passwords_everywhere(rehearsal: Rehearsal) -> N
     print(f"\nphase 2 ({replay.seconds:.1f} s): {writer.summary()}; sync_full before {sync_before} after {masters(rehearsal)}")
     assert writer.auth_errors == [] and writer.other_errors == [] and writer.writes > 50, writer.summary()
     print(f"exporter samples in phase 2: {scrape_summary(scrapes)}")
-    for host, lines in scrapes.items():
-        assert lines and all(line.endswith("up=1") for line in lines), (host, lines[-5:])
+    assert_exporters_kept_reading(scrapes)
     for name, address in SIX_HOSTS.items():
         for user in ROTATED:
             assert not logs_in(rehearsal, address, PORTS[name], user, retired[user]), (name, user)
