@@ -101,7 +101,12 @@ class Rehearsal:
     @property
     def ca_file(self) -> str:
         path = self.hosts.workdir / "ca.crt"
-        path.write_text(self.stdin_of("redis-cache-1-tls-ca"))
+        pem = self.stdin_of("redis-cache-1-tls-ca")
+        # Clients in other threads read it meanwhile: never truncate it in place.
+        if not path.exists() or path.read_text() != pem:
+            fresh = path.with_name(f".ca.{threading.get_ident()}.tmp")
+            fresh.write_text(pem)
+            fresh.replace(path)
         return str(path)
 
     def cli(self, address: str, port: int, *args: str, namespace: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:
