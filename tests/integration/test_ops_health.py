@@ -3,6 +3,8 @@ on a deployment broken on purpose; the prod hosts' health-check.sh gives the sam
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import posixpath
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from cachelayer.cli.app import main
 from cachelayer.config.settings import load_settings
@@ -53,10 +56,41 @@ def test_fresh_cluster_is_healthy_and_json_has_the_documented_shape(
     assert [n["name"] for n in document["nodes"]] == [f"redis-{p}" for p in range(7710, 7716)]
     assert {c["name"] for c in document["checks"]} >= {
         "reachable", "cluster_state", "slots", "node_flags", "open_slots", "masters", "replicas", "replica_lag",
-        "placement", "memory", "persistence",
+        "placement", "memory", "persistence", "credentials",
     }
     assert all(set(c) == {"name", "description", "ok", "state", "problems"} for c in document["checks"])
     assert all(c["state"] == "ok" for c in document["checks"])
+
+
+def test_a_rotation_between_its_phases_is_shown_and_one_stopped_halfway_is_a_problem(
+    cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = "#" + hashlib.sha256(b"a-new-app-password-0123456789").hexdigest()
+    ports = range(7710, 7716)
+    for port in ports:
+        with cluster.admin_client(port) as admin:
+            admin.execute_command("ACL", "SETUSER", "app", extra)
+    try:
+        code, document = health(cluster, capsys)
+        assert code == 0, failing(document)  # a normal phase 1: healthy
+        assert document["rotation"] == {"app": "two passwords"}
+        assert all(n["passwords"]["app"] == 2 and n["passwords"]["admin"] == 1 for n in document["nodes"])
+        credentials = next(c for c in document["checks"] if c["name"] == "credentials")
+        assert credentials["ok"] and credentials["description"].startswith("rotation in progress, between its phases: app")
+        assert extra[1:] not in json.dumps(document)  # counts, never hashes
+        with cluster.admin_client(7712) as admin:
+            admin.execute_command("ACL", "SETUSER", "app", "!" + extra[1:])
+        code, document = health(cluster, capsys)
+        assert code == 1 and document["rotation"] == {"app": "mixed"}
+        assert failing(document).keys() == {"credentials"}
+        assert "redis-7712=1" in failing(document)["credentials"][0] and "redis-7710=2" in failing(document)["credentials"][0]
+    finally:
+        for port in ports:
+            # 7712 no longer holds it: Redis refuses to remove a password a user does not have.
+            with cluster.admin_client(port) as admin, contextlib.suppress(redis.ResponseError):
+                admin.execute_command("ACL", "SETUSER", "app", "!" + extra[1:])
+    code, document = health(cluster, capsys)
+    assert code == 0 and document["rotation"] == {}
 
 
 def test_an_open_slot_is_a_problem(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ it; every node still accepts a password that works, and re-running the phase fin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,11 @@ from cachelayer.cli.app import main
 from cachelayer.cli.common import ExitCode, Runtime
 from cachelayer.cli.rotate import NEW_PASSWORD_ENV
 from cachelayer.ops.rotate import RotationError, add_password, remove_old_passwords
+from cachelayer.ops.target import Endpoint, Target
 from cachelayer.plan.topology import Node, SentinelNode
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.local import LocalSandbox
+from cachelayer.sandbox.monitoring import SandboxMonitoring
 from cachelayer.sandbox.targets import target_of_sandbox
 
 from .conftest import boot, wait_until
@@ -86,7 +90,7 @@ def rotate(sandbox: LocalSandbox, capsys: pytest.CaptureFixture[str], user: str,
     code = main(["rotate", user, "--phase", phase, "--stack", "test", "--workdir", str(sandbox.workdir), "--json"],
                 runtime=Runtime(env=env))
     captured = capsys.readouterr()
-    for secret in [password, *(getattr(sandbox.passwords, u) for u in ("app", "admin", "replication", "sentinel"))]:
+    for secret in [password, *(getattr(sandbox.passwords, u) for u in ("app", "admin", "replication", "sentinel", "monitor"))]:
         assert not secret or (secret not in captured.out and secret not in captured.err), "a password was printed"
     return code, json.loads(captured.out)
 
@@ -316,10 +320,19 @@ def resume(paused: list[int]) -> None:
         os.kill(pid, signal.SIGCONT)
 
 
+class NoRetryTarget(Target):
+    """The sandbox's target without redis-py's retries: a frozen node then fails a step after one
+    timeout (about 6 s) instead of four with backoff (about 26 s), which is all this test needs."""
+
+    def client(self, endpoint: Endpoint, timeout: float = 2.0, retry: bool = True) -> redis.Redis:
+        return super().client(endpoint, timeout, retry=False)
+
+
 def test_a_node_lost_in_the_middle_of_either_phase_stops_it_and_a_rerun_finishes(
     cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    target = target_of_sandbox(cluster)
+    sandbox_target = target_of_sandbox(cluster)
+    target = NoRetryTarget(**{f.name: getattr(sandbox_target, f.name) for f in dataclasses.fields(sandbox_target)})
     nodes = cluster.topology.nodes
     # A replica (no failover while it is frozen) with nodes after it, which the phase never reaches.
     # The frozen node itself may still run the command it was sent once it wakes: no assertion on it.
@@ -395,8 +408,43 @@ def test_a_node_that_cannot_save_its_acl_file_is_named_and_blocks_the_removal(
 def test_a_refused_password_or_user_is_a_usage_error(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
     code, status = rotate(cluster, capsys, USERS.app, "add", "Zq9-tiny")
     assert code == ExitCode.USAGE and "shorter than 16" in status["error"], status
-    code, status = rotate(cluster, capsys, USERS.monitor, "add", new_password())
-    assert code == ExitCode.USAGE and "cannot rotate user 'monitor'" in status["error"], status
+    code, status = rotate(cluster, capsys, "nobody", "add", new_password())
+    assert code == ExitCode.USAGE and "cannot rotate user 'nobody'" in status["error"], status
+
+
+def exporters_up(monitoring: SandboxMonitoring) -> dict[str, str]:
+    """process -> its exporter's redis_up (or why it could not be read)."""
+    found = {}
+    for target in monitoring.targets:
+        try:
+            with urllib.request.urlopen(f"http://{target.listen}/metrics", timeout=2) as response:
+                lines = response.read().decode().splitlines()
+            found[target.process] = next((line.split()[-1] for line in lines if line.startswith("redis_up ")), "?")
+        except OSError as error:
+            found[target.process] = f"unreachable: {error}"
+    return found
+
+
+def test_monitor_rotation_switches_the_sandboxs_exporters(cluster: LocalSandbox, capsys: pytest.CaptureFixture[str]) -> None:
+    """Phase 1 restarts the running exporters with the new monitor password once every node
+    accepts it; after phase 2 (the old one refused) they still read their nodes."""
+    monitoring = SandboxMonitoring(cluster, prometheus_port=9094)
+    try:
+        monitoring.up()
+        pids = {name: record.pid for name, record in monitoring.running().items()}
+        assert set(exporters_up(monitoring).values()) == {"1"}
+
+        def between(new: str) -> None:
+            restarted = {name: record.pid for name, record in monitoring.running().items()}
+            assert all(restarted[t.process] != pids[t.process] for t in monitoring.targets), "exporters not restarted"
+            assert restarted["prometheus"] == pids["prometheus"]
+            assert set(exporters_up(monitoring).values()) == {"1"}
+
+        old, new = full_rotation(cluster, capsys, USERS.monitor, between)
+        assert set(exporters_up(monitoring).values()) == {"1"}, exporters_up(monitoring)
+        assert_old_refused_everywhere(cluster, USERS.monitor, old, new)
+    finally:
+        monitoring.down()
 
 
 # ----------------------------------------------------------------------------- sentinel

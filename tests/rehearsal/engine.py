@@ -92,9 +92,10 @@ def plan(state: dict[str, Any], declared: Iterable[CommandSpec]) -> dict[str, Ac
 
 
 class Engine:
-    def __init__(self, state_file: Path, parallelism: int = 16) -> None:
+    def __init__(self, state_file: Path, parallelism: int = 16, dial_attempts: int | None = None) -> None:
         self.state_file = state_file
         self.parallelism = parallelism
+        self.dial_attempts = dial_attempts  # at most this many dials, whatever dialErrorLimit says
         self.state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
         self._lock = threading.Lock()
 
@@ -109,8 +110,10 @@ class Engine:
         specs = {s.name: s for s in declared}
         actions = plan(self.state, declared)
         pending = {name for name in specs if name in actions}
-        # A step waits for the declared dependencies that have a step of their own pending.
-        done: set[str] = set()
+        # A step waits for every step pending among its dependencies, direct or through unchanged
+        # resources: the program registers a resource only once what it depends on is registered,
+        # so the engine never runs it before the steps of its dependencies' dependencies.
+        closure = {name: _dependencies(name, specs) for name in specs}
         deferred_deletes: list[tuple[str, dict[str, Any]]] = []
         failure: StepFailed | None = None
         try:
@@ -119,7 +122,7 @@ class Engine:
                 while pending or running:
                     if failure is None:
                         for name in sorted(pending):
-                            if all(d in done or (d not in pending and d not in running.values()) for d in specs[name].depends_on):
+                            if not (closure[name] & (pending | set(running.values()))):
                                 pending.discard(name)
                                 running[pool.submit(self._step, specs[name], actions[name], replay)] = name
                     if not running:
@@ -133,7 +136,6 @@ class Engine:
                             failure = failure or error
                             continue
                         replay.steps.append(step)
-                        done.add(name)
                         if step.action == "replace" and not specs[name].delete_before_replace:
                             deferred_deletes.append((name, self.state[name]["replaced"]))
                     if failure is not None:
@@ -194,6 +196,8 @@ class Engine:
         host, port, user = connection["host"], int(connection.get("port", 22)), connection.get("user", "root")
         pkey = paramiko.Ed25519Key.from_private_key(StringIO(connection["privateKey"]))
         attempts = int(connection.get("dialErrorLimit", 10))
+        if self.dial_attempts is not None:
+            attempts = min(attempts, self.dial_attempts)
         for attempt in range(attempts):
             client = paramiko.SSHClient()
             client.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # checked below when hostKey is set
@@ -276,6 +280,17 @@ def _setenv(channel: paramiko.Channel, key: str, value: str) -> bool:
     except paramiko.SSHException:
         return False
     return True
+
+
+def _dependencies(name: str, specs: dict[str, CommandSpec]) -> set[str]:
+    found: set[str] = set()
+    todo = list(specs[name].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep not in found:
+            found.add(dep)
+            todo += specs[dep].depends_on if dep in specs else []
+    return found
 
 
 def _dependents_first(names: list[str], state: dict[str, Any]) -> list[str]:

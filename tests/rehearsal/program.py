@@ -202,12 +202,19 @@ def prod_config(
     return config
 
 
-def declared_commands(config: dict[str, Any], private_key: str, provider_state: ProviderState) -> list[CommandSpec]:
-    """Run the program for the prod stack with `config` and return its remote commands."""
+def declared_commands(
+    config: dict[str, Any], private_key: str, provider_state: ProviderState, secrets: dict[str, str] | None = None
+) -> list[CommandSpec]:
+    """Run the program for the prod stack with `config` (and secret settings such as passwords)
+    and return its remote commands."""
     run = run_program(
         "prod",
         config_overrides=config,
-        secrets={"ssh_private_key": private_key, "cloudflare_api_token": FAKE_SECRETS["cloudflare_api_token"]},
+        secrets={
+            "ssh_private_key": private_key,
+            "cloudflare_api_token": FAKE_SECRETS["cloudflare_api_token"],
+            **(secrets or {}),
+        },
         mocks_factory=lambda r: RealOutputsMocks(r, provider_state),
     )
     copies = run.of_type(COPY_TO_REMOTE)

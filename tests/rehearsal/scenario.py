@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import paramiko
 from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.render.nodes import USERS
@@ -28,6 +29,11 @@ class Rehearsal:
     provider_state: ProviderState = field(default_factory=ProviderState)
     timings: dict[str, float] = field(default_factory=dict)
     last: list[CommandSpec] = field(default_factory=list)
+    # Secret settings of the next replays (`pulumi config set --secret`): given passwords, rotations.
+    secrets: dict[str, str] = field(default_factory=dict)
+    # Caps the engine's SSH dial retries (the program asks for 20, ~100 s against a host that is
+    # down): a test that makes a host unreachable on purpose need not wait for all of them.
+    dial_attempts: int | None = None
 
     @classmethod
     def start(cls, machines: dict[str, str] = SIX_HOSTS) -> Rehearsal:
@@ -47,13 +53,13 @@ class Rehearsal:
 
     @property
     def engine(self) -> Engine:
-        return Engine(self.hosts.workdir / "state.json")
+        return Engine(self.hosts.workdir / "state.json", dial_attempts=self.dial_attempts)
 
     def declared(self, redis: dict[str, Any] | None = None, **hosts: Any) -> list[CommandSpec]:
         config = prod_config(
             self.machines, self.hosts.image.host_key, redis=redis, hosts={"app_networks": [APP_NETWORK], **hosts}
         )
-        self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state)
+        self.last = declared_commands(config, self.hosts.image.private_key, self.provider_state, self.secrets)
         return self.last
 
     def deploy(self, redis: dict[str, Any] | None = None, **hosts: Any) -> Replay:
@@ -69,7 +75,10 @@ class Rehearsal:
         host = next((h for h in self.hosts.hosts if step.startswith(f"redis-{h}-")), None)
         if host is None or not self.hosts.hosts[host].running:
             return ""
-        _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        try:
+            _, journal = self.hosts.sh(host, "journalctl -n 40 --no-pager -o short-monotonic", check=False)
+        except (OSError, paramiko.SSHException) as error:  # the very host the step could not reach
+            return f"\n--- no journal of {host}: {error}"
         return f"\n--- journal of {host}\n{journal}"
 
     # --- reading the deployment ---------------------------------------------------------
@@ -79,11 +88,12 @@ class Rehearsal:
 
     @property
     def admin_password(self) -> str:
-        return self._output("redis-credentials-admin-password")
+        """The stack's: the given one (a secret setting), else the generated one."""
+        return self.secrets.get("admin_password") or self._output("redis-credentials-admin-password")
 
     @property
     def app_password(self) -> str:
-        return self._output("redis-credentials-app-password")
+        return self.secrets.get("app_password") or self._output("redis-credentials-app-password")
 
     def stdin_of(self, resource: str) -> str:
         return str(next(c for c in self.last if c.name == resource).inputs["stdin"])
@@ -91,7 +101,12 @@ class Rehearsal:
     @property
     def ca_file(self) -> str:
         path = self.hosts.workdir / "ca.crt"
-        path.write_text(self.stdin_of("redis-cache-1-tls-ca"))
+        pem = self.stdin_of("redis-cache-1-tls-ca")
+        # Clients in other threads read it meanwhile: never truncate it in place.
+        if not path.exists() or path.read_text() != pem:
+            fresh = path.with_name(f".ca.{threading.get_ident()}.tmp")
+            fresh.write_text(pem)
+            fresh.replace(path)
         return str(path)
 
     def cli(self, address: str, port: int, *args: str, namespace: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from cachelayer.render.nodes import USERS
 from rehearsal.hosts import leftovers
 from rehearsal.scenario import SIX_HOSTS, Rehearsal
 
@@ -29,6 +33,7 @@ def rehearsal() -> Iterator[Rehearsal]:
 
 # Sentinels on the first three hosts (the default placement), as "<address>:<port>".
 SENTINELS = {"cache-1": (SIX_HOSTS["cache-1"], 26379), "cache-2": (SIX_HOSTS["cache-2"], 26380), "cache-3": (SIX_HOSTS["cache-3"], 26381)}
+GROUPS = [f"redis-master-{i}" for i in (1, 2, 3)]
 
 
 def master_of(rehearsal: Rehearsal, group: str, sentinel_host: str) -> str:
@@ -93,3 +98,49 @@ def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehear
     assert f"starting as a replica of {new_master.replace(':', ' ')}" in journal, journal
     # Only one writable master for the group.
     assert master_of(rehearsal, group, witness) == new_master
+
+
+def sentinel_links_hold(rehearsal: Rehearsal, seconds: float = 8) -> None:
+    """Every sentinel and node drops the connections made as `sentinel` (the sentinels' links to
+    the nodes and to each other), so each sentinel logs in again with the auth-pass and
+    sentinel-pass it holds now; past down-after (5 s), no group is down and every quorum holds."""
+    for name, address in SIX_HOSTS.items():
+        rehearsal.cli(address, 7000 + list(SIX_HOSTS).index(name), "client", "kill", "user", USERS.sentinel)
+    for address, port in SENTINELS.values():
+        rehearsal.cli(address, port, "client", "kill", "user", USERS.sentinel)
+    time.sleep(seconds)
+    for host, (address, port) in SENTINELS.items():
+        for group in GROUPS:
+            assert rehearsal.cli(address, port, "sentinel", "ckquorum", group).stdout.startswith("OK"), (host, group)
+            master = rehearsal.cli(address, port, "sentinel", "master", group).stdout.split()
+            flags = master[master.index("flags") + 1]
+            assert flags == "master", (host, group, flags)
+
+
+def accepts_sentinel(rehearsal: Rehearsal, address: str, port: int, password: str) -> bool:
+    client = redis.Redis(host=address, port=port, username=USERS.sentinel, password=password, ssl=True,
+                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+    try:
+        client.connection_pool.release(client.connection_pool.get_connection())
+        return True
+    except redis.AuthenticationError:
+        return False
+    finally:
+        client.close()
+
+
+def test_the_sentinel_password_rotates_through_two_replays_keeping_every_quorum(rehearsal: Rehearsal) -> None:
+    old = str(rehearsal.provider_state.resources["redis-credentials-sentinel-password"]["outputs"]["result"])
+    new = "RotatedSentinelPassword0123456789"
+    rehearsal.secrets.update(sentinel_password=new, sentinel_password_previous=old)
+    phase_1 = rehearsal.deploy(redis=SENTINEL)
+    rehearsal.timings["sentinel_phase_1"] = phase_1.seconds
+    processes = [(a, 7000 + i) for i, a in enumerate(SIX_HOSTS.values())] + list(SENTINELS.values())
+    assert all(accepts_sentinel(rehearsal, a, p, old) and accepts_sentinel(rehearsal, a, p, new) for a, p in processes)
+    sentinel_links_hold(rehearsal)
+    del rehearsal.secrets["sentinel_password_previous"]
+    phase_2 = rehearsal.deploy(redis=SENTINEL)
+    rehearsal.timings["sentinel_phase_2"] = phase_2.seconds
+    for address, port in processes:
+        assert not accepts_sentinel(rehearsal, address, port, old) and accepts_sentinel(rehearsal, address, port, new)
+    sentinel_links_hold(rehearsal)  # with only the new password accepted anywhere

@@ -8,6 +8,7 @@ document (REDIS_PORTS, REDIS_BACKUP_DIR, REDIS_ADMIN_PASS_FILE, REDIS_TLS_DIR, .
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import json
 import os
 import posixpath
@@ -34,6 +35,7 @@ from cachelayer.render.hosts import (
     health_plan,
     host_plans,
     node_paths,
+    render_accept_credentials,
     render_backup_script,
     render_backup_service,
     render_backup_timer,
@@ -304,6 +306,60 @@ def test_health_check_connects_with_tls_reports_the_node_then_fails_when_it_stop
     down = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=30)
     assert down.returncode == 2, down.stdout  # nothing answered: could not check
     assert f"{name} DOWN (" in down.stdout and re.search(r"^  PROBLEM +reachable ", down.stdout, re.M)
+
+
+def accept_script(passwords: Passwords, port: int) -> str:
+    """cache-1's accept-credentials.sh with its node moved to `port` (the test server's)."""
+    settings = prod_settings()
+    _, plans, _ = rendered(settings)
+    plan = dataclasses.replace(plans[0], nodes=(dataclasses.replace(plans[0].nodes[0], port=port),))
+    return render_accept_credentials(settings, plan, passwords)
+
+
+def logs_in_as_admin(server: Server, password: str) -> bool:
+    command = ["redis-cli", "--no-auth-warning", "--user", "admin", "--pass", password, "--tls", "--cacert",
+               str(server.tls_dir / "ca.crt"), "--cert", str(server.tls_dir / "redis.crt"), "--key",
+               str(server.tls_dir / "redis.key"), "-p", str(server.port), "ping"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=10).stdout.strip() == "PONG"
+
+
+@pytest.mark.integration
+def test_accept_credentials_rotates_the_admin_password_without_locking_itself_out(server: Server, tmp_path: Path) -> None:
+    """The step every deploy runs first on a host, against a real TLS node, for `admin` (the user
+    the script itself logs in as): admin.pass holds the old password until the step ran everywhere."""
+    settings = prod_settings()
+    acl = tmp_path / "users.acl"  # the node's aclfile, as the deploy uploads it just before
+    new = dataclasses.replace(PASSWORDS, admin="admin-password-NEW-0123456789")
+    env = script_env(server, REDIS_HOST="127.0.0.1")
+
+    def accept(passwords: Passwords) -> subprocess.CompletedProcess[str]:
+        acl.write_text(render_users_acl(settings, passwords))
+        return subprocess.run(["bash", "-s"], input=accept_script(passwords, server.port), env=env,
+                              capture_output=True, text=True, timeout=30)
+
+    # admin_password changed with no admin_password_previous: refused before loading anything.
+    refused = accept(new)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "set it to the old admin password (pulumi config set --secret cachelayer:admin_password_previous)" in (
+        refused.stderr)
+    assert logs_in_as_admin(server, PASSWORDS.admin) and not logs_in_as_admin(server, new.admin)
+    # Phase 1: logged in with the old admin.pass, the node accepts both.
+    phase_1 = dataclasses.replace(new, previous={"admin": PASSWORDS.admin})
+    loaded = accept(phase_1)
+    assert loaded.returncode == 0, loaded.stderr
+    assert f"redis-{server.port}: users loaded (two passwords: admin)" in loaded.stdout
+    assert logs_in_as_admin(server, PASSWORDS.admin) and logs_in_as_admin(server, new.admin)
+    # admin.pass is rewritten after every host accepted; phase 2 then drops the old password.
+    server.pass_file.write_text(new.admin + "\n")
+    assert accept(phase_1).returncode == 0  # a re-run of phase 1 changes nothing
+    done = accept(new)
+    assert done.returncode == 0, done.stderr
+    assert logs_in_as_admin(server, new.admin) and not logs_in_as_admin(server, PASSWORDS.admin)
+    # A first deploy: no admin.pass yet, nothing runs, nothing to load.
+    server.pass_file.unlink()
+    first = subprocess.run(["bash", "-s"], input=accept_script(new, server.port), env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert first.returncode == 0 and "first deploy" in first.stdout, first.stderr
 
 
 def test_scripts_refuse_to_run_without_the_admin_password(tmp_path: Path) -> None:

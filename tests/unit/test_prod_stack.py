@@ -296,10 +296,20 @@ def test_sentinel_topology_writes_sentinel_conf_once_and_applies_changes_with_se
         sentinel_set = inputs(run, f"redis-{host}-sentinel-set")
         assert sentinel_set["triggers"][:4] == [2, 5000, 60000, 1]
         assert "sentinel set redis-master-1 down-after-milliseconds 5000" in sentinel_set["stdin"]
-        # Users too (Sentinel keeps those of its first start otherwise); hashes only, as a secret.
+        # The sentinel password it presents (auth-pass, sentinel-pass), as a secret, given to
+        # redis-cli on stdin (-x), never as an argument; no other password.
         assert is_secret_value(run.named(f"redis-{host}-sentinel-set").inputs["stdin"])
-        assert "acl setuser replication reset on '#" in sentinel_set["stdin"], sentinel_set["stdin"]
-        assert all(password not in sentinel_set["stdin"] for password in GENERATED)
+        sentinel_password = GENERATED[PASSWORD_KEYS.index("sentinel_password")]
+        assert f"SENTINEL_PASSWORD={sentinel_password}\n" in sentinel_set["stdin"]
+        assert sentinel_set["stdin"].count(sentinel_password) == 1
+        assert "present 26379 sentinel set redis-master-1 auth-pass\n" in sentinel_set["stdin"].replace(str(port), "26379")
+        assert all(password not in sentinel_set["stdin"] for password in GENERATED if password != sentinel_password)
+        # Users too (Sentinel keeps those of its first start otherwise), set by accept-credentials
+        # before anything presents a password; hashes only, as a secret.
+        accept = inputs(run, f"redis-{host}-accept-credentials")
+        assert is_secret_value(run.named(f"redis-{host}-accept-credentials").inputs["stdin"])
+        assert "acl setuser replication reset on '#" in accept["stdin"], accept["stdin"]
+        assert all(password not in accept["stdin"] for password in GENERATED)
         assert f"redis-redis-sentinel-{port}-service" in run.depends_on["redis-bootstrap"]
     changed = run_program(
         "prod", config_overrides={**with_redis(topology="sentinel"), "sentinel": {"down_after_milliseconds": 8000}}
@@ -308,8 +318,13 @@ def test_sentinel_topology_writes_sentinel_conf_once_and_applies_changes_with_se
     # Before any node restarts: a restarted node asks the sentinels with the replication user.
     for node_port in PORTS:
         assert {f"redis-{m}-sentinel-set" for m in MACHINES[:3]} <= set(run.depends_on[f"redis-redis-{node_port}-restart"])
-    # New passwords reach the sentinels: the users' hashes are part of the trigger.
+    # New passwords reach the sentinels: the users' hashes are in the accept step's script.
     rotated = run_program("prod", config_overrides={**with_redis(topology="sentinel"), "app_password": "a-new-app-password-0123"})
+    assert inputs(rotated, "redis-cache-1-accept-credentials")["stdin"] != inputs(run, "redis-cache-1-accept-credentials")["stdin"]
+    # A new sentinel password reaches auth-pass: the script's hash is part of the trigger.
+    rotated = run_program(
+        "prod", config_overrides={**with_redis(topology="sentinel"), "sentinel_password": "a-new-sentinel-password-0123"}
+    )
     assert inputs(rotated, "redis-cache-1-sentinel-set")["triggers"][4] != inputs(run, "redis-cache-1-sentinel-set")["triggers"][4]
     # The conf template changes too, but only the .dist copy: the live file is Sentinel's own.
     assert (

@@ -50,7 +50,6 @@ def test_settled_on_new_needs_one_password_that_is_the_new_one_everywhere() -> N
 
 
 @pytest.mark.parametrize(("user", "password", "message"), [
-    (USERS.monitor, "x" * 24, "cannot rotate user 'monitor'"),
     ("nobody", "x" * 24, "cannot rotate user 'nobody'"),
     (USERS.app, "x" * 15, "shorter than 16"),
     (USERS.replication, "x" * 20 + '"', "breaks the quoted config lines"),
@@ -71,14 +70,32 @@ def test_the_new_password_comes_from_the_environment_first(monkeypatch: pytest.M
     assert _read_new_password({}, as_json=False) == "from-stdin-000000000"
 
 
-def test_without_a_password_the_command_stops_before_looking_for_a_deployment(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+def test_without_a_password_the_command_stops_before_changing_anything(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
-    code = main(["rotate", "app", "--phase", "add", "--workdir", str(tmp_path / "none"), "--json"],
-                runtime=Runtime(env={}))
+    monkeypatch.setenv("REDIS_ADMIN_PASSWORD", "admin-password-0123456789")
+    code = main(["rotate", "app", "--phase", "add", "--seed", "127.0.0.1:1", "--json"], runtime=Runtime(env={}))
     document: dict[str, Any] = json.loads(capsys.readouterr().out)
     assert code == ExitCode.USAGE and NEW_PASSWORD_ENV in document["error"], document
+
+
+@pytest.mark.parametrize("phase", ["add", "remove"])
+def test_on_a_pulumi_stack_the_phases_are_pulumi_up_with_previous(
+    phase: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = Path(__file__).parent / "fixtures" / "stack-output-prod.json"
+    monkeypatch.setenv("REDIS_TLS_CA", "/nonexistent/ca.crt")  # the outputs fixture runs TLS
+    code = main(["rotate", "monitor", "--phase", phase, "--stack", "prod", "--outputs", str(outputs), "--json"],
+                runtime=Runtime(env={NEW_PASSWORD_ENV: "a-new-monitor-password-0123"}))
+    document: dict[str, Any] = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.USAGE, document
+    error = document["error"]
+    assert "\n" not in error and "a-new-monitor-password-0123" not in error
+    for command in ("pulumi config set --secret cachelayer:monitor_password_previous --stack prod",
+                    "pulumi config set --secret cachelayer:monitor_password --stack prod", "pulumi up --stack prod",
+                    "pulumi config rm cachelayer:monitor_password_previous --stack prod"):
+        assert command in error, error
 
 
 def test_the_password_is_not_an_option_of_the_command(capsys: pytest.CaptureFixture[str]) -> None:

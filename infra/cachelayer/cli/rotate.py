@@ -3,6 +3,11 @@
 
 The new password comes from REDIS_NEW_PASSWORD, or else from the first line of stdin (a hidden
 prompt on a terminal); never from the command line. It is never printed.
+
+`--phase add|remove` change the local sandbox; a stack Pulumi manages (the dev containers, the
+prod hosts) renders every file from its settings at each `pulumi up`, which would undo them, so
+there the phases are `<key>_previous` and `pulumi up` (rotation_by_pulumi_up); `--phase status`
+reads any deployment.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from cachelayer.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from cachelayer.ops.rotate import RotationStatus
     from cachelayer.ops.target import Target
@@ -55,7 +60,7 @@ def register(app: typer.Typer) -> None:
 
 def rotate(
     context: typer.Context,
-    user: Annotated[str, typer.Argument(help="The ACL user: app, admin, replication or sentinel.")],
+    user: Annotated[str, typer.Argument(help="The ACL user: app, admin, replication, sentinel or monitor.")],
     phase: Annotated[
         Phase,
         typer.Option(help="add: every process accepts the new password too, and the deployment presents it; "
@@ -75,14 +80,17 @@ def rotate(
     if user not in ROTATABLE_USERS:
         raise usage_error(f"cannot rotate user {user!r}: choose one of {', '.join(ROTATABLE_USERS)}", as_json)
     env = runtime_of(context).env
+    target = target_of(stack, seed, workdir, outputs, as_json)
+    if phase is not Phase.status and target.origin == "pulumi":
+        raise usage_error(rotation_by_pulumi_up(user, target.stack), as_json)
     # For status the new password is optional: given, the table says which processes accept it.
     new_password = env.get(NEW_PASSWORD_ENV) or None if phase is Phase.status else _read_new_password(env, as_json)
-    target = target_of(stack, seed, workdir, outputs, as_json)
     report = (lambda line: None) if as_json else (lambda line: errors.print(escape(line), highlight=False))
     with reported(as_json):
         if phase is Phase.add:
             assert new_password is not None
             status = add_password(target, user, new_password, report)
+            _switch_sandbox_exporters(target, user, new_password, report)
         elif phase is Phase.remove:
             assert new_password is not None
             status = remove_old_passwords(target, user, new_password, report)
@@ -113,6 +121,29 @@ def _read_new_password(env: Mapping[str, str], as_json: bool) -> str:
         raise usage_error(f"no new password: set {NEW_PASSWORD_ENV}, or give it on stdin (never on the command line)",
                           as_json)
     return password
+
+
+def rotation_by_pulumi_up(user: str, stack: str) -> str:
+    """One line: how a stack Pulumi manages rotates `user` (docs/security.md, "Rotating a password")."""
+    key = f"cachelayer:{user}_password"
+    return (f"stack {stack} is deployed by Pulumi, which renders every file at each `pulumi up`: rotate {user} "
+            f"there with phase 1 `pulumi config set --secret {key}_previous --stack {stack}` (the current password; "
+            f"a generated one is the result of redis-credentials-{user}-password in `pulumi stack export "
+            f"--show-secrets --stack {stack}`), `pulumi config set --secret {key} --stack {stack}` (the new one), "
+            f"`pulumi up --stack {stack}`; once no client uses the old one, phase 2 `pulumi config rm "
+            f"{key}_previous --stack {stack}`, `pulumi up --stack {stack}`")
+
+
+def _switch_sandbox_exporters(target: Target, user: str, password: str, report: Callable[[str], None]) -> None:
+    """A `monitor` rotation on a local sandbox: its exporters (if `up --monitoring` started them)
+    log in with the new password from now on; every node accepts it by now."""
+    from cachelayer.render.nodes import USERS
+    from cachelayer.sandbox.local import LocalSandbox
+    from cachelayer.sandbox.monitoring import SandboxMonitoring
+
+    if user == USERS.monitor and isinstance(target.sandbox, LocalSandbox):
+        for process in SandboxMonitoring(target.sandbox).restart_exporters(password):
+            report(f"{process}: its exporter logs in with the new password")
 
 
 def _keep_in_sandbox(target: Target, user: str, password: str) -> None:

@@ -30,7 +30,7 @@ from cachelayer.render.monitoring import (
     scrape_targets,
     stack_targets,
 )
-from cachelayer.render.nodes import Passwords
+from cachelayer.render.nodes import USERS, Passwords
 
 # The upstream image runs as this uid (USER 59000:59000 in its Dockerfile).
 EXPORTER_IMAGE_UID = "59000"
@@ -95,4 +95,4 @@ def docker_exporters(
 
 
 def _password_json(target: ExporterTarget, passwords: Passwords) -> str:
-    return render_password_file(target, passwords.monitor, tls=False)
+    return render_password_file(target, passwords.presented(USERS.monitor), tls=False)

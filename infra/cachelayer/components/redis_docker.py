@@ -21,6 +21,7 @@ from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import Topology
 from cachelayer.render.container_files import container_plans
 from cachelayer.render.nodes import (
+    USERS,
     Passwords,
     Paths,
     cli_tls_flags,
@@ -98,7 +99,7 @@ class RedisDockerDeployment(pulumi.ComponentResource):
             # The password travels in the environment (REDISCLI_AUTH), never on a command line.
             create=f"docker exec -i --env REDISCLI_AUTH {first.name} sh -s",
             stdin=script,
-            environment={"REDISCLI_AUTH": passwords.apply(lambda p: p.admin)},
+            environment={"REDISCLI_AUTH": passwords.apply(lambda p: p.presented(USERS.admin))},
             # Re-run when the set of nodes changes; the script leaves an existing cluster alone.
             triggers=[node.endpoint for node in topology.nodes] + [s.endpoint for s in topology.sentinels],
             logging=command.local.Logging.STDOUT_AND_STDERR,

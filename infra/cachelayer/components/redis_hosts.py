@@ -5,6 +5,13 @@ appears on a command line or in a log), into a temporary file whose owner and mo
 before it is renamed into place. Files holding secrets get a secret Output as stdin, which
 Pulumi stores encrypted in the state.
 
+Credentials go in two waves (docs/security.md, "Rotating a password"): first every host's
+running processes ACCEPT this deploy's passwords (ACL files uploaded, then `accept-credentials`
+on every host: ACL LOAD, the sentinels' users), and only then does anything PRESENT a new one
+(admin.pass, the nodes' auth files and live masterauth, the sentinels' auth-pass, the
+exporters' password files). During a rotation (`<key>_previous` set) the first wave accepts both
+passwords, so no client, replica, sentinel, exporter or script is refused at any moment.
+
 Config changes never restart every node at once: the unit is started only when the service
 resource is created; later config uploads are followed by `apply-config` (CONFIG SET of the
 live-settable directives on each host) and, only for nodes whose restart-needing directives
@@ -38,7 +45,7 @@ from cachelayer.render.hosts import (
     sudo_prefix,
     write_file_command,
 )
-from cachelayer.render.nodes import Passwords, render_users_acl
+from cachelayer.render.nodes import Passwords
 from cachelayer.render.rollout import content_hash, restart_fingerprint, rolling_plan
 
 LOGGING = command.remote.Logging.STDOUT_AND_STDERR
@@ -61,6 +68,8 @@ class _Host:
     connection: ConnectionArgsDict
     ready: list[pulumi.Resource]  # install + dirs: every file waits for these
     shared_files: list[pulumi.Resource]  # TLS material and admin.pass: every process needs them
+    tls_files: list[pulumi.Resource]  # what a script needs to reach the local processes over TLS
+    acl_files: list[pulumi.Resource]  # the nodes' ACL files: loaded by accept-credentials
     system: list[pulumi.Resource]  # firewall and kernel applied: before any process starts
 
     @property
@@ -98,16 +107,21 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         self.ca_cert_pem = tls_material.ca_cert_pem if tls_material else None
 
         hosts: dict[str, _Host] = {}
-        node_services: list[pulumi.Resource] = []
-        sentinel_services: list[pulumi.Resource] = []
-        node_files: list[pulumi.Resource] = []
         for host_files in deploy.hosts:
             host = self._host(settings, host_files, args.ssh_private_key, tls_material)
             hosts[host.name] = host
-            node_services += self._nodes(host, node_files)
-            sentinel_services += self._sentinels(host)
-            self._exporters(host)
-            self._load_balancer(host)
+        # Wave 1: every host's running processes accept this deploy's passwords...
+        accepted = [self._accept_credentials(host) for host in hosts.values()]
+        # ...wave 2: only then is any new password presented, on any host.
+        node_services: list[pulumi.Resource] = []
+        sentinel_services: list[pulumi.Resource] = []
+        node_files: list[pulumi.Resource] = []
+        for host in hosts.values():
+            self._presented_shared_files(host, accepted)
+            node_services += self._nodes(host, node_files, accepted)
+            sentinel_services += self._sentinels(host, accepted)
+            self._exporters(host, accepted)
+            self._load_balancer(host, accepted)
 
         # Form the cluster (or check the sentinel quorum) once every process runs: the dev
         # stack's script, from the first host, the password read from the host's admin.pass.
@@ -120,9 +134,11 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             triggers=[n.endpoint for n in topology.nodes] + [s.endpoint for s in topology.sentinels],
             depends_on=[*node_services, *sentinel_services],
         )
-        acl: pulumi.Output[str] = pulumi.Output.secret(self._passwords.apply(partial(render_users_acl, settings)))
-        apply_steps = self._apply_config_steps(hosts, deploy, acl, [bootstrap, *node_files])
-        sentinel_steps = self._sentinel_set_steps(hosts, settings, [bootstrap])
+        # They present passwords live (masterauth; auth-pass, sentinel-pass): after every host's
+        # accept step, named directly so no engine can start them early through an unchanged
+        # resource in between (the bootstrap).
+        apply_steps = self._apply_config_steps(hosts, deploy, [bootstrap, *node_files, *accepted])
+        sentinel_steps = self._sentinel_set_steps(hosts, settings, [bootstrap, *accepted])
         self._rolling_restarts(hosts, deploy, topology, tls_material, [*apply_steps, *sentinel_steps])
 
         self.hosts = pulumi.Output.from_input([h.plan.name for h in deploy.hosts])
@@ -154,18 +170,18 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         plan = files.plan
         user = ssh_user(settings, plan.machine)
         connection = _connection(plan.machine, user, ssh_private_key)
-        host = _Host(files, user, connection, [], [], [])
+        host = _Host(files, user, connection, [], [], [], [], [])
         install = self._script(f"{self._name}-{plan.name}-{files.install.label}", host, files.install)
         dirs = self._script(f"{self._name}-{plan.name}-{files.dirs.label}", host, files.dirs, depends_on=[install])
         host.ready += [install, dirs]
-        host.shared_files.append(self._file(host, files.admin_pass))
         if tls_material is not None:
             certificate = tls_material.certificates[plan.name]
-            host.shared_files += [
+            host.tls_files += [
                 self._upload(host, "tls-ca", f"{TLS_DIR}/ca.crt", tls_material.ca_cert_pem, "0640", "redis"),
                 self._upload(host, "tls-cert", f"{TLS_DIR}/redis.crt", certificate.cert_pem, "0640", "redis"),
                 self._upload(host, "tls-key", f"{TLS_DIR}/redis.key", certificate.key_pem, "0640", "redis", secret=True),
             ]
+            host.shared_files += host.tls_files
 
         # Firewall: the rule set file, a unit that loads it at boot, and loading it now.
         sudo = sudo_prefix(user)
@@ -193,8 +209,34 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 )
             )
 
-        # Backups and health check: scripts read the admin password from ADMIN_PASS_FILE.
+        if files.rolling_restart is not None:
+            self._file(host, files.rolling_restart)
+        for tool in files.health:
+            self._file(host, tool)
+        # Each node's ACL file: what accept-credentials loads (wave 1).
+        host.acl_files += [self._file(host, node.acl) for node in files.nodes]
+        return host
+
+    def _accept_credentials(self, host: _Host) -> pulumi.Resource:
+        """Wave 1 on one host: its running nodes load the ACL files, its sentinels take the users.
+        Re-run whenever a password (or a user's rules) changes: the script holds their hashes."""
+        script = host.files.accept_credentials
+        return self._script(
+            f"{self._name}-{host.name}-{script.label}",
+            host,
+            script,
+            rerun_on_update=True,
+            # Reaches the processes over TLS; logs in with the admin.pass it finds (written after it).
+            depends_on=[*host.ready, *host.tls_files, *host.acl_files],
+        )
+
+    def _presented_shared_files(self, host: _Host, accepted: Sequence[pulumi.Resource]) -> None:
+        """admin.pass, which every script logs in with, and the backup timer that reads it: after
+        every host accepts the admin password they hold (wave 2)."""
+        files = host.files
+        host.shared_files.append(self._file(host, files.admin_pass, after=accepted))
         if files.backup:
+            sudo = sudo_prefix(host.user)
             self._systemd(
                 host,
                 "backup-timer",
@@ -203,17 +245,19 @@ class RedisHostsDeployment(pulumi.ComponentResource):
                 triggers=[content_hash(f.text) for f in files.backup],
                 depends_on=[*(self._file(host, f) for f in files.backup), *host.shared_files],
             )
-        if files.rolling_restart is not None:
-            self._file(host, files.rolling_restart)
-        for tool in files.health:
-            self._file(host, tool)
-        return host
 
-    def _nodes(self, host: _Host, node_files: list[pulumi.Resource]) -> list[pulumi.Resource]:
-        """Each node's files and its service; the files also go to `node_files` (apply-config waits for them)."""
+    def _nodes(
+        self, host: _Host, node_files: list[pulumi.Resource], accepted: Sequence[pulumi.Resource]
+    ) -> list[pulumi.Resource]:
+        """Each node's files and its service; the files also go to `node_files` (apply-config waits for them).
+        The auth file presents the replication password: wave 2."""
         services: list[pulumi.Resource] = []
+        acl_files = {node.node.name: acl for node, acl in zip(host.files.nodes, host.acl_files, strict=True)}
         for node in host.files.nodes:
-            files = [self._file(host, f) for f in node.config]
+            files = [
+                acl_files[node.node.name] if f is node.acl else self._file(host, f, after=accepted if f is node.auth else ())
+                for f in node.config
+            ]
             unit_file = self._file(host, node.unit)
             node_files += files
             services.append(
@@ -221,13 +265,14 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             )
         return services
 
-    def _sentinels(self, host: _Host) -> list[pulumi.Resource]:
+    def _sentinels(self, host: _Host, accepted: Sequence[pulumi.Resource]) -> list[pulumi.Resource]:
         services: list[pulumi.Resource] = []
         for sentinel in host.files.sentinels:
             conf_file = sentinel_paths(sentinel.sentinel).conf_file
             # Sentinel rewrites its config: upload a template next to it and copy it into
             # place only when the host has none yet (see the service's create command).
-            dist = self._file(host, sentinel.conf_dist)
+            # It presents the sentinel password (auth-pass, sentinel-pass): wave 2.
+            dist = self._file(host, sentinel.conf_dist, after=accepted)
             unit_file = self._file(host, sentinel.unit)
             install_conf = (
                 f"{sudo_prefix(host.user)}sh -c '[ -e {conf_file} ] || "
@@ -244,39 +289,45 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             )
         return services
 
-    def _exporters(self, host: _Host) -> None:
+    def _exporters(self, host: _Host, accepted: Sequence[pulumi.Resource]) -> None:
         """One exporter unit per process on this host. Unlike a Redis node, an exporter is
-        restarted on any change: it holds no data."""
+        restarted on any change: it holds no data. Its password file presents the monitor
+        password: wave 2."""
         sudo = sudo_prefix(host.user)
         for exporter in host.files.exporters:
             unit_name = exporter.unit_name
-            files = [self._file(host, exporter.password), self._file(host, exporter.unit)]
+            files = [self._file(host, exporter.password, after=accepted), self._file(host, exporter.unit)]
             start = (
                 f"{sudo}systemctl daemon-reload && {sudo}systemctl enable {unit_name}.service && "
                 f"{sudo}systemctl restart {unit_name}.service"
+            )
+            # What the exporter read at start-up rides in a comment of `update`: a change updates
+            # the resource (a restart). Not `triggers`: their change replaces the resource, and the
+            # old one's `delete` (disable --now) then runs last and stops the exporter for good
+            # (found by the rotation rehearsal). Secret: one input is a hash of the password file.
+            inputs = pulumi.Output.all(
+                content_hash(exporter.unit.text)[:16],
+                pulumi.Output.from_input(self._content(exporter.password)).apply(lambda text: content_hash(text)[:16]),
             )
             self._command(
                 f"{self._name}-{unit_name}-service",
                 host,
                 create=start,
-                update=start,
+                update=inputs.apply(partial(_with_comment, start)),
                 delete=f"{sudo}systemctl disable --now {unit_name}.service",
-                triggers=[
-                    content_hash(exporter.unit.text),
-                    pulumi.Output.from_input(self._content(exporter.password)).apply(content_hash),
-                ],
                 depends_on=[*host.ready, *files, *host.shared_files, *host.system],
             )
 
-    def _load_balancer(self, host: _Host) -> None:
+    def _load_balancer(self, host: _Host, accepted: Sequence[pulumi.Resource]) -> None:
         """HAProxy (Debian's haproxy.service) with the rendered config: checked with `haproxy -c`
         first, so a config it refuses never replaces the running one, then reloaded (running
-        connections are kept by the old process until they end)."""
+        connections are kept by the old process until they end). Its checks present the monitor
+        password: wave 2."""
         config = host.files.load_balancer
         if config is None:
             return
         sudo = sudo_prefix(host.user)
-        upload = self._file(host, config)
+        upload = self._file(host, config, after=accepted)
         start = (
             f"{sudo}haproxy -c -q -f {config.path} && {sudo}systemctl enable haproxy.service && "
             f"{sudo}systemctl reload-or-restart haproxy.service"
@@ -296,22 +347,27 @@ class RedisHostsDeployment(pulumi.ComponentResource):
     # --- later deploys ---------------------------------------------------------------------
 
     def _apply_config_steps(
-        self, hosts: dict[str, _Host], deploy: HostDeployFiles, acl: pulumi.Output[str], after: list[pulumi.Resource]
+        self, hosts: dict[str, _Host], deploy: HostDeployFiles, after: list[pulumi.Resource]
     ) -> list[pulumi.Resource]:
-        """Later config changes: live settings on every host at once (the restarts come after)."""
+        """Later config changes: live settings and masterauth on every host at once (the restarts
+        come after). After wave 1 everywhere (through the services and their files)."""
         steps: list[pulumi.Resource] = []
         for host in hosts.values():
             script = host.files.apply_config
             if script is None:
                 continue
+            # The masterauth the host's auth files present: a change re-runs the step (a hash of
+            # secret content, secret itself).
+            auth = pulumi.Output.all(*(self._content(node.auth) for node in host.files.nodes)).apply(
+                lambda texts: content_hash("".join(texts))
+            )
             steps.append(
                 self._script(
                     f"{self._name}-{host.name}-{script.label}",
                     host,
                     script,
                     rerun_on_update=True,
-                    triggers=[content_hash(deploy.confs[port]) for port in host.files.plan.ports]
-                    + [acl.apply(content_hash)],
+                    triggers=[content_hash(deploy.confs[port]) for port in host.files.plan.ports] + [auth],
                     depends_on=after,
                 )
             )
@@ -441,8 +497,10 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             depends_on=depends_on,
         )
 
-    def _file(self, host: _Host, file: HostFile) -> command.remote.Command:
-        return self._upload(host, file.label, file.path, self._content(file), file.mode, file.owner, file.secret is not None)
+    def _file(self, host: _Host, file: HostFile, after: Sequence[pulumi.Resource] = ()) -> command.remote.Command:
+        return self._upload(
+            host, file.label, file.path, self._content(file), file.mode, file.owner, file.secret is not None, after
+        )
 
     def _upload(
         self,
@@ -453,6 +511,7 @@ class RedisHostsDeployment(pulumi.ComponentResource):
         mode: str,
         owner: str,
         secret: bool = False,
+        after: Sequence[pulumi.Resource] = (),
     ) -> command.remote.Command:
         """A file written from stdin; re-written (create runs again) when the content changes."""
         group = "root" if owner == "root" else "redis"
@@ -462,7 +521,7 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             create=write_file_command(path, mode, owner, group, host.user),
             stdin=pulumi.Output.secret(content) if secret else content,
             secret_stdin=secret,
-            depends_on=host.ready,
+            depends_on=[*host.ready, *after],
         )
 
     def _content(self, rendered: HostFile | HostScript) -> pulumi.Input[str]:

@@ -55,7 +55,11 @@ EVICTION_POLICIES = (
 MIN_PASSWORD_LENGTH = 16
 # Stack keys that hold secrets (set with `pulumi config set --secret`). Generated when absent.
 PASSWORD_KEYS = ("app_password", "admin_password", "replication_password", "sentinel_password", "monitor_password")
-SECRET_KEYS = (*PASSWORD_KEYS, "ssh_private_key", "cloudflare_api_token")
+# A rotation's phase 1 (docs/security.md, "Rotating a password"): `<key>_previous` holds the
+# password being retired, which every process keeps accepting beside `<key>` until it is removed.
+PREVIOUS_SUFFIX = "_previous"
+PREVIOUS_PASSWORD_KEYS = tuple(f"{key}{PREVIOUS_SUFFIX}" for key in PASSWORD_KEYS)
+SECRET_KEYS = (*PASSWORD_KEYS, *PREVIOUS_PASSWORD_KEYS, "ssh_private_key", "cloudflare_api_token")
 
 # Extra commands to refuse the application user, after the allowlist of acl_policy.py (which
 # already refuses FLUSHALL, CONFIG, KEYS, ...): empty unless an operator wants to take more away.
@@ -192,9 +196,7 @@ def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
     for key in config:
         if key not in known:
             raise unknown_keys_error("", key, known)
-    for key in PASSWORD_KEYS:
-        if config.get(key) is not None:
-            validate_password(key, config[key])
+    validate_passwords(config)
 
     redis = from_mapping(RedisSettings, config.get("redis"), "redis")
     sentinel = from_mapping(SentinelSettings, config.get("sentinel"), "sentinel")
@@ -225,20 +227,49 @@ def load_settings(config: Mapping[str, Any], stack: str) -> Settings:
     )
 
 
-def validate_password(key: str, value: Any) -> None:
+def validate_passwords(config: Mapping[str, Any]) -> None:
+    """Each given password, and each rotation's retired password (`<key>_previous`)."""
+    for key in PASSWORD_KEYS:
+        if config.get(key) is not None:
+            validate_password(key, config[key])
+        previous_key = f"{key}{PREVIOUS_SUFFIX}"
+        previous = config.get(previous_key)
+        if previous is None:
+            continue
+        remove = f"`pulumi config rm cachelayer:{previous_key}`"
+        if config.get(key) is None:
+            # A generated password is not known to the operator before `pulumi up`, and the stack
+            # would keep generating the same one: a rotation names its new password.
+            raise SettingsError(
+                previous_key,
+                f"is set but {key} is not (a rotation retires the old password in favour of a given new one)",
+                f"set the new password with `pulumi config set --secret cachelayer:{key}`, or remove it: {remove}",
+            )
+        # The retired password was deployed, so it passed these checks once; a typo must not load.
+        validate_password(previous_key, previous, f"set the password being retired, or remove it: {remove}")
+        if previous == config[key]:
+            raise SettingsError(
+                previous_key,
+                f"is the same as {key}: nothing to rotate",
+                f"set {key} to the new password (`pulumi config set --secret cachelayer:{key}`), or remove "
+                f"{previous_key}: {remove}",
+            )
+
+
+def validate_password(key: str, value: Any, fix: str | None = None) -> None:
     if not isinstance(value, str) or len(value) < MIN_PASSWORD_LENGTH:
         raise SettingsError(
             key,
             f"the password is shorter than {MIN_PASSWORD_LENGTH} characters",
-            f"set a longer one with `pulumi config set --secret {key}`, or remove it to have one generated",
+            fix or f"set a longer one with `pulumi config set --secret {key}`, or remove it to have one generated",
         )
     problem = password_problem(value)
     if problem:
         raise SettingsError(
             key,
             f"the password cannot be written into redis.conf and sentinel.conf: {problem}",
-            f"use printable ASCII without spaces, quotes (\" ') or backslashes: `pulumi config set --secret {key}`, "
-            "or remove it to have one generated",
+            fix or f"use printable ASCII without spaces, quotes (\" ') or backslashes: `pulumi config set --secret "
+            f"{key}`, or remove it to have one generated",
         )
 
 

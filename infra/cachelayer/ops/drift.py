@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from cachelayer.ops.target import ADMIN_PASSWORD_ENV, Target
 from cachelayer.plan.topology import Node, Topology, build_topology
 from cachelayer.render.conf import PER_LINE, RESTART_ONLY, acl_users, conf_values
 from cachelayer.render.nodes import (
+    PASSWORD_USERS,
     USERS,
     Passwords,
     Paths,
@@ -225,7 +226,7 @@ def find_drift(target: Target, settings: Settings) -> tuple[list[Drift], list[st
     topology = expected_topology(settings, target)
     paths = expected_paths(settings, target)
     # Unknown passwords render as placeholders; only known ones have their hashes compared.
-    passwords = Passwords(*(SCRATCH_PASSWORD for _ in fields(Passwords)))
+    passwords = Passwords(*(SCRATCH_PASSWORD for _ in PASSWORD_USERS))
     rendered_acl = canonical_acl(render_users_acl(settings, passwords))
     drifts: list[Drift] = []
     unreadable: list[str] = []

@@ -46,6 +46,7 @@ class NodeStatus:
     master_link: str = "-"
     master: str = "-"  # a replica's master (address:port), as its INFO replication says
     error: str = ""
+    passwords: dict[str, int] = field(default_factory=dict)  # ACL user -> how many passwords it accepts
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class SentinelStatus:
     pid: int | None
     masters: dict[str, str] = field(default_factory=dict)  # group -> address:port
     error: str = ""
+    passwords: dict[str, int] = field(default_factory=dict)  # ACL user -> how many passwords it accepts
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,23 @@ class SentinelFacts:
 
 
 # ------------------------------------------------------------------------ gathering
+def password_counts(client: redis.Redis) -> dict[str, int]:
+    """ACL user -> how many passwords it accepts (two between a rotation's phases), from ACL
+    LIST; users without a password (`default`, off) are left out. Never a hash: a count."""
+    try:
+        lines = client.execute_command("ACL LIST")
+    except redis.ResponseError:  # a login without ACL rights: nothing to say
+        return {}
+    counts = {}
+    for line in lines:
+        words = (line.decode() if isinstance(line, bytes) else str(line)).split()
+        hashes = sum(1 for word in words if word.startswith("#"))
+        if len(words) > 1 and words[0] == "user" and hashes:
+            counts[words[1]] = hashes
+    return counts
+
+
+
 def node_facts(name: str, endpoint: str, client: redis.Redis, cluster: bool, pid: int | None = None) -> NodeFacts:
     """Everything the checks need from one node, in a few round trips; a node that does not
     answer is a NodeStatus with up=False and the error."""
@@ -103,7 +122,8 @@ def node_facts(name: str, endpoint: str, client: redis.Redis, cluster: bool, pid
             nodes = read_cluster_nodes(client)
             slots = _own_slots(nodes)
         status = NodeStatus(
-            name, endpoint, True, pid, role, slots, keys, str(info.get("used_memory_human", "?")), state, link, master
+            name, endpoint, True, pid, role, slots, keys, str(info.get("used_memory_human", "?")), state, link, master,
+            passwords=password_counts(client),
         )
         return NodeFacts(status, info, cluster_info, nodes)
     except redis.RedisError as error:
@@ -133,7 +153,7 @@ def sentinel_facts(
             except redis.ResponseError as error:
                 flags, replicas = f"? ({error})", ()
             views[group] = GroupView(masters[group], quorum_ok, message, flags, replicas)
-        return SentinelFacts(SentinelStatus(name, endpoint, True, pid, masters), views)
+        return SentinelFacts(SentinelStatus(name, endpoint, True, pid, masters, passwords=password_counts(client)), views)
     except redis.RedisError as error:
         return SentinelFacts(SentinelStatus(name, endpoint, False, pid, error=str(error)))
 
@@ -181,6 +201,49 @@ def check_replicas(kind: str, nodes: Sequence[NodeStatus], replicas_per_master: 
         if linked < replicas_per_master:
             found.append(f"{master.name} has {linked} linked replica(s), the stack asks for {replicas_per_master}")
     return found
+
+
+def rotation_state(nodes: Sequence[NodeStatus], sentinels: Sequence[SentinelStatus]) -> dict[str, str]:
+    """The users a rotation is under way for: "two passwords" when every process holding the user
+    accepts two (between the phases: normal), "mixed" when they disagree (a phase stopped halfway).
+    A user with one password everywhere is left out."""
+    counts: dict[str, dict[str, int]] = {}
+    for name, passwords in _password_counts(nodes, sentinels):
+        for user, count in passwords.items():
+            counts.setdefault(user, {})[name] = count
+    state = {}
+    for user, by_process in sorted(counts.items()):
+        seen = {min(count, 2) for count in by_process.values()}
+        if seen == {2}:
+            state[user] = "two passwords"
+        elif seen != {1}:
+            state[user] = "mixed"
+    return state
+
+
+def check_credentials(nodes: Sequence[NodeStatus], sentinels: Sequence[SentinelStatus]) -> list[str]:
+    problems = []
+    for user, state in rotation_state(nodes, sentinels).items():
+        if state == "mixed":
+            held = ", ".join(f"{name}={passwords[user]}" for name, passwords in _password_counts(nodes, sentinels)
+                             if user in passwords)
+            problems.append(f"user {user}: the processes disagree on its passwords ({held}): a rotation phase stopped "
+                            f"halfway; run it again (`pulumi up`, or `cachelayer rotate {user} --phase ...` on a sandbox)")
+    return problems
+
+
+def _password_counts(
+    nodes: Sequence[NodeStatus], sentinels: Sequence[SentinelStatus]
+) -> list[tuple[str, dict[str, int]]]:
+    return [(n.name, n.passwords) for n in nodes] + [(s.name, s.passwords) for s in sentinels]
+
+
+def credentials_description(nodes: Sequence[NodeStatus], sentinels: Sequence[SentinelStatus]) -> str:
+    between = [user for user, state in rotation_state(nodes, sentinels).items() if state == "two passwords"]
+    if between:
+        return (f"rotation in progress, between its phases: {', '.join(between)} accept(s) two passwords on every "
+                "process (phase 2 removes the old one)")
+    return "every process accepts the same passwords per user (no rotation halfway)"
 
 
 def basic_problems(
@@ -395,6 +458,8 @@ def run_checks(
          lambda: check_memory(nodes, limits.max_memory_ratio)),
         ("persistence", f"RDB/AOF writes ok, changes saved within {limits.max_save_age} s",
          lambda: check_persistence(nodes, limits.max_save_age)),
+        ("credentials", credentials_description(statuses, sentinel_statuses),
+         lambda: check_credentials(statuses, sentinel_statuses)),
     ]
     if kind == "sentinel":
         checks += [
@@ -422,6 +487,8 @@ def facts_json(nodes: Sequence[NodeFacts], sentinels: Sequence[SentinelFacts]) -
     return {
         "nodes": [asdict(f.status) for f in nodes],
         "sentinels": [asdict(s.status) for s in sentinels],
+        # user -> "two passwords" | "mixed": a rotation under way (none: {}).
+        "rotation": rotation_state([f.status for f in nodes], [s.status for s in sentinels]),
     }
 
 

@@ -15,9 +15,11 @@ one), so a rotation is two phases, each safe to re-run until it finishes:
 The phase is read from the deployment itself: a user holding two passwords everywhere is a
 rotation between its phases; processes that disagree mean a phase stopped halfway.
 
-What this does not reach yet (docs/security.md, "Rotating a password"): files on disk that a
-restart or a `pulumi up` renders again (the hosts' ACL and auth files, sentinel users, the
-exporters' credential files). Passwords never appear in a message, a report line or a repr.
+This drives a deployment whose files nothing else renders: the local sandbox (its exporters get
+the new `monitor` password from cli/rotate.py). A stack Pulumi manages renders its files at every
+`pulumi up`, so there a rotation is `<key>_previous` and two `pulumi up` runs (docs/security.md,
+"Rotating a password"); `read_status` works on both. Passwords never appear in a message, a
+report line or a repr.
 """
 
 from __future__ import annotations
@@ -34,9 +36,7 @@ from cachelayer.errors import CachelayerError, UsageError
 from cachelayer.ops.target import Endpoint, Target
 from cachelayer.render.nodes import USERS, password_hash
 
-# `monitor` is left out: the exporters read its password from credential files this does not
-# rewrite yet, so removing the old one would cut them off.
-ROTATABLE_USERS = (USERS.app, USERS.admin, USERS.replication, USERS.sentinel)
+ROTATABLE_USERS = (USERS.app, USERS.admin, USERS.replication, USERS.sentinel, USERS.monitor)
 MIN_PASSWORD_LENGTH = 16
 TIMEOUT_SECONDS = 2.0
 

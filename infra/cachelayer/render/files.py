@@ -23,6 +23,7 @@ from cachelayer.render.container_files import container_plans
 from cachelayer.render.host_files import host_deploy_files
 from cachelayer.render.monitoring import DOCKER_PASSWORD_FILE, exporter_unit_name, render_password_file, stack_targets
 from cachelayer.render.nodes import (
+    USERS,
     Passwords,
     docker_paths,
     password_hash,
@@ -96,7 +97,7 @@ def _docker_files(settings: Settings, topology: Topology, passwords: Passwords) 
     if settings.monitoring_enabled:
         for target in stack_targets(settings, topology):
             files[f"containers/{exporter_unit_name(target)}{DOCKER_PASSWORD_FILE}"] = render_password_file(
-                target, passwords.monitor, tls=False
+                target, passwords.presented(USERS.monitor), tls=False
             )
     files["local/bootstrap.sh"] = render_bootstrap_script(settings, topology, f"{docker_paths('').conf_dir}/tls")
     return files

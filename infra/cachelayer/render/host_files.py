@@ -35,6 +35,7 @@ from cachelayer.render.hosts import (
     health_module_source,
     host_plans,
     node_paths,
+    render_accept_credentials,
     render_apply_config,
     render_backup_script,
     render_backup_service,
@@ -66,6 +67,7 @@ from cachelayer.render.monitoring import (
     stack_targets,
 )
 from cachelayer.render.nodes import (
+    USERS,
     Passwords,
     render_auth_conf,
     render_bootstrap_script,
@@ -148,6 +150,7 @@ class HostFiles:
     install: HostScript
     dirs: HostScript
     admin_pass: HostFile  # read by every script that talks to Redis
+    accept_credentials: HostScript  # loads the users on the running processes, before anything presents a password
     firewall: tuple[HostFile, ...]  # rules, unit
     kernel: tuple[HostFile, ...]  # sysctl, THP unit (none without hosts.kernel_tuning)
     kernel_apply: HostScript | None
@@ -181,7 +184,9 @@ class HostFiles:
             yield self.load_balancer
 
     def scripts(self) -> Iterator[HostScript]:
-        for script in (self.install, self.dirs, self.kernel_apply, self.apply_config, self.sentinel_set):
+        for script in (
+            self.install, self.dirs, self.kernel_apply, self.accept_credentials, self.apply_config, self.sentinel_set
+        ):
             if script is not None:
                 yield script
 
@@ -250,6 +255,9 @@ def _host_files(settings: Settings, topology: Topology, plan: HostPlan, confs: d
         install=HostScript("install", "host-install.sh", render_install_script(settings, plan)),
         dirs=HostScript("dirs", "host-dirs.sh", render_dirs_script(settings, plan)),
         admin_pass=HostFile("admin-pass", ADMIN_PASS_FILE, "0600", "root", secret=_admin_pass),
+        accept_credentials=HostScript(
+            "accept-credentials", "accept-credentials.sh", secret=partial(render_accept_credentials, settings, plan)
+        ),
         firewall=(
             HostFile("firewall-rules", NFT_FILE, "0644", "root", render_nftables(settings, topology, plan)),
             HostFile("firewall-unit", f"{UNIT_DIR}/{FIREWALL_UNIT}", "0644", "root", render_firewall_unit(settings)),
@@ -339,8 +347,8 @@ def _exporter_files(settings: Settings, target: ExporterTarget) -> ExporterFiles
 
 
 def _admin_pass(passwords: Passwords) -> str:
-    return passwords.admin + "\n"
+    return passwords.presented(USERS.admin) + "\n"
 
 
 def _exporter_password(target: ExporterTarget, tls: bool, passwords: Passwords) -> str:
-    return render_password_file(target, passwords.monitor, tls)
+    return render_password_file(target, passwords.presented(USERS.monitor), tls)

@@ -23,6 +23,7 @@ from cachelayer.render.nodes import (
     USERS,
     Passwords,
     Paths,
+    accepted_hashes,
     cli_tls_flags,
     host_paths,
     render_node_start_script,
@@ -393,24 +394,46 @@ def render_rolling_restart(settings: Settings, topology: Topology, host: HostPla
 class NodeLiveValues:
     port: int
     live: tuple[tuple[str, str], ...]
+    auth_file: str  # the node's masterauth: set live too
 
 
 def render_apply_config(settings: Settings, host: HostPlan, confs: dict[int, str]) -> str:
-    """CONFIG SET of every live-settable directive of each local node's rendered config."""
-    nodes = [NodeLiveValues(n.port, tuple(sorted(live_values(confs[n.port]).items()))) for n in host.nodes]
+    """CONFIG SET of every live-settable directive of each local node's rendered config, and of
+    the masterauth its auth file holds (read on the host: the script holds no secret)."""
+    nodes = [
+        NodeLiveValues(n.port, tuple(sorted(live_values(confs[n.port]).items())), node_paths(n).auth_file)
+        for n in host.nodes
+    ]
     return _render("apply-config.sh.j2", settings, host=host.name, nodes=nodes, **_cli_context(settings))
 
 
+def render_accept_credentials(settings: Settings, host: HostPlan, passwords: Passwords) -> str:
+    """The step that makes the host's running processes accept this deploy's passwords (both of a
+    user during a rotation) before anything presents one. Holds password hashes: a secret."""
+    rotating = passwords.rotating
+    return _render(
+        "accept-credentials.sh.j2",
+        settings,
+        host=host.name,
+        nodes=host.nodes,
+        sentinels=host.sentinels,
+        sentinel_users=sentinel_users(passwords),
+        admin_hashes=accepted_hashes(passwords)[USERS.admin],
+        rotating_note=f" (two passwords: {', '.join(rotating)})" if rotating else "",
+        **_cli_context(settings),
+    )
+
+
 def render_sentinel_set(settings: Settings, topology: Topology, host: HostPlan, passwords: Passwords) -> str:
-    """The script that brings the host's sentinels to this deploy's users and settings. Holds
-    password hashes: the component passes it as a secret."""
+    """The script that brings the host's sentinels to this deploy's settings and the sentinel
+    password they present (auth-pass, sentinel-pass). Holds that password: a secret."""
     return _render(
         "sentinel-set.sh.j2",
         settings,
         host=host.name,
         sentinels=host.sentinels,
-        sentinel_users=sentinel_users(passwords),
         groups=[m.group for m in topology.masters],
         sentinel_settings=settings.sentinel,
+        sentinel_password=passwords.presented(USERS.sentinel),
         **_cli_context(settings),
     )

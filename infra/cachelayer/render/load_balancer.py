@@ -60,7 +60,7 @@ def load_balancer_endpoints(settings: Settings, topology: Topology, address: str
 def check_login(passwords: Passwords) -> str:
     """The inline command the role check sends first. The one place the check's password is
     taken from: a rotation of the monitor password reaches HAProxy through it."""
-    return f"AUTH {USERS.monitor} {passwords.monitor}"
+    return f"AUTH {USERS.monitor} {passwords.presented(USERS.monitor)}"
 
 
 def render_haproxy_config(

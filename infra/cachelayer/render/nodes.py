@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import shlex
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,14 +48,41 @@ class Users:
 
 
 USERS = Users()
+# The users with a password, in the order of Passwords' fields (and of settings.PASSWORD_KEYS).
+PASSWORD_USERS = ("app", "admin", "replication", "sentinel", "monitor")
+
 
 @dataclass(frozen=True)
 class Passwords:
+    """Each user's password and, while a rotation is between its phases, the one being retired.
+
+    The one rule of a rotation (docs/security.md, "Rotating a password"): a file or process that
+    ACCEPTS a credential (an ACL file, a sentinel's users) takes every password of `accepted()`;
+    anything that PRESENTS one (masterauth, auth-pass, admin.pass, the exporters' files, an
+    output) takes `presented()`, the new one. Every renderer goes through these two."""
+
     app: str
     admin: str
     replication: str
     sentinel: str
     monitor: str
+    # user -> the password being retired (`<user>_password_previous`), set only during phase 1
+    previous: Mapping[str, str] = field(default_factory=dict, hash=False, kw_only=True)
+
+    def presented(self, user: str) -> str:
+        """What a client of the platform logs in as `user` with: always the new password."""
+        return str(getattr(self, user))
+
+    def accepted(self, user: str) -> tuple[str, ...]:
+        """Every password a process must accept for `user`: the new one, then the retired one."""
+        current = self.presented(user)
+        retired = self.previous.get(user)
+        return (current,) if not retired or retired == current else (current, retired)
+
+    @property
+    def rotating(self) -> tuple[str, ...]:
+        """The users between the phases of a rotation."""
+        return tuple(user for user in PASSWORD_USERS if len(self.accepted(user)) > 1)
 
     def __repr__(self) -> str:  # never print a password by accident
         return "Passwords(<hidden>)"
@@ -155,7 +182,7 @@ def render_users_acl(settings: Settings, passwords: Passwords) -> str:
     return render_template(
         "users.acl.j2",
         users=USERS,
-        hashes=_hashes(passwords),
+        password_rules=_accepted_rules(passwords),
         app_rules=app_rules(redis.app_scripting, redis.disabled_commands),
         monitor_rules=monitor_rules(),
         sentinel=redis.topology == "sentinel",
@@ -163,7 +190,9 @@ def render_users_acl(settings: Settings, passwords: Passwords) -> str:
 
 
 def render_auth_conf(node_name: str, passwords: Passwords) -> str:
-    return render_template("auth.conf.j2", node_name=node_name, replication_password=_quoted(passwords.replication))
+    return render_template(
+        "auth.conf.j2", node_name=node_name, replication_password=_quoted(passwords.presented(USERS.replication))
+    )
 
 
 def render_sentinel_conf(
@@ -179,7 +208,7 @@ def render_sentinel_conf(
         paths=paths,
         users=USERS,
         sentinel_users=sentinel_users(passwords),
-        sentinel_password=_quoted(passwords.sentinel),
+        sentinel_password=_quoted(passwords.presented(USERS.sentinel)),
     )
 
 
@@ -221,16 +250,16 @@ def sentinel_users(passwords: Passwords) -> tuple[tuple[str, tuple[str, ...]], .
 
     sentinel.conf gets them on the first start; because Sentinel then owns that file, later
     deploys reconcile them live with ACL SETUSER (render_hosts.render_sentinel_set)."""
-    hashes = _hashes(passwords)
+    hashes = {user: tuple(f"#{digest}" for digest in digests) for user, digests in accepted_hashes(passwords).items()}
     everything = ("~*", "&*", "+@all")
     return (
         # Operators, and the other sentinels (sentinel-user).
-        (USERS.admin, ("on", f"#{hashes['admin']}", *everything)),
-        (USERS.sentinel, ("on", f"#{hashes['sentinel']}", *everything)),
+        (USERS.admin, ("on", *hashes["admin"], *everything)),
+        (USERS.sentinel, ("on", *hashes["sentinel"], *everything)),
         # The application's Sentinel client: discovery only (redis-py's discover_slaves sends SENTINEL SLAVES).
         (
             USERS.app,
-            ("on", f"#{hashes['app']}", "&*", "+ping", "+hello", "+auth", "+client|setname", "+subscribe",
+            ("on", *hashes["app"], "&*", "+ping", "+hello", "+auth", "+client|setname", "+subscribe",
              "+sentinel|get-master-addr-by-name", "+sentinel|master", "+sentinel|masters", "+sentinel|replicas",
              "+sentinel|slaves", "+sentinel|sentinels"),
         ),
@@ -238,11 +267,11 @@ def sentinel_users(passwords: Passwords) -> tuple[tuple[str, tuple[str, ...]], .
         # now and in which configuration epoch (SENTINEL MASTER).
         (
             USERS.replication,
-            ("on", f"#{hashes['replication']}", "+ping", "+auth", "+hello", "+sentinel|get-master-addr-by-name",
+            ("on", *hashes["replication"], "+ping", "+auth", "+hello", "+sentinel|get-master-addr-by-name",
              "+sentinel|master"),
         ),
         # The Redis exporter: the groups' state, read-only (acl_policy.MONITOR_SENTINEL_RULES).
-        (USERS.monitor, ("on", f"#{hashes['monitor']}", *monitor_rules(sentinel=True))),
+        (USERS.monitor, ("on", *hashes["monitor"], *monitor_rules(sentinel=True))),
     )
 
 
@@ -275,14 +304,14 @@ def render_bootstrap_script(settings: Settings, topology: Topology, tls_dir: str
     )
 
 
-def _hashes(passwords: Passwords) -> dict[str, str]:
-    return {
-        "app": password_hash(passwords.app),
-        "admin": password_hash(passwords.admin),
-        "replication": password_hash(passwords.replication),
-        "sentinel": password_hash(passwords.sentinel),
-        "monitor": password_hash(passwords.monitor),
-    }
+def accepted_hashes(passwords: Passwords) -> dict[str, tuple[str, ...]]:
+    """user -> the SHA-256 of every password it accepts (two between a rotation's phases)."""
+    return {user: tuple(password_hash(p) for p in passwords.accepted(user)) for user in PASSWORD_USERS}
+
+
+def _accepted_rules(passwords: Passwords) -> dict[str, str]:
+    """user -> its password rules in an ACL file line: `#<sha256>`, one per accepted password."""
+    return {user: " ".join(f"#{digest}" for digest in digests) for user, digests in accepted_hashes(passwords).items()}
 
 
 def _quoted(password: str) -> str:

@@ -160,6 +160,45 @@ class SandboxMonitoring:
         shutil.rmtree(self.dir, ignore_errors=True)
         return tuple(stopped)
 
+    def restart_exporters(self, password: str, wait_seconds: float = 30) -> tuple[str, ...]:
+        """The running exporters again, logging in as `monitor` with `password`: phase 1 of a
+        `monitor` rotation (every node accepts both by then). Returns once each one reports
+        redis_up 1 again; names the processes whose exporter was restarted."""
+        running = self.running()
+        exporters = [t for t in self.targets if t.process in running]
+        if not exporters:
+            return ()
+        binary = shutil.which(EXPORTER_BINARY)
+        if binary is None:
+            raise SandboxError(f"`{EXPORTER_BINARY}` was not found on PATH: {INSTALL_HINT}")
+        records = dict(self.records())
+        tls_ca = str(self.sandbox.tls_dir / "ca.crt") if self.sandbox.tls_dir else None
+        for target in exporters:
+            self._stop(running[target.process])
+            argv = [binary, *exporter_args(target, tls_ca)]
+            records[target.process] = self._spawn(target.process, argv, {"REDIS_PASSWORD": password})
+        self._write_state(records)
+        deadline = time.monotonic() + wait_seconds
+        for target in exporters:
+            while not _redis_up(f"http://{target.listen}/metrics"):
+                if time.monotonic() > deadline:
+                    raise SandboxError(f"the exporter of {target.process} does not log in with the new monitor "
+                                       f"password within {wait_seconds:.0f} s: see {self.dir / (target.process + '.log')}")
+                time.sleep(0.1)
+        return tuple(t.process for t in exporters)
+
+    def _stop(self, record: MonitoredProcess) -> None:
+        os.kill(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while self._alive(record) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self._alive(record):
+            os.kill(record.pid, signal.SIGKILL)
+        child = self._children.pop(record.pid, None)
+        if child is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=5)
+
     # ------------------------------------------------------------------ processes
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> MonitoredProcess:
         environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
@@ -216,3 +255,13 @@ class SandboxMonitoring:
                     return
             time.sleep(0.5)
         raise SandboxError(f"Prometheus does not see these exporters up after {timeout} s: {', '.join(missing)}")
+
+
+def _redis_up(url: str) -> bool:
+    """The exporter answers and reaches its process (`redis_up 1`)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return False
+    return any(line.strip() == "redis_up 1" for line in text.splitlines())

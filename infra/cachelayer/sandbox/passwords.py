@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -11,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from cachelayer.config.settings import PASSWORD_KEYS
-from cachelayer.render.nodes import Passwords
+from cachelayer.render.nodes import PASSWORD_USERS, Passwords
 from cachelayer.sandbox.state import make_workdir
 
 PASSWORDS_FILE = "passwords.json"
 
 
 def generate_passwords() -> Passwords:
-    return Passwords(*(secrets.token_urlsafe(24) for _ in dataclasses.fields(Passwords)))
+    return Passwords(*(secrets.token_urlsafe(24) for _ in PASSWORD_USERS))
 
 
 class PasswordFile:
@@ -35,7 +34,7 @@ class PasswordFile:
 
         A file written before a user existed (the `monitor` user came later) gets that user's
         password added, so the other users keep theirs."""
-        names = [f.name for f in dataclasses.fields(Passwords)]
+        names = PASSWORD_USERS
         kept: dict[str, str] = {}
         if self.path.exists():
             kept = json.loads(self.path.read_text())
@@ -49,7 +48,8 @@ class PasswordFile:
 
     def replace(self, user: str, password: str) -> None:
         """Keep `password` as the user's from now on (after a rotation, so the next start renders it)."""
-        self._write(dataclasses.replace(self.passwords(), **{user: password}))
+        kept = self.passwords()
+        self._write(Passwords(*(password if name == user else kept.presented(name) for name in PASSWORD_USERS)))
 
     def _write(self, passwords: Passwords) -> None:
         make_workdir(self.workdir)
@@ -58,5 +58,5 @@ class PasswordFile:
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as file:
-            json.dump(dataclasses.asdict(passwords), file)
+            json.dump({user: passwords.presented(user) for user in PASSWORD_USERS}, file)
         tmp.replace(self.path)
