@@ -25,6 +25,7 @@ from cachelayer.ops.backup import StoredBackup, backup_name
 from cachelayer.ops.backup_metrics import push_newest_backup
 from cachelayer.render.monitoring import BACKUP_TIMESTAMP
 from cachelayer.render.nodes import USERS
+from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 from cachelayer.sandbox.monitoring import SandboxMonitoring
 from cachelayer.sandbox.processes import process_cmdline
@@ -108,15 +109,22 @@ def monitored(
     }
     if topology == "sentinel":
         config["sentinel"] = {"ports": [base_port + 20000 + i for i in range(3)], **(sentinel or {})}
+        # HAProxy in front of the groups, as `sandbox up` starts it (its alerts are among the rules).
+        config["load_balancer"] = {"write_base_port": base_port + 30, "read_base_port": base_port + 40,
+                                   "exporter_port": exporter_base_port + 20}
     settings, merged = sandbox_settings(config, "test", topology=topology)
     sandbox = LocalSandbox(settings, tmp_path_factory.mktemp(f"monitored-{base_port}"), config=merged)
     monitoring = SandboxMonitoring(sandbox, prometheus_port=prometheus_port)
+    balancer = SandboxLoadBalancer(sandbox)
     try:
         sandbox.up()
+        if balancer.wanted:
+            balancer.up()
         monitoring.up()
         yield sandbox, monitoring
     finally:
         monitoring.down()
+        balancer.down()
         sandbox.down()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cachelayer.cli.app import main
-from cachelayer.render.nodes import password_hash
+from cachelayer.render.nodes import PASSWORD_USERS, password_hash
 from cachelayer.sandbox.errors import SandboxError
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
 
@@ -103,7 +103,8 @@ def test_no_file_of_a_sentinel_sandbox_is_readable_by_others(sandbox_factory: Ca
     conf = Path(sandbox.paths(sentinel).conf_file)
     # Sentinel rewrites its file at start (its own id, the replicas it found).
     wait_until(lambda: "sentinel myid" in conf.read_text(), 10, "sentinel to rewrite its config")
-    secrets = [*vars(sandbox.passwords).values(), *(password_hash(p) for p in vars(sandbox.passwords).values())]
+    passwords = [sandbox.passwords.presented(user) for user in PASSWORD_USERS]
+    secrets = [*passwords, *(password_hash(p) for p in passwords)]
     private = [
         path
         for path in sandbox.workdir.rglob("*")
