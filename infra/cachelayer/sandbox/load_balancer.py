@@ -191,7 +191,11 @@ class SandboxLoadBalancer:
             capture_output=True, text=True, check=False, timeout=30,
         )
         if saved.returncode != 0 or not self.server_state_file.exists():
-            raise SandboxError(f"could not save haproxy's server states from {self.admin_socket}: {saved.stderr}".strip())
+            raise SandboxError(
+                f"haproxy did not give its server states on {self.admin_socket} (a haproxy started by an older "
+                "cachelayer has no admin socket): restart it with `cachelayer sandbox down` and `sandbox up`, then "
+                f"re-run the command {saved.stderr}".strip()
+            )
 
     def _start(self, binary: str, extra: list[str], wait_seconds: float,
                draining: list[LoadBalancerProcess] | None = None) -> None:
