@@ -25,6 +25,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cachelayer.plan.topology import Node
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
@@ -154,6 +155,12 @@ class PlainWriter(threading.Thread):
             client.close()
 
 
+def quit_calls(sandbox: LocalSandbox, node: Node) -> int:
+    with sandbox.admin_client(node) as client:
+        stats: Any = client.info("commandstats")
+    return int(stats.get("cmdstat_quit", {}).get("calls", 0))
+
+
 def test_a_monitor_rotation_reloads_haproxy_and_no_write_through_it_fails(
     balanced: SandboxLoadBalancer, capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -177,10 +184,12 @@ def test_a_monitor_rotation_reloads_haproxy_and_no_write_through_it_fails(
         assert new_password in balanced.config_file.read_text()
         code, removed = rotate(sandbox, capsys, USERS.monitor, "remove", new_password)
         assert code == 0 and removed["phase"] == "one password", removed
-        # Some checks run with the old password gone: every write side keeps its master.
-        counts = [w.writes for w in writers]
-        wait_until(lambda: all(w.writes > c + 100 for w, c in zip(writers, counts, strict=True)), 15,
-                   "writes after the removal")
+        # The writers keep writing while every node gets several checks with the old password
+        # gone: a check that logs in ends with QUIT (a failed one stops at its AUTH), and two
+        # proxies check each node, so 6 QUITs are 3 rounds past `fall` (2).
+        quits = {node.name: quit_calls(sandbox, node) for node in sandbox.topology.nodes}
+        wait_until(lambda: all(quit_calls(sandbox, n) >= quits[n.name] + 6 for n in sandbox.topology.nodes), 20,
+                   "HAProxy's checks to log in on every node after the removal")
     finally:
         for writer in writers:
             writer.stopped.set()
