@@ -11,7 +11,10 @@ Ports 758x (sentinels 2758x), HAProxy 7590-7598. down-after 2 s so the failover 
 
 from __future__ import annotations
 
+import itertools
+import secrets
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from functools import partial
@@ -19,7 +22,10 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
+from cachelayer.plan.topology import Node
 from cachelayer.render.nodes import USERS
 from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
 from cachelayer.sandbox.local import LocalSandbox, sandbox_settings
@@ -27,6 +33,7 @@ from support.failover_writes import FailoverWriter, measure, plain_client, senti
 from support.sandbox_processes import kill
 
 from .conftest import require_redis, wait_until
+from .test_rotate import assert_old_refused_everywhere, rotate
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +114,94 @@ def test_write_port_reaches_the_master_read_port_a_replica(balanced: SandboxLoad
         assert up[f"{master.group}-write"] == [master.name], up
         # The replica serves reads; the master is UP as the backup (used only with no replica up).
         assert up[f"{master.group}-read"] == [replica.name, f"{master.name}-as-master"], up
+
+
+class PlainWriter(threading.Thread):
+    """A plain redis-py client (no Sentinel, no retries) writing through HAProxy's write ports;
+    every error of any kind (READONLY, a refused or cut connection) is kept. `fresh`: a new
+    connection for every write, so each reaches whatever process and server HAProxy picks then;
+    else one connection held throughout."""
+
+    def __init__(self, balancer: SandboxLoadBalancer, ports: list[int], fresh: bool) -> None:
+        super().__init__(daemon=True, name=f"plain-{'fresh' if fresh else 'held'}")
+        self.balancer, self.ports, self.fresh = balancer, ports, fresh
+        self.writes = 0
+        self.errors: list[str] = []
+        self.stopped = threading.Event()
+
+    def client(self, port: int) -> redis.Redis:
+        return redis.Redis(
+            host=self.balancer.address, port=port, username=USERS.app, password=self.balancer.sandbox.passwords.app,
+            socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0), decode_responses=True,
+        )
+
+    def run(self) -> None:
+        held = {port: self.client(port) for port in self.ports}
+        for n in itertools.count():
+            if self.stopped.is_set():
+                break
+            port = self.ports[n % len(self.ports)]
+            client = self.client(port) if self.fresh else held[port]
+            try:
+                client.set(f"lb-rotation:{self.name}:{n % 100}", n)
+                self.writes += 1
+            except redis.RedisError as error:
+                self.errors.append(repr(error))
+            finally:
+                if self.fresh:
+                    client.close()
+            time.sleep(0.005)
+        for client in held.values():
+            client.close()
+
+
+def quit_calls(sandbox: LocalSandbox, node: Node) -> int:
+    with sandbox.admin_client(node) as client:
+        stats: Any = client.info("commandstats")
+    return int(stats.get("cmdstat_quit", {}).get("calls", 0))
+
+
+def test_a_monitor_rotation_reloads_haproxy_and_no_write_through_it_fails(
+    balanced: SandboxLoadBalancer, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`rotate monitor --phase add` reloads HAProxy with the new password, keeping the servers'
+    states (no new connection reaches a replica) and the held connections; after `--phase remove`
+    every group still has its master UP, and the old password is refused everywhere."""
+    sandbox = balanced.sandbox
+    old_password, new_password = sandbox.passwords.monitor, secrets.token_urlsafe(24)
+    old_process = balanced.running()
+    assert old_process is not None
+    write_ports = [int(endpoint.write.rsplit(":", 1)[1]) for endpoint in balanced.endpoints]
+    writers = [PlainWriter(balanced, write_ports, fresh=True), PlainWriter(balanced, write_ports, fresh=False)]
+    for writer in writers:
+        writer.start()
+    try:
+        wait_until(lambda: all(w.writes > 50 for w in writers), 15, "the first writes through HAProxy")
+        code, added = rotate(sandbox, capsys, USERS.monitor, "add", new_password)
+        assert code == 0 and added["phase"] == "two passwords", added
+        reloaded = balanced.running()
+        assert reloaded is not None and reloaded.pid != old_process.pid, "haproxy was not reloaded"
+        assert new_password in balanced.config_file.read_text()
+        code, removed = rotate(sandbox, capsys, USERS.monitor, "remove", new_password)
+        assert code == 0 and removed["phase"] == "one password", removed
+        # The writers keep writing while every node gets several checks with the old password
+        # gone: a check that logs in ends with QUIT (a failed one stops at its AUTH), and two
+        # proxies check each node, so 6 QUITs are 3 rounds past `fall` (2).
+        quits = {node.name: quit_calls(sandbox, node) for node in sandbox.topology.nodes}
+        wait_until(lambda: all(quit_calls(sandbox, n) >= quits[n.name] + 6 for n in sandbox.topology.nodes), 20,
+                   "HAProxy's checks to log in on every node after the removal")
+    finally:
+        for writer in writers:
+            writer.stopped.set()
+            writer.join(timeout=10)
+    for writer in writers:
+        assert writer.errors == [], f"{writer.name}: {len(writer.errors)} errors, first {writer.errors[:3]}"
+    up = balanced.servers_up()
+    for master in sandbox.topology.masters:
+        assert up[f"{master.group}-write"] == [master.name], up
+    assert_old_refused_everywhere(sandbox, USERS.monitor, old_password, new_password)
+    # The password file holds the new one: a later `sandbox up` renders HAProxy's checks from it.
+    assert sandbox.passwords.monitor == new_password
 
 
 def test_a_plain_client_through_haproxy_and_a_sentinel_client_across_a_killed_master(

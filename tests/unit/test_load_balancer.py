@@ -3,10 +3,12 @@ Debian's haproxy itself (`haproxy -c`), what its role check really sends, and wh
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +20,17 @@ from cachelayer.errors import SettingsError
 from cachelayer.plan.topology import build_topology, local_placement
 from cachelayer.render.files import placeholder_passwords, rendered_files
 from cachelayer.render.hosts import host_plans, render_install_script, render_nftables
-from cachelayer.render.load_balancer import HOST_CONFIG_FILE, connection_load_balancers, render_haproxy_config
+from cachelayer.render.load_balancer import (
+    HOST_ADMIN_SOCKET,
+    HOST_CONFIG_FILE,
+    HOST_SERVER_STATE_FILE,
+    connection_load_balancers,
+    render_haproxy_config,
+    save_server_state_command,
+)
 from cachelayer.render.monitoring import alert_rules
 from cachelayer.render.nodes import Passwords
+from support.program_harness import run_program, unwrap
 from support.tls_certificates import make_test_certificates
 
 PASSWORDS = Passwords(
@@ -197,3 +207,97 @@ def test_connection_output_and_alerts() -> None:
     assert balancers[0]["write"] == [f"{n.address}:7100" for n in topology.nodes]
     assert {r.name for r in alert_rules(settings)} >= {"RedisLoadBalancerNoMaster", "RedisLoadBalancerTwoMasters"}
     assert connection_load_balancers(prod_settings(topology="cluster"), build_topology(prod_settings())) == []
+
+
+# ------------------------------------------------------------------------------ reloads
+def admin_command(socket_path: Path, command: str) -> str:
+    with socket.socket(socket.AF_UNIX) as admin:
+        admin.settimeout(5)
+        admin.connect(str(socket_path))
+        admin.sendall(command.encode() + b"\n")
+        return b"".join(iter(lambda: admin.recv(65536), b"")).decode()
+
+
+def server_states(socket_path: Path) -> dict[tuple[str, str], str]:
+    """(proxy, server) -> srv_op_state (0 DOWN, 2 UP) from `show servers state`."""
+    lines = admin_command(socket_path, "show servers state").splitlines()[2:]
+    return {(f[1], f[3]): f[5] for f in (line.split() for line in lines if line.strip())}
+
+
+def test_a_reload_keeps_the_servers_states_and_takes_the_new_configs_addresses(tmp_path: Path) -> None:
+    """The command the hosts run before `systemctl reload` (and the sandbox before `-sf`) saves
+    the running HAProxy's states; the new process starts from them: a server its checks found
+    DOWN is not taken as UP again, as a reload without them would until its first check fails.
+    A server the new config moves to another port starts from the new config instead.
+
+    The nodes are sockets that never answer: a check times out after one interval (100 ms in
+    the first process, marking every server DOWN; 60 s in the second, so no check of the second
+    process ends during the test and every state it shows is the one it started with)."""
+    sinks = [socket.create_server(("127.0.0.1", 0), backlog=1024) for _ in range(2)]
+    sink_ports = [sink.getsockname()[1] for sink in sinks]
+    free = []
+    for _ in range(7):
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            free.append(probe.getsockname()[1])
+    lb = {"write_base_port": free[0], "read_base_port": free[3], "exporter_port": free[6]}
+    admin, state, config = tmp_path / "admin.sock", tmp_path / "server-state", tmp_path / "haproxy.cfg"
+    settings = load_settings({"redis": {"topology": "sentinel"}}, "dev")
+    topology = build_topology(settings, local_placement(settings, "127.0.0.1"))
+    moved = topology.nodes[0]
+
+    def render(check_interval_ms: int, moved_port: int) -> str:
+        checks = {**lb, "check_interval_ms": check_interval_ms, "fall": 1}
+        text = render_haproxy_config(load_settings({"redis": {"topology": "sentinel"}, "load_balancer": checks}, "dev"),
+                                     topology, PASSWORDS, "127.0.0.1", admin_socket=str(admin), server_state_file=str(state))
+        for node in topology.nodes:
+            text = text.replace(f"127.0.0.1:{node.port} ", f"127.0.0.1:{moved_port if node == moved else sink_ports[0]} ")
+        return text
+
+    config.write_text(render(100, sink_ports[0]))
+    log = tmp_path / "haproxy.log"
+    first = subprocess.Popen([haproxy(), "-db", "-f", str(config)], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    processes = [first]
+    try:
+        write_side = [(f"{m.group}-write", n.name) for m in topology.masters for n in (m, *topology.replicas_of(m))]
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if all(server_states(admin).get(key) == "0" for key in write_side):
+                    break
+            time.sleep(0.05)
+        assert admin.exists(), log.read_text()
+        assert all(server_states(admin).get(key) == "0" for key in write_side), server_states(admin)
+        config.write_text(render(60_000, sink_ports[1]))
+        saved = subprocess.run(["sh", "-c", save_server_state_command("", str(admin), str(state), str(config))],
+                               capture_output=True, text=True, check=False)
+        assert saved.returncode == 0, saved.stderr
+        second = subprocess.Popen([haproxy(), "-db", "-f", str(config), "-x", str(admin), "-sf", str(first.pid)],
+                                  stdout=log.open("a"), stderr=subprocess.STDOUT)
+        processes.append(second)
+        first.wait(timeout=15)  # -sf: the old one leaves once the new one runs
+        states = server_states(admin)
+        moved_key = (f"{moved.group}-write", moved.name)
+        assert all(states[key] == "0" for key in write_side if key != moved_key), states
+        assert states[moved_key] == "2", states  # as any server new to HAProxy: UP until its first check
+        assert f" {sink_ports[1]} " in admin_command(admin, f"show servers state {moved.group}-write")
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
+        for sink in sinks:
+            sink.close()
+
+
+def test_the_hosts_save_the_servers_states_just_before_the_reload() -> None:
+    run = run_program("prod", config_overrides={"redis": {**read_stack_config("prod")["redis"], "topology": "sentinel"}})
+    config = render_haproxy_config(prod_settings(topology="sentinel"), build_topology(prod_settings(topology="sentinel")),
+                                   PASSWORDS, "10.0.0.11", host="cache-1", ca_file="/etc/redis/tls/ca.crt")
+    assert f"server-state-file {HOST_SERVER_STATE_FILE}" in config and "load-server-state-from-file global" in config
+    assert f"stats socket {HOST_ADMIN_SOCKET} " in config
+    command = unwrap(run.named("redis-cache-1-load-balancer").inputs)
+    for key in ("create", "update"):
+        line = str(command[key])
+        save = line.index(f"{HOST_ADMIN_SOCKET} {HOST_SERVER_STATE_FILE} {HOST_CONFIG_FILE}")
+        assert line.index("haproxy -c -q") < save < line.index("systemctl reload-or-restart haproxy.service"), line
+    # Saving reads the socket and the config: no password on the command line.
+    assert "AUTH" not in str(command["create"]) and "password" not in str(command["create"]).lower()

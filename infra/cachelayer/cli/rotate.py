@@ -91,6 +91,7 @@ def rotate(
             assert new_password is not None
             status = add_password(target, user, new_password, report)
             _switch_sandbox_exporters(target, user, new_password, report)
+            _switch_sandbox_load_balancer(target, user, new_password, report)
         elif phase is Phase.remove:
             assert new_password is not None
             status = remove_old_passwords(target, user, new_password, report)
@@ -144,6 +145,26 @@ def _switch_sandbox_exporters(target: Target, user: str, password: str, report: 
     if user == USERS.monitor and isinstance(target.sandbox, LocalSandbox):
         for process in SandboxMonitoring(target.sandbox).restart_exporters(password):
             report(f"{process}: its exporter logs in with the new password")
+
+
+def _switch_sandbox_load_balancer(target: Target, user: str, password: str, report: Callable[[str], None]) -> None:
+    """A `monitor` rotation on a local sandbox: its HAProxy (sentinel topology) checks the nodes
+    with the new password from now on, through a graceful reload; every node accepts it by now.
+    Without it the checks would fail once `--phase remove` refuses the old password, and every
+    write port would lose its master."""
+    import dataclasses
+
+    from cachelayer.render.nodes import USERS
+    from cachelayer.sandbox.load_balancer import SandboxLoadBalancer
+    from cachelayer.sandbox.local import LocalSandbox
+
+    if user != USERS.monitor or not isinstance(target.sandbox, LocalSandbox):
+        return
+    balancer = SandboxLoadBalancer(target.sandbox)
+    if balancer.running() is None:
+        return
+    balancer.reload(dataclasses.replace(target.sandbox.passwords, monitor=password))
+    report("haproxy: its checks log in with the new password (reloaded; every group's master is up)")
 
 
 def _keep_in_sandbox(target: Target, user: str, password: str) -> None:

@@ -45,6 +45,7 @@ from cachelayer.render.hosts import (
     sudo_prefix,
     write_file_command,
 )
+from cachelayer.render.load_balancer import save_server_state_command
 from cachelayer.render.nodes import Passwords
 from cachelayer.render.rollout import content_hash, restart_fingerprint, rolling_plan
 
@@ -328,9 +329,12 @@ class RedisHostsDeployment(pulumi.ComponentResource):
             return
         sudo = sudo_prefix(host.user)
         upload = self._file(host, config, after=accepted)
+        # The running HAProxy's server states are saved just before the reload, and the new
+        # process starts from them (server-state-file): it does not take every server as UP
+        # until its checks fail, so no write reaches a replica meanwhile.
         start = (
             f"{sudo}haproxy -c -q -f {config.path} && {sudo}systemctl enable haproxy.service && "
-            f"{sudo}systemctl reload-or-restart haproxy.service"
+            f"{save_server_state_command(sudo)} && {sudo}systemctl reload-or-restart haproxy.service"
         )
         # The config's hash in a comment makes a changed config an update (a reload). As
         # `triggers` it would replace the resource: the old one's `delete` would then stop HAProxy.

@@ -16,6 +16,10 @@ from cachelayer.plan.topology import Node, Topology
 from cachelayer.render.nodes import USERS, Passwords, render_template
 
 HOST_CONFIG_FILE = "/etc/haproxy/haproxy.cfg"
+# Debian's haproxy.cfg has this admin socket; the servers' states are saved from it before a reload.
+HOST_ADMIN_SOCKET = "/run/haproxy/admin.sock"
+# Read by HAProxy (as root, before its chroot) when it starts: the states saved before a reload.
+HOST_SERVER_STATE_FILE = "/var/lib/haproxy/server-state"
 HAPROXY_BINARY = "haproxy"
 # Per HAProxy process; each proxied connection holds two file descriptors, and HAProxy refuses to
 # start when it cannot raise its descriptor limit to about twice maxconn. The sandbox's own user
@@ -71,13 +75,17 @@ def render_haproxy_config(
     host: str | None = None,
     ca_file: str | None = None,
     node_address: Callable[[Node], str] = lambda node: node.address,
+    admin_socket: str = HOST_ADMIN_SOCKET,
+    server_state_file: str = HOST_SERVER_STATE_FILE,
 ) -> str:
     """haproxy.cfg: per Sentinel group a write and a read proxy, and the metrics frontend.
 
     `host`: the machine's name on the hosts target (logging, chroot and the haproxy user, as
     Debian's service expects); None in the sandbox. `ca_file`: the CA the role check verifies
     the nodes with when the stack runs TLS. Client traffic is passed through untouched (TCP), so
-    a TLS client talks TLS with the node itself."""
+    a TLS client talks TLS with the node itself. `admin_socket`, `server_state_file`: where the
+    servers' states are saved before a reload and read by the new process (the sandbox's own
+    files; on the hosts, Debian's socket)."""
     if settings.redis.tls and ca_file is None:
         raise ValueError("a TLS stack's load balancer needs the CA file to check the nodes")
     groups = [
@@ -104,6 +112,13 @@ def render_haproxy_config(
         exporter_port=settings.load_balancer.exporter_port,
         check_auth=check_login(passwords),
         check_tls=check_tls,
+        admin_socket=admin_socket,
+        # Hosts: 660, group haproxy (Debian's). The sandbox: its own user only.
+        admin_socket_mode="660" if host else "600",
+        # The hosts run HAProxy in master-worker mode (haproxy.service: -Ws), whose reload passes
+        # the listeners itself; the sandbox's foreground process hands them over through this socket.
+        expose_listeners=host is None,
+        server_state_file=server_state_file,
     )
 
 
@@ -135,3 +150,45 @@ def connection_load_balancers(settings: Settings, topology: Topology) -> list[di
         {"group": g.name, "write": [f"{a}:{g.write_port}" for a in addresses], "read": [f"{a}:{g.read_port}" for a in addresses]}
         for g in load_balancer_groups(settings, topology)
     ]
+
+
+# Saves `show servers state` from the admin socket (argv[1]) into the state file (argv[2]),
+# atomically. Only the servers whose address and port are the same in the new configuration
+# (argv[3]) are kept: HAProxy 2.6 would otherwise apply the saved address and port over the new
+# configuration's (haproxy/haproxy#985). When HAProxy does not answer (not running yet), a stale
+# file is removed rather than loaded. Debian's python3 runs it (the hosts have it for the health
+# check); the sandbox runs the same text. No single quote in it: it is a shell argument.
+SAVE_SERVER_STATE_PY = """import os, socket, sys
+admin, path, config = sys.argv[1:4]
+wanted, proxy = set(), None
+for line in open(config):
+    words = line.split()
+    if words[:1] == ["listen"]:
+        proxy = words[1]
+    elif words[:1] == ["server"] and proxy and ":" in words[2]:
+        address, port = words[2].rsplit(":", 1)
+        wanted.add((proxy, words[1], address, port))
+try:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(admin)
+        s.sendall(b"show servers state\\n")
+        data = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+    lines = data.splitlines()
+    if lines[:1] != ["1"]:
+        raise OSError("no server state")
+    kept = [x for x in lines[2:] if len(x.split()) > 18 and (lambda f: (f[1], f[3], f[4], f[18]))(x.split()) in wanted]
+    with open(path + ".new", "w") as f:
+        f.write("\\n".join([*lines[:2], *kept, ""]))
+    os.replace(path + ".new", path)
+except (OSError, IndexError):
+    if os.path.exists(path):
+        os.remove(path)
+"""
+
+
+def save_server_state_command(sudo: str, admin_socket: str = HOST_ADMIN_SOCKET,
+                              state_file: str = HOST_SERVER_STATE_FILE, config_file: str = HOST_CONFIG_FILE) -> str:
+    """Shell: save the running HAProxy's server states for the process a reload starts. No secret
+    in it (the states are names, addresses and UP/DOWN; the config is only read)."""
+    return f"{sudo}/usr/bin/python3 -c '{SAVE_SERVER_STATE_PY}' {admin_socket} {state_file} {config_file}"
