@@ -32,7 +32,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from cachelayer.cli.app import main
 from cachelayer.cli.common import ExitCode, Runtime
 from cachelayer.cli.rotate import NEW_PASSWORD_ENV
-from cachelayer.ops.rotate import RotationError, add_password, remove_old_passwords
+from cachelayer.ops.rotate import RotationError, add_password, logs_in, remove_old_passwords
 from cachelayer.ops.target import Endpoint, Target
 from cachelayer.plan.topology import Node, SentinelNode
 from cachelayer.render.nodes import USERS
@@ -63,14 +63,7 @@ def processes(sandbox: LocalSandbox) -> list[Node | SentinelNode]:
 
 def accepts(process: Node | SentinelNode, user: str, password: str) -> bool:
     """A fresh connection logs in as `user` (redis-py authenticates while connecting)."""
-    client = redis.Redis(host=process.address, port=process.port, username=user, password=password, socket_timeout=2)
-    try:
-        client.connection_pool.release(client.connection_pool.get_connection())
-        return True
-    except redis.AuthenticationError:
-        return False
-    finally:
-        client.close()
+    return logs_in(host=process.address, port=process.port, username=user, password=password, socket_timeout=2)
 
 
 def holders(sandbox: LocalSandbox, user: str) -> list[Node | SentinelNode]:

@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from cachelayer.ops.rotate import logs_in as fresh_login
 from cachelayer.render.nodes import USERS
 from rehearsal.engine import StepFailed
 from rehearsal.hosts import leftovers
@@ -193,15 +194,8 @@ def scrape_summary(scrapes: dict[str, list[str]]) -> str:
 
 def logs_in(rehearsal: Rehearsal, address: str, port: int, user: str, password: str) -> bool:
     # No retry: redis-py retries a refused AUTH (a ConnectionError) with a new TLS handshake each time.
-    client = redis.Redis(host=address, port=port, username=user, password=password, ssl=True,
-                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
-    try:
-        client.connection_pool.release(client.connection_pool.get_connection())
-        return True
-    except redis.AuthenticationError:
-        return False
-    finally:
-        client.close()
+    return fresh_login(host=address, port=port, username=user, password=password, ssl=True,
+                       ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
 
 def info(rehearsal: Rehearsal, address: str, port: int, section: str) -> dict[str, str]:

@@ -8,10 +8,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from cachelayer.ops.rotate import logs_in
 from cachelayer.render.nodes import USERS
 from rehearsal.hosts import leftovers
 from rehearsal.scenario import SIX_HOSTS, Rehearsal
@@ -118,15 +118,8 @@ def sentinel_links_hold(rehearsal: Rehearsal, seconds: float = 8) -> None:
 
 
 def accepts_sentinel(rehearsal: Rehearsal, address: str, port: int, password: str) -> bool:
-    client = redis.Redis(host=address, port=port, username=USERS.sentinel, password=password, ssl=True,
-                         ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
-    try:
-        client.connection_pool.release(client.connection_pool.get_connection())
-        return True
-    except redis.AuthenticationError:
-        return False
-    finally:
-        client.close()
+    return logs_in(host=address, port=port, username=USERS.sentinel, password=password, ssl=True,
+                   ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
 
 
 def test_the_sentinel_password_rotates_through_two_replays_keeping_every_quorum(rehearsal: Rehearsal) -> None:

@@ -300,13 +300,17 @@ def _persist(client: redis.Redis, sentinel: bool) -> str:
 
 
 def _accepts(target: Target, endpoint: Endpoint, user: str, password: str) -> bool:
-    """A fresh connection logs in as `user` with `password` (redis-py authenticates while it
-    connects, so no command the user may lack is needed). A refusal is False; a process that
-    does not answer raises."""
-    client = redis.Redis(
+    return logs_in(
         host=endpoint.host, port=endpoint.port, username=user, password=password,
         socket_timeout=TIMEOUT_SECONDS, socket_connect_timeout=TIMEOUT_SECONDS, **target.tls_options,
     )
+
+
+def logs_in(**client_options: Any) -> bool:
+    """A fresh connection with these redis-py options (host, port, username, password, TLS, retry)
+    logs in: redis-py authenticates while it connects, so no command the user may lack is
+    needed. A refusal is False; a process that does not answer raises."""
+    client = redis.Redis(**client_options)
     try:
         client.connection_pool.release(client.connection_pool.get_connection())
         return True
