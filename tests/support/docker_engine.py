@@ -24,6 +24,7 @@ from pathlib import Path
 
 CACHE_DIR = Path(os.environ.get("CACHELAYER_DOCKER_CACHE", "/var/cache/cachelayer-docker"))
 LOCAL_IMAGE = "cachelayer-redis:local"
+LOCAL_HAPROXY_IMAGE = "cachelayer-haproxy:local"
 START_TIMEOUT = 60.0
 
 # The official image's entrypoint, in its essentials (docker-library/redis docker-entrypoint.sh):
@@ -48,6 +49,28 @@ SHAPE = (
     " && groupmod -g 999 redis && usermod -u 999 -g 999 redis"
     " && mkdir -p /data && chown redis:redis /data"
     " && chown -R redis:redis /var/lib/redis /var/log/redis"
+)
+
+# The official haproxy image (docker-library/haproxy 2.6): its entrypoint adds master-worker mode
+# and foreground (`-W -db`) to `haproxy ...`; it runs as haproxy, uid and gid 99, whose home
+# /var/lib/haproxy it owns; the config is /usr/local/etc/haproxy/haproxy.cfg.
+HAPROXY_ENTRYPOINT = """#!/bin/sh
+set -e
+if [ "${1#-}" != "$1" ]; then
+    set -- haproxy "$@"
+fi
+if [ "$1" = haproxy ]; then
+    shift
+    set -- haproxy -W -db "$@"
+fi
+exec "$@"
+"""
+HAPROXY_SHAPE = (
+    "cat > /usr/local/bin/docker-entrypoint.sh && chmod 0755 /usr/local/bin/docker-entrypoint.sh"
+    " && other=$(getent group 99 | cut -d: -f1) && { [ -z \"$other\" ] || groupmod -g 1099 \"$other\"; }"
+    " && other=$(getent passwd 99 | cut -d: -f1) && { [ -z \"$other\" ] || usermod -u 1099 \"$other\"; }"
+    " && groupmod -g 99 haproxy && usermod -u 99 -g 99 haproxy"
+    " && mkdir -p /usr/local/etc/haproxy /var/lib/haproxy && chown haproxy:haproxy /var/lib/haproxy"
 )
 
 
@@ -76,11 +99,24 @@ class DockerEngine:
         return result
 
     def ensure_image(self, rootfs: Path, key: str) -> str:
-        """The local image from `rootfs`, made once per rootfs `key` (a label says which)."""
+        """The local Redis image from `rootfs`, made once per rootfs `key` (a label says which)."""
+        return self._ensure(LOCAL_IMAGE, rootfs, key, SHAPE, ENTRYPOINT, [
+            'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["redis-server"]', "WORKDIR /data",
+        ])  # fmt: skip
+
+    def ensure_load_balancer_image(self, rootfs: Path, key: str) -> str:
+        """The local HAProxy image from `rootfs` (Debian's haproxy 2.6 inside), shaped like the
+        official one the dev stack names (but for its STOPSIGNAL, which `docker commit` cannot set)."""
+        return self._ensure(LOCAL_HAPROXY_IMAGE, rootfs, key, HAPROXY_SHAPE, HAPROXY_ENTRYPOINT, [
+            'ENTRYPOINT ["docker-entrypoint.sh"]', 'CMD ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]',
+            "USER haproxy",
+        ])  # fmt: skip
+
+    def _ensure(self, tag: str, rootfs: Path, key: str, shape: str, entrypoint: str, changes: list[str]) -> str:
         found = self.docker("image", "inspect", "--format", '{{ index .Config.Labels "cachelayer.rootfs" }}',
-                            LOCAL_IMAGE, check=False)
+                            tag, check=False)
         if found.returncode == 0 and found.stdout.strip() == key:
-            return LOCAL_IMAGE
+            return tag
         base = f"cachelayer-rootfs:{key}"
         with subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE) as tar:
             imported = subprocess.run(["docker", "import", "-", base], stdin=tar.stdout, env=self.environment,
@@ -89,18 +125,12 @@ class DockerEngine:
             raise DockerEngineError(f"docker import of {rootfs} failed: {imported.stderr.strip()}")
         builder = f"cachelayer-image-build-{os.getpid()}"
         self.docker("rm", "-f", builder, check=False)
-        self.docker("run", "-i", "--name", builder, "--network", "none", base, "sh", "-c", SHAPE, stdin=ENTRYPOINT)
-        self.docker(
-            "commit",
-            "--change", 'ENTRYPOINT ["docker-entrypoint.sh"]',
-            "--change", 'CMD ["redis-server"]',
-            "--change", "WORKDIR /data",
-            "--change", f"LABEL cachelayer.rootfs={key}",
-            builder, LOCAL_IMAGE,
-        )  # fmt: skip
+        self.docker("run", "-i", "--name", builder, "--network", "none", base, "sh", "-c", shape, stdin=entrypoint)
+        options = [option for change in [*changes, f"LABEL cachelayer.rootfs={key}"] for option in ("--change", change)]
+        self.docker("commit", *options, builder, tag)
         self.docker("rm", "-f", builder)
         self.docker("rmi", base)
-        return LOCAL_IMAGE
+        return tag
 
     def remove_all(self) -> None:
         """Every container, network and volume on this engine (images stay cached)."""

@@ -47,8 +47,9 @@ def _upload_tar(uploads: list[dict[str, Any]]) -> bytes:
     return buffer.getvalue()
 
 
-def _create_container(engine: DockerEngine, inputs: dict[str, Any], image: str) -> str:
+def _create_container(engine: DockerEngine, inputs: dict[str, Any], images: dict[str, str]) -> str:
     name = str(inputs["name"])
+    image = images[str(inputs["image"])]
     args = ["create", "--name", name]
     for network in inputs.get("networksAdvanced") or []:
         args += ["--network", str(network["name"])]
@@ -70,8 +71,10 @@ def _create_container(engine: DockerEngine, inputs: dict[str, Any], image: str) 
     engine.docker(*args, image, *[str(a) for a in inputs.get("command") or []])
     uploads = inputs.get("uploads") or []
     if uploads:
+        # Without `-a` (CopyUIDGID), as the provider's CopyToContainer: the daemon keeps each
+        # entry's uid and gid; with it, everything would belong to the image's USER.
         copied = subprocess.run(
-            ["docker", "cp", "-a", "-", f"{name}:/"], input=_upload_tar(uploads), env=engine.environment,
+            ["docker", "cp", "-", f"{name}:/"], input=_upload_tar(uploads), env=engine.environment,
             capture_output=True, check=False,
         )  # fmt: skip
         assert copied.returncode == 0, f"{name}: docker cp failed: {copied.stderr.decode()}"
@@ -82,9 +85,8 @@ def _create_container(engine: DockerEngine, inputs: dict[str, Any], image: str) 
 def replay(run: ProgramRun, engine: DockerEngine) -> dict[str, str]:
     """Every Docker resource and local command of `run`, in dependency order; returns each local
     command's output by name."""
-    images = {r.name: unwrap(r.inputs)["name"] for r in run.of_type(IMAGE)}
-    assert len(images) == 1, f"one image expected, the program declares {sorted(images)}"
-    image = next(iter(images.values()))
+    # A container names its image by the RemoteImage's id (`sha256:<resource name>` under the mocks).
+    images = {f"sha256:{r.name}": unwrap(r.inputs)["name"] for r in run.of_type(IMAGE)}
     for network in run.of_type(NETWORK):
         inputs = unwrap(network.inputs)
         subnets = [f"--subnet={c['subnet']}" for c in inputs.get("ipamConfigs") or []]
@@ -92,7 +94,7 @@ def replay(run: ProgramRun, engine: DockerEngine) -> dict[str, str]:
     for volume in run.of_type(VOLUME):
         engine.docker("volume", "create", unwrap(volume.inputs)["name"])
     for container in run.of_type(CONTAINER):
-        _create_container(engine, unwrap(container.inputs), image)
+        _create_container(engine, unwrap(container.inputs), images)
     outputs = {}
     for command in run.of_type(LOCAL_COMMAND):
         inputs = unwrap(command.inputs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,6 +192,36 @@ def test_sentinel_topology_adds_three_sentinels_whose_config_is_written_once(pro
     (bootstrap,) = run.of_type(COMMAND)
     assert {s.name for s in sentinels} <= set(run.depends_on[bootstrap.name])
     assert "until sentinel_ready 172.30.70.16 26379 redis-master-1; do" in bootstrap.inputs["stdin"]
+
+
+def test_sentinel_topology_adds_haproxy_from_the_official_image_with_its_ports_on_loopback(
+    program: Any, tmp_path: Path
+) -> None:
+    run = program("dev", config_overrides={"redis": {"topology": "sentinel"}})
+    balancer = containers(run)["redis-haproxy"]
+    images = {r.name: r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")}
+    assert images[balancer.inputs["image"].removeprefix("sha256:")] == "haproxy:2.6"
+    assert balancer.inputs["command"] == ["haproxy", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]
+    published = [(p["internal"], p["external"], p["ip"]) for p in balancer.inputs["ports"]]
+    assert published == [(p, p, "127.0.0.1") for p in (7100, 7200, 7101, 7201, 7102, 7202, 9101)]
+    assert balancer.inputs["networksAdvanced"] == [{"name": "cachelayer-dev"}]
+    # Its role check logs in as monitor: the file is a secret, the image's haproxy user's (uid 99) only.
+    assert is_secret_value(balancer.inputs["uploads"])
+    (config,) = unwrap(balancer.inputs["uploads"])
+    assert (config["owner"], config["group"], config["permissions"]) == ("99", "99", "0640")
+    assert "tcp-check send 'AUTH monitor generated-redis-credentials-monitor-password-" in config["content"]
+    assert "server redis-7000 172.30.70.10:7000 check" in config["content"]
+    nodes = {containers(run)[f"redis-{port}"].name for port in PORTS}
+    assert nodes <= set(run.depends_on[balancer.name])
+    assert run.delete_before_replace[balancer.name], "a fixed container name: the old one must go first"
+    # Debian's haproxy (2.6, as the image) accepts the file as uploaded.
+    (tmp_path / "haproxy.cfg").write_text(config["content"])
+    checked = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    connection = unwrap(run.exports["connection"].value)
+    assert connection["load_balancers"][0] == {
+        "group": "redis-master-1", "write": ["127.0.0.1:7100"], "read": ["127.0.0.1:7200"]
+    }
 
 
 @pytest.mark.parametrize(

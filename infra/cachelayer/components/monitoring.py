@@ -17,7 +17,7 @@ from pulumi_docker import ContainerNetworksAdvancedArgsDict, ContainerPortArgsDi
 
 from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import Topology
-from cachelayer.render.load_balancer import host_load_balancer_addresses
+from cachelayer.render.load_balancer import load_balancer_addresses
 from cachelayer.render.monitoring import (
     DOCKER_PASSWORD_FILE,
     ExporterTarget,
@@ -39,11 +39,11 @@ EXPORTER_IMAGE_UID = "59000"
 def export_outputs(settings: Settings, topology: Topology) -> None:
     """Stack outputs for the platform's Prometheus and Grafana (docs/monitoring.md)."""
     pulumi.export("monitoring_targets", scrape_targets(settings, stack_targets(settings, topology)))
-    if settings.redis.target == "hosts" and settings.load_balancer_enabled:
+    if settings.load_balancer_enabled:
         # file_sd for a second scrape job, `cachelayer-haproxy` (docs/load-balancer.md).
         pulumi.export(
             "monitoring_load_balancer_targets",
-            load_balancer_scrape_targets(settings, host_load_balancer_addresses(topology)),
+            load_balancer_scrape_targets(settings, load_balancer_addresses(settings, topology)),
         )
     pulumi.export("monitoring_rules", rules_yaml(settings))
     pulumi.export("monitoring_dashboard", dashboard_json(settings))

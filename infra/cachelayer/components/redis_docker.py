@@ -19,7 +19,14 @@ from pulumi_docker import (
 from cachelayer.components.monitoring import docker_exporters
 from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import Topology
-from cachelayer.render.container_files import container_plans
+from cachelayer.render.container_files import (
+    HAPROXY_COMMAND,
+    HAPROXY_IMAGE_UID,
+    LOAD_BALANCER_CONTAINER,
+    container_plans,
+    load_balancer_container_file,
+)
+from cachelayer.render.load_balancer import load_balancer_groups
 from cachelayer.render.nodes import (
     USERS,
     Passwords,
@@ -30,9 +37,9 @@ from cachelayer.render.nodes import (
 )
 
 
-def secret_upload(file: str, content: pulumi.Input[str]) -> ContainerUploadArgsDict:
-    """A file holding secrets, readable by the image's redis user (uid 999) only."""
-    return {"file": file, "content": content, "owner": "999", "group": "999", "permissions": "0640"}
+def secret_upload(file: str, content: pulumi.Input[str], owner: str = "999") -> ContainerUploadArgsDict:
+    """A file holding secrets, readable by the image's own user only (redis: uid 999)."""
+    return {"file": file, "content": content, "owner": owner, "group": owner, "permissions": "0640"}
 
 
 @dataclass
@@ -50,8 +57,8 @@ def health_check_command(port: int, tls_flags: tuple[str, ...]) -> str:
 
 
 class RedisDockerDeployment(pulumi.ComponentResource):
-    """Six node containers (plus three sentinels in sentinel topology) and the bootstrap that
-    forms the cluster once they all answer."""
+    """Six node containers (plus, in sentinel topology, three sentinels and the HAProxy in front
+    of them) and the bootstrap that forms the cluster once they all answer."""
 
     container_names: pulumi.Output[list[str]]
     bootstrap_output: pulumi.Output[str]
@@ -105,12 +112,56 @@ class RedisDockerDeployment(pulumi.ComponentResource):
             logging=command.local.Logging.STDOUT_AND_STDERR,
             opts=pulumi.ResourceOptions(parent=self, depends_on=containers),
         )
+        if settings.load_balancer_enabled:
+            self._load_balancer(name, settings, topology, network, passwords, containers)
         if settings.monitoring_enabled:
             # Monitoring: one exporter container per Redis container (components/monitoring.py).
             docker_exporters(name, settings, topology, network, passwords, containers, self)
         self.container_names = pulumi.Output.all(*(c.name for c in containers))
         self.bootstrap_output = bootstrap.stdout
         self.register_outputs({"container_names": self.container_names, "bootstrap_output": self.bootstrap_output})
+
+    def _load_balancer(
+        self,
+        name: str,
+        settings: Settings,
+        topology: Topology,
+        network: docker.Network,
+        passwords: pulumi.Output[Passwords],
+        nodes: list[docker.Container],
+    ) -> docker.Container:
+        """HAProxy in front of the Sentinel groups (docs/load-balancer.md), from the official image.
+        A changed config (a new monitor password) replaces the container: its clients reconnect."""
+        config = load_balancer_container_file(settings, topology)
+        assert config is not None and config.secret is not None, "load balancer on"
+        lb = settings.load_balancer
+        image = docker.RemoteImage(f"{name}-load-balancer-image", name=lb.image, keep_locally=True,
+                                   opts=pulumi.ResourceOptions(parent=self))
+        published = [
+            *(port for group in load_balancer_groups(settings, topology) for port in (group.write_port, group.read_port)),
+            lb.exporter_port,
+        ]
+        ports: list[ContainerPortArgsDict] = [
+            {"internal": port, "external": port, "ip": settings.docker.publish_address} for port in published
+        ]
+        networks: list[ContainerNetworksAdvancedArgsDict] = [{"name": network.name}]
+        return docker.Container(
+            f"{name}-{LOAD_BALANCER_CONTAINER}",
+            name=LOAD_BALANCER_CONTAINER,
+            image=image.image_id,
+            command=list(HAPROXY_COMMAND),
+            networks_advanced=networks,
+            ports=ports,
+            uploads=[secret_upload(config.path, passwords.apply(config.secret), owner=HAPROXY_IMAGE_UID)],
+            restart="unless-stopped",
+            must_run=True,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=nodes,
+                # The container's name is fixed: the old one must go before its replacement starts.
+                delete_before_replace=True,
+            ),
+        )
 
     def _container(
         self,

@@ -20,7 +20,7 @@ from cachelayer.fields import from_mapping
 @dataclass(frozen=True)
 class LoadBalancerSettings:
     """`cachelayer:load_balancer`: one HAProxy per machine that runs a node (hosts target), one
-    in the local sandbox."""
+    container on the docker target, one in the local sandbox."""
 
     enabled: bool | None = None  # None: on for the sentinel topology, off for cluster
     write_base_port: int = 7100  # group g's master: write_base_port + g
@@ -33,6 +33,8 @@ class LoadBalancerSettings:
     check_interval_ms: int = 1000
     fall: int = 2
     rise: int = 1
+    # The docker target's HAProxy: the official image, 2.6 as Debian 12's haproxy on the hosts.
+    image: str = "haproxy:2.6"
 
 
 def load_load_balancer_settings(raw: Any) -> LoadBalancerSettings:

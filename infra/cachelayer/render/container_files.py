@@ -15,6 +15,7 @@ from functools import partial
 
 from cachelayer.config.settings import Settings
 from cachelayer.plan.topology import Node, SentinelNode, Topology
+from cachelayer.render.load_balancer import render_haproxy_config
 from cachelayer.render.nodes import (
     Passwords,
     Paths,
@@ -29,6 +30,12 @@ from cachelayer.render.nodes import (
 
 # The official image's entrypoint (on PATH): it runs `redis-server ...` as the redis user.
 DOCKER_ENTRYPOINT = "docker-entrypoint.sh"
+# The official haproxy image (docker-library/haproxy, 2.6/Dockerfile): it runs as the haproxy
+# user, uid and gid 99, whose home /var/lib/haproxy is its own; `haproxy -f <config>` is its CMD.
+LOAD_BALANCER_CONTAINER = "redis-haproxy"
+HAPROXY_IMAGE_UID = "99"
+HAPROXY_CONFIG_FILE = "/usr/local/etc/haproxy/haproxy.cfg"
+HAPROXY_COMMAND = ("haproxy", "-f", HAPROXY_CONFIG_FILE)
 SecretText = Callable[[Passwords], str]
 
 
@@ -78,3 +85,19 @@ def container_plans(settings: Settings, topology: Topology) -> list[ContainerPla
         conf = ContainerFile(paths.conf_file, secret=partial(render_sentinel_conf, settings, topology, sentinel, paths))
         plans.append(ContainerPlan(sentinel, paths, (conf,), ("redis-server", paths.conf_file, "--sentinel")))
     return plans
+
+
+def load_balancer_container_file(settings: Settings, topology: Topology) -> ContainerFile | None:
+    """The HAProxy container's haproxy.cfg (it holds the monitor password), or None without a
+    load balancer. It listens on every address of its container; the docker component publishes
+    the ports on `docker.publish_address` only."""
+    if not settings.load_balancer_enabled:
+        return None
+    return ContainerFile(HAPROXY_CONFIG_FILE, secret=partial(_docker_haproxy_config, settings, topology))
+
+
+def _docker_haproxy_config(settings: Settings, topology: Topology, passwords: Passwords) -> str:
+    return render_haproxy_config(
+        settings, topology, passwords, "0.0.0.0",
+        admin_socket="/var/lib/haproxy/admin.sock", server_state_file="/var/lib/haproxy/server-state",
+    )  # fmt: skip

@@ -19,7 +19,7 @@ from pathlib import Path
 from cachelayer.config.settings import PASSWORD_KEYS, Settings
 from cachelayer.errors import UsageError
 from cachelayer.plan.topology import Topology
-from cachelayer.render.container_files import container_plans
+from cachelayer.render.container_files import LOAD_BALANCER_CONTAINER, container_plans, load_balancer_container_file
 from cachelayer.render.host_files import host_deploy_files
 from cachelayer.render.monitoring import DOCKER_PASSWORD_FILE, exporter_unit_name, render_password_file, stack_targets
 from cachelayer.render.nodes import (
@@ -94,6 +94,9 @@ def _docker_files(settings: Settings, topology: Topology, passwords: Passwords) 
         for plan in container_plans(settings, topology)
         for file in plan.files
     }
+    load_balancer = load_balancer_container_file(settings, topology)
+    if load_balancer is not None:
+        files[f"containers/{LOAD_BALANCER_CONTAINER}{load_balancer.path}"] = load_balancer.content(passwords)
     if settings.monitoring_enabled:
         for target in stack_targets(settings, topology):
             files[f"containers/{exporter_unit_name(target)}{DOCKER_PASSWORD_FILE}"] = render_password_file(

@@ -139,17 +139,25 @@ def host_load_balancer_addresses(topology: Topology) -> list[str]:
     return list(dict.fromkeys(n.address for n in topology.nodes))
 
 
-def connection_load_balancers(settings: Settings, topology: Topology) -> list[dict[str, object]]:
-    """The `connection` output's `load_balancers` (hosts target, load balancer on): per group,
-    every HAProxy's write and read address. A client picks one (or lists them all and retries
-    the next): each HAProxy finds the master by itself."""
-    if settings.redis.target != "hosts" or not settings.load_balancer_enabled:
+def load_balancer_addresses(settings: Settings, topology: Topology) -> list[str]:
+    """Where clients reach the stack's HAProxy: every machine with a node (hosts target), the
+    address its container's ports are published on (docker target); none without one."""
+    if not settings.load_balancer_enabled:
         return []
-    addresses = host_load_balancer_addresses(topology)
+    if settings.redis.target == "docker":
+        return [settings.docker.publish_address]
+    return host_load_balancer_addresses(topology)
+
+
+def connection_load_balancers(settings: Settings, topology: Topology) -> list[dict[str, object]]:
+    """The `connection` output's `load_balancers` (load balancer on): per group, every HAProxy's
+    write and read address. A client picks one (or lists them all and retries the next): each
+    HAProxy finds the master by itself. The sandbox has its own (`cachelayer sandbox status`)."""
+    addresses = load_balancer_addresses(settings, topology)
     return [
         {"group": g.name, "write": [f"{a}:{g.write_port}" for a in addresses], "read": [f"{a}:{g.read_port}" for a in addresses]}
         for g in load_balancer_groups(settings, topology)
-    ]
+    ] if addresses else []
 
 
 # Saves `show servers state` from the admin socket (argv[1]) into the state file (argv[2]),
