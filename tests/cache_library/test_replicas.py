@@ -5,6 +5,9 @@ over a READONLY connection: without READONLY a replica answers MOVED, not the va
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -151,3 +154,57 @@ def test_an_own_invalidation_is_seen_at_once(sandbox: LocalSandbox, client_facto
         assert writer.set("lesson", "v1", tags=["course:9"], namespace="content")
         assert cache.invalidate_by_tags(["course:9"]) == 1
         assert cache.get("lesson", namespace="content") is None
+
+
+@pytest.mark.parametrize("sandbox", ["cluster"], indirect=True)
+def test_a_replica_missing_from_the_slot_map_is_read_from_again_once_it_is_back(
+    sandbox: LocalSandbox, client_factory: Callable[..., Any]
+) -> None:
+    """Redis leaves a replica out of CLUSTER SLOTS while the cluster holds it failed (and before it
+    has replicated anything), and redis-py reads that map only at start and after an error. A
+    client made while one replica per shard was down reads the other one; once they are back, the
+    client reads them too, within its `replica_refresh_interval`."""
+    writer = client_factory(sandbox)
+    assert writer.set("hot", "v", namespace="content")
+    replicated(sandbox)
+    paused = one_replica_per_master(sandbox)
+    pids = [sandbox.running()[name].pid for name in paused]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: slot_map_replicas(sandbox) == {1}, 30, "the paused replicas left out of CLUSTER SLOTS")
+        reader = client_factory(sandbox, replica_namespaces=("content",), replica_refresh_interval=0.5)
+        assert reader.get("hot", namespace="content") == "v"
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    wait_until(lambda: replicas_announced(sandbox), 30, "the replicas back in CLUSTER SLOTS")
+    time.sleep(0.6)  # one refresh interval
+    reset_stats(sandbox)
+    for _ in range(40):
+        assert reader.get("hot", namespace="content") == "v"
+    calls = {}
+    for node in sandbox.topology.nodes:
+        with sandbox.admin_client(node) as admin:
+            calls[node.name] = int(admin.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+    assert sum(calls[name] for name in paused) > 0, calls
+    assert sum(calls.values()) == 40 and not any(calls[m.name] for m in sandbox.topology.masters), calls
+
+
+def slot_map_replicas(sandbox: LocalSandbox) -> set[int]:
+    """How many replicas each slot range lists in CLUSTER SLOTS, as a master answers it."""
+    with sandbox.admin_client(sandbox.topology.masters[0]) as admin:
+        return {len(entry) - 3 for entry in admin.execute_command("CLUSTER SLOTS")}
+
+
+def one_replica_per_master(sandbox: LocalSandbox) -> list[str]:
+    """The node names of one replica of each master, as the cluster has them (`--cluster create`
+    picks which replica follows which master)."""
+    with sandbox.admin_client(sandbox.topology.masters[0]) as admin:
+        nodes: dict[str, dict[str, Any]] = admin.execute_command("CLUSTER NODES")
+    by_id = {fields["node_id"]: f"redis-{address.rsplit(':', 1)[1].split('@')[0]}" for address, fields in nodes.items()}
+    chosen: dict[str, str] = {}
+    for fields in nodes.values():
+        if "slave" in fields["flags"]:
+            chosen.setdefault(fields["master_id"], by_id[fields["node_id"]])
+    return sorted(chosen.values())

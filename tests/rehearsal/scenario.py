@@ -14,6 +14,7 @@ import paramiko
 from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.render.nodes import USERS
+from platform_cache import Cache, CacheConfig
 
 from .engine import Engine, Replay, StepFailed
 from .hosts import APP_NETWORK, SUBNET, Hosts, build_image, require_tools
@@ -134,6 +135,34 @@ class Rehearsal:
             decode_responses=True,
             socket_timeout=3,
         )
+
+    def cache(self, sentinel: bool = False, **options: Any) -> Cache:
+        """The platform's cache library as the application uses it: the app user over TLS, the
+        cluster's seeds, or (`sentinel`) the three sentinels of the default placement."""
+        addresses = list(self.machines.values())
+        config = CacheConfig(
+            seeds=tuple(f"{a}:{7000 + i}" for i, a in enumerate(addresses[:3])),
+            password=self.app_password, tls=True, tls_ca_certs=self.ca_file,
+            sentinels=tuple(f"{a}:{26379 + i}" for i, a in enumerate(addresses[:3])) if sentinel else (),
+            sentinel_groups=tuple(f"redis-master-{g}" for g in (1, 2, 3)) if sentinel else (),
+        )
+        return Cache(config.with_options(**options).validate())
+
+    def reads_by_role(self) -> dict[str, int]:
+        """GET and MGET calls answered by the masters and by the replicas since `reset_stats`."""
+        counts = {"master": 0, "replica": 0}
+        for i, address in enumerate(self.machines.values()):
+            port = 7000 + i
+            role = self.cli(address, port, "role").stdout.split()[0]
+            stats = self.cli(address, port, "info", "commandstats").stdout
+            calls = sum(int(line.split("calls=")[1].split(",")[0]) for line in stats.splitlines()
+                        if line.startswith(("cmdstat_get:", "cmdstat_mget:")))
+            counts["master" if role == "master" else "replica"] += calls
+        return counts
+
+    def reset_stats(self) -> None:
+        for i, address in enumerate(self.machines.values()):
+            assert self.cli(address, 7000 + i, "config", "resetstat").stdout.strip() == "OK"
 
     def info(self, address: str, port: int, field_name: str) -> str:
         for line in self.cli(address, port, "info", "server").stdout.splitlines():

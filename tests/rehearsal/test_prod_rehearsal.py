@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from cachelayer.render.nodes import USERS
 from rehearsal.hosts import leftovers
 from rehearsal.scenario import SIX_HOSTS, Probe, Rehearsal
 
@@ -91,6 +92,39 @@ def test_backup_service_writes_an_rdb_that_redis_check_rdb_accepts(rehearsal: Re
     assert "RDB looks OK!" in output, output
     timer = host_sh(rehearsal, "cache-1", "systemctl show redis-backup.timer -p TimersCalendar -p NextElapseUSecRealtime")
     assert "OnCalendar=*-*-* 02:00:00" in timer and re.search(r"NextElapseUSecRealtime=\w+ [\d-]+ 02:00:00", timer), timer
+
+
+def test_reads_allowed_on_replicas_are_answered_by_them_over_tls(rehearsal: Rehearsal) -> None:
+    """The cache library's read policy on the booted hosts (cache_library/README.md): a
+    namespace listed in `replica_namespaces` is read from the replicas (TLS, through the
+    firewall); a read of a key this client just wrote, and any other namespace, from the masters."""
+    writer = rehearsal.cache()
+    reader = None
+    try:
+        pages = {f"page:{i}": {"id": i} for i in range(30)}
+        assert writer.mset(pages, ttl=600, namespace="content")
+        assert writer.set("profile:7", {"name": "Ada"}, ttl=600, namespace="users")
+        for i, address in enumerate(list(SIX_HOSTS.values())[:3]):  # the masters of the fresh deploy
+            assert rehearsal.cli(address, 7000 + i, "wait", "1", "5000").stdout.strip() == "1"
+        # Redis lists a replica in CLUSTER SLOTS once it has replicated something: a client made
+        # before reads the masters until it reads the map again (replica_refresh_interval).
+        admin = rehearsal.cluster(USERS.admin)
+        deadline = time.monotonic() + 30
+        while {len(shard["replicas"]) for shard in admin.execute_command("CLUSTER SLOTS").values()} != {1}:
+            assert time.monotonic() < deadline, "the replicas never appeared in CLUSTER SLOTS"
+            time.sleep(0.5)
+        admin.close()
+        reader = rehearsal.cache(replica_namespaces=("content",))
+        rehearsal.reset_stats()
+        for key, page in pages.items():
+            assert reader.get(key, namespace="content") == page
+        assert rehearsal.reads_by_role() == {"master": 0, "replica": len(pages)}
+        assert reader.get("profile:7", namespace="users") == {"name": "Ada"}
+        assert rehearsal.reads_by_role() == {"master": 1, "replica": len(pages)}
+    finally:
+        writer.close()
+        if reader is not None:
+            reader.close()
 
 
 def test_the_same_replay_again_changes_nothing(rehearsal: Rehearsal) -> None:

@@ -42,8 +42,8 @@ def master_of(rehearsal: Rehearsal, group: str, sentinel_host: str) -> str:
     return ":".join(answer)
 
 
-# HAProxy on cache-1 (every host with a node runs one); group 2's write port.
-LOAD_BALANCER, GROUP_2_WRITE = SIX_HOSTS["cache-1"], 7101
+# HAProxy on cache-1 (every host with a node runs one); group 2's write and read ports.
+LOAD_BALANCER, GROUP_2_WRITE, GROUP_2_READ = SIX_HOSTS["cache-1"], 7101, 7201
 
 
 def port_behind_load_balancer(rehearsal: Rehearsal) -> str:
@@ -98,6 +98,29 @@ def test_sentinel_deploy_failover_and_the_old_master_rejoins_as_a_replica(rehear
     assert f"starting as a replica of {new_master.replace(':', ' ')}" in journal, journal
     # Only one writable master for the group.
     assert master_of(rehearsal, group, witness) == new_master
+
+
+def test_replica_reads_through_the_sentinels_and_through_haproxys_read_port(rehearsal: Rehearsal) -> None:
+    """After the failover above: the cache library reads a namespace allowed on replicas from
+    the replicas the sentinels name now (Sentinel `slave_for`, TLS), and HAProxy's read port of a
+    group reaches one of its replicas."""
+    writer, reader = rehearsal.cache(sentinel=True), rehearsal.cache(sentinel=True, replica_namespaces=("content",))
+    try:
+        pages = {f"page:{i}": {"id": i} for i in range(30)}
+        assert writer.mset(pages, ttl=600, namespace="content")
+        deadline = time.monotonic() + 10
+        while reader.mget(list(pages), namespace="content") != pages:  # replicated
+            assert time.monotonic() < deadline, "the replicas never had every page"
+            time.sleep(0.2)
+        rehearsal.reset_stats()
+        for key, page in pages.items():
+            assert reader.get(key, namespace="content") == page
+        assert rehearsal.reads_by_role() == {"master": 0, "replica": len(pages)}
+    finally:
+        writer.close()
+        reader.close()
+    read = rehearsal.cli(LOAD_BALANCER, GROUP_2_READ, "role", namespace="rh-app")
+    assert read.stdout.split()[:1] == ["slave"], read.stdout + read.stderr
 
 
 def sentinel_links_hold(rehearsal: Rehearsal, seconds: float = 8) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisClusterException, RedisError
 
 from .client import RECONNECT_INTERVAL, REPLICA_READS
 from .codec import Serializer
@@ -61,16 +63,30 @@ class LazyCluster:
 
 
 class AsyncClusterBackend:
-    def __init__(self, masters: RedisCluster, replicas: RedisCluster | None = None) -> None:
+    def __init__(
+        self, masters: RedisCluster, replicas: RedisCluster | None = None, replica_refresh_interval: float = 30.0
+    ) -> None:
         self.masters = LazyCluster(masters)
         self.replicas = LazyCluster(replicas) if replicas is not None else self.masters
+        self.replica_refresh_interval = replica_refresh_interval
+        self._replica_map_read = time.monotonic()
 
     @property
     def client(self) -> RedisCluster:
         return self.masters.client
 
+    async def _replica_client(self) -> RedisCluster:
+        """As the sync ClusterBackend's: the slot map read again every `replica_refresh_interval`."""
+        client = await self.replicas.get()
+        now = time.monotonic()
+        if now - self._replica_map_read >= self.replica_refresh_interval:
+            self._replica_map_read = now
+            with contextlib.suppress(RedisError, RedisClusterException):
+                await client.nodes_manager.initialize()
+        return client
+
     async def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
-        client = await (self.replicas if replica else self.masters).get()
+        client = await (self._replica_client() if replica else self.masters.get())
         if len(commands) == 1:
             (c,) = commands
             return [await client.execute_command(*c.args, **c.options)]
@@ -165,7 +181,7 @@ def connect_async(config: CacheConfig) -> AsyncBackend:
             **kwargs,
         )
 
-    return AsyncClusterBackend(make(False), make(True))
+    return AsyncClusterBackend(make(False), make(True), config.replica_refresh_interval)
 
 
 class AsyncCache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -9,6 +10,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import redis
 from redis.cluster import ClusterNode, LoadBalancingStrategy, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -73,16 +75,18 @@ class ClusterBackend:
     be stale use a second client made with redis-py's `load_balancing_strategy` (READONLY
     connections, replicas in turn), made on the first such read."""
 
-    def __init__(self, make: Callable[[bool], RedisCluster]) -> None:
+    def __init__(self, make: Callable[[bool], RedisCluster], replica_refresh_interval: float = 30.0) -> None:
         self.masters = LazyClient(lambda: make(False))
         self.replicas = LazyClient(lambda: make(True))
+        self.replica_refresh_interval = replica_refresh_interval
+        self._replica_map_read = time.monotonic()
 
     @property
     def client(self) -> RedisCluster:
         return self.masters.get()
 
     def run(self, commands: Sequence[Command], replica: bool = False) -> list[Any]:
-        client = self.replicas.get() if replica else self.masters.get()
+        client = self._replica_client() if replica else self.masters.get()
         if len(commands) == 1:
             (c,) = commands
             return [client.execute_command(*c.args, **c.options)]
@@ -110,6 +114,17 @@ class ClusterBackend:
             node = nodes.get_node_from_slot(client.keyslot(c.args[1]))
             pipe.execute_command(*c.args, target_nodes=[node], **c.options)
         return list(pipe.execute())
+
+    def _replica_client(self) -> RedisCluster:
+        """The replica reads' client, its slot map read again every `replica_refresh_interval`
+        (CacheConfig says why). A failed refresh keeps the map it had."""
+        client = self.replicas.get()
+        now = time.monotonic()
+        if now - self._replica_map_read >= self.replica_refresh_interval:
+            self._replica_map_read = now
+            with contextlib.suppress(redis.RedisError, RedisClusterException):
+                client.nodes_manager.initialize()
+        return client
 
     def info(self) -> list[dict[str, Any]]:
         replies = self.masters.get().info(target_nodes=RedisCluster.PRIMARIES)
@@ -185,7 +200,7 @@ def connect(config: CacheConfig) -> Backend:
             **kwargs,
         )
 
-    return ClusterBackend(make)
+    return ClusterBackend(make, config.replica_refresh_interval)
 
 
 class Cache:

@@ -63,6 +63,11 @@ class CacheConfig:
     # Read-your-writes: for this long after a write (or invalidation) through this client, reads
     # of the keys (tags) it wrote go to the master, whatever the policy says.
     read_your_writes_window: float = 5.0
+    # Cluster: how often the replica reads' client reads the slot map again. Redis lists a replica
+    # there only once it has replicated something and while it is up, and redis-py reads the map
+    # again only after an error: a replica missing when the map was read (a fresh cluster, a
+    # replica restarting) would never be read from. Within this many seconds it is.
+    replica_refresh_interval: float = 30.0
     retry: RetrySettings = RetrySettings()
 
     @property
@@ -93,6 +98,8 @@ class CacheConfig:
             raise ConfigError("replica_namespaces must be a tuple of namespaces, e.g. ('content',), not a str")
         if self.read_your_writes_window < 0:
             raise ConfigError("read_your_writes_window must be >= 0 seconds")
+        if self.replica_refresh_interval <= 0:
+            raise ConfigError("replica_refresh_interval must be > 0 seconds")
         for endpoint in (*self.seeds, *self.sentinels):
             parse_endpoint(endpoint)
         return self
