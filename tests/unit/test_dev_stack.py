@@ -197,7 +197,7 @@ def test_sentinel_topology_adds_three_sentinels_whose_config_is_written_once(pro
 def test_sentinel_topology_adds_haproxy_from_the_official_image_with_its_ports_on_loopback(
     program: Any, tmp_path: Path
 ) -> None:
-    run = program("dev", config_overrides={"redis": {"topology": "sentinel"}})
+    run = program("dev", config_overrides={"redis": {"topology": "sentinel"}, "monitoring": {"enabled": True}})
     balancer = containers(run)["redis-haproxy"]
     images = {r.name: r.inputs["name"] for r in run.of_type("docker:index/remoteImage:RemoteImage")}
     assert images[balancer.inputs["image"].removeprefix("sha256:")] == "haproxy:2.6"
@@ -222,6 +222,10 @@ def test_sentinel_topology_adds_haproxy_from_the_official_image_with_its_ports_o
     assert connection["load_balancers"][0] == {
         "group": "redis-master-1", "write": ["127.0.0.1:7100"], "read": ["127.0.0.1:7200"]
     }
+    # The platform's Prometheus scrapes its exporter (job cachelayer-haproxy, docs/load-balancer.md).
+    assert run.exports["monitoring_load_balancer_targets"].value == [
+        {"targets": ["127.0.0.1:9101"], "labels": {"stack": "dev", "kind": "load_balancer"}}
+    ]
 
 
 @pytest.mark.parametrize(
