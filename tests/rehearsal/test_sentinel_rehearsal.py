@@ -119,8 +119,12 @@ def test_replica_reads_through_the_sentinels_and_through_haproxys_read_port(rehe
     finally:
         writer.close()
         reader.close()
-    read = rehearsal.cli(LOAD_BALANCER, GROUP_2_READ, "role", namespace="rh-app")
-    assert read.stdout.split()[:1] == ["slave"], read.stdout + read.stderr
+    # The read port serves the master (a backup server) until HAProxy's check has seen a replica:
+    # the old master rejoined a moment ago, and a check runs every check_interval_ms (rise 1).
+    deadline = time.monotonic() + 10
+    while (read := rehearsal.cli(LOAD_BALANCER, GROUP_2_READ, "role", namespace="rh-app")).stdout.split()[:1] != ["slave"]:
+        assert time.monotonic() < deadline, read.stdout + read.stderr
+        time.sleep(0.5)
 
 
 def sentinel_links_hold(rehearsal: Rehearsal, seconds: float = 8) -> None:
