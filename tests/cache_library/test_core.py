@@ -230,6 +230,10 @@ def test_from_env_reads_the_read_policy() -> None:
     assert config.replica_reads_allowed("content") and not config.replica_reads_allowed("lms")
     assert from_env({"REDIS_NODE_1_HOST": "h", "CACHE_REPLICA_NAMESPACES": "*"}).replica_reads_allowed("any")
     assert from_env({"REDIS_NODE_1_HOST": "h"}).replica_namespaces == ()  # masters only by default
+    assert from_env({"REDIS_NODE_1_HOST": "h"}).replica_refresh_interval == 30
+    assert from_env({"REDIS_NODE_1_HOST": "h", "CACHE_REPLICA_REFRESH": "5"}).replica_refresh_interval == 5
+    with pytest.raises(ConfigError, match="replica_refresh_interval must be > 0"):
+        from_env({"REDIS_NODE_1_HOST": "h", "CACHE_REPLICA_REFRESH": "0"})
 
 
 # ------------------------------------------------------------------------------------ XFetch

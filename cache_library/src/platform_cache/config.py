@@ -133,7 +133,8 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> CacheC
     """The seed's variables: REDIS_PASSWORD, REDIS_NODE_<n>_HOST/PORT (n from 0 or 1),
     CACHE_DEFAULT_TTL, CACHE_NAMESPACE, SESSION_TTL; also REDIS_USER, REDIS_TLS, REDIS_TLS_CA,
     REDIS_SENTINELS (host:port,...) and REDIS_SENTINEL_GROUPS (name,...) for the sentinel
-    topology, CACHE_REPLICA_NAMESPACES (name,... or *) and CACHE_READ_YOUR_WRITES (seconds)."""
+    topology, CACHE_REPLICA_NAMESPACES (name,... or *), CACHE_READ_YOUR_WRITES and
+    CACHE_REPLICA_REFRESH (seconds)."""
     env = os.environ if environ is None else environ
     seeds = _env_seeds(env)
 
@@ -154,6 +155,7 @@ def from_env(environ: Mapping[str, str] | None = None, **options: Any) -> CacheC
             session_ttl=float(env.get("SESSION_TTL", "86400")),
             replica_namespaces=listed("CACHE_REPLICA_NAMESPACES"),
             read_your_writes_window=float(env.get("CACHE_READ_YOUR_WRITES", "5")),
+            replica_refresh_interval=float(env.get("CACHE_REPLICA_REFRESH", "30")),
         )
     except ValueError as error:
         raise ConfigError(f"bad number in the environment: {error}") from None
