@@ -245,6 +245,17 @@ def cluster(sandbox_factory: Callable[..., LocalSandbox]) -> LocalSandbox:
     return boot(sandbox_factory(CLUSTER_BASE)).sandbox
 
 
+def test_a_refused_password_is_tried_once(cluster: LocalSandbox) -> None:
+    """The log-in check takes a refusal as the answer: redis-py's default retry would send the
+    same AUTH four times (an AuthenticationError is a ConnectionError), for every process."""
+    node = cluster.topology.nodes[0]
+    with cluster.admin_client(node) as admin:
+        admin.config_resetstat()
+        assert not accepts(node, USERS.app, "not-the-app-password")
+        refused = admin.info("errorstats").get("errorstat_WRONGPASS", {}).get("count")
+    assert refused == 1, refused
+
+
 def test_app_rotation_keeps_every_writer_authenticated(
     cluster: LocalSandbox, capsys: pytest.CaptureFixture[str], writers: list[Writer]
 ) -> None:

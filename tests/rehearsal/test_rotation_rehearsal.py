@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.retry import Retry
 
 from cachelayer.ops.rotate import logs_in as fresh_login
 from cachelayer.render.nodes import USERS
@@ -193,9 +191,8 @@ def scrape_summary(scrapes: dict[str, list[str]]) -> str:
 
 
 def logs_in(rehearsal: Rehearsal, address: str, port: int, user: str, password: str) -> bool:
-    # No retry: redis-py retries a refused AUTH (a ConnectionError) with a new TLS handshake each time.
     return fresh_login(host=address, port=port, username=user, password=password, ssl=True,
-                       ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+                       ssl_ca_certs=rehearsal.ca_file, socket_timeout=5)
 
 
 def info(rehearsal: Rehearsal, address: str, port: int, section: str) -> dict[str, str]:

@@ -8,8 +8,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from cachelayer.ops.rotate import logs_in
 from cachelayer.render.nodes import USERS
@@ -146,7 +144,7 @@ def sentinel_links_hold(rehearsal: Rehearsal, seconds: float = 8) -> None:
 
 def accepts_sentinel(rehearsal: Rehearsal, address: str, port: int, password: str) -> bool:
     return logs_in(host=address, port=port, username=USERS.sentinel, password=password, ssl=True,
-                   ssl_ca_certs=rehearsal.ca_file, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+                   ssl_ca_certs=rehearsal.ca_file, socket_timeout=5)
 
 
 def test_the_sentinel_password_rotates_through_two_replays_keeping_every_quorum(rehearsal: Rehearsal) -> None:
