@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paramiko
+from redis import Redis
 from redis.cluster import ClusterNode, RedisCluster
 
 from cachelayer.render.nodes import USERS
@@ -147,6 +148,21 @@ class Rehearsal:
             sentinel_groups=tuple(f"redis-master-{g}" for g in (1, 2, 3)) if sentinel else (),
         )
         return Cache(config.with_options(**options).validate())
+
+    def replicas_listed_everywhere(self, per_master: int = 1) -> bool:
+        """Every node's CLUSTER SLOTS lists `per_master` replicas for each slot range: a client
+        reads the map from whichever seed answers first, and Redis lists a replica only once it
+        has replicated something (and gossiped its offset)."""
+        for i, address in enumerate(self.machines.values()):
+            node = Redis(host=address, port=7000 + i, username=USERS.admin, password=self.admin_password,
+                         ssl=True, ssl_ca_certs=self.ca_file, socket_timeout=3)
+            try:
+                shards: dict[Any, dict[str, Any]] = node.execute_command("CLUSTER SLOTS")
+            finally:
+                node.close()
+            if {len(shard["replicas"]) for shard in shards.values()} != {per_master}:
+                return False
+        return True
 
     def reads_by_role(self) -> dict[str, int]:
         """GET and MGET calls answered by the masters and by the replicas since `reset_stats`."""

@@ -153,7 +153,8 @@ def cluster_prechecks(target: Target, replica: Endpoint, max_lag: int, mode: str
     if info.get("master_link_status") != "up":
         problems.append(f"{replica.name}'s link to {master} is {info.get('master_link_status')}")
     try:
-        with target.client(Endpoint("master", info["master_host"], int(info["master_port"]))) as client:
+        # No retry: a master that refuses the connection is an answer here (--force is for it).
+        with target.client(Endpoint("master", info["master_host"], int(info["master_port"])), retry=False) as client:
             master_info = client.info("replication")
         for seen in replicas_of(master_info):
             if seen.address == replica.address and seen.lag > max_lag:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from cachelayer.config.settings import Settings, load_settings
 from cachelayer.errors import SettingsError
@@ -283,7 +285,17 @@ class LocalSandbox:
 
     # ---------------------------------------------------------- convergence
     def status(self) -> SandboxStatus:
-        return sandbox_status(self.settings, self.topology, self.running(), self.admin_client)
+        return sandbox_status(self.settings, self.topology, self.running(), self._status_client)
+
+    @contextlib.contextmanager
+    def _status_client(self, node: Node | SentinelNode) -> Iterator[redis.Redis]:
+        """No retry: a process that refuses the connection is down, which is what status reports
+        (redis-py's retries with backoff took about 2 s per stopped process)."""
+        client = self.admin(node, retry=Retry(NoBackoff(), 0))
+        try:
+            yield client
+        finally:
+            client.close()
 
     def wait_converged(self, timeout: float | None = None, replicas: bool = True) -> None:
         """Every node up; in a cluster every node sees all slots served; with `replicas`, also
