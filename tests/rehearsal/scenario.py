@@ -157,10 +157,11 @@ class Rehearsal:
             node = Redis(host=address, port=7000 + i, username=USERS.admin, password=self.admin_password,
                          ssl=True, ssl_ca_certs=self.ca_file, socket_timeout=3)
             try:
-                shards: dict[Any, dict[str, Any]] = node.execute_command("CLUSTER SLOTS")
+                # [start, end, master, replica, ...] per slot range
+                ranges: list[list[Any]] = node.execute_command("CLUSTER SLOTS")
             finally:
                 node.close()
-            if {len(shard["replicas"]) for shard in shards.values()} != {per_master}:
+            if {len(entry) - 3 for entry in ranges} != {per_master}:
                 return False
         return True
 
