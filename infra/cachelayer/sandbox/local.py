@@ -14,6 +14,7 @@ bootstrap (bootstrap.py), convergence (convergence.py) and clients (clients.py).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import time
@@ -285,17 +286,10 @@ class LocalSandbox:
 
     # ---------------------------------------------------------- convergence
     def status(self) -> SandboxStatus:
-        return sandbox_status(self.settings, self.topology, self.running(), self._status_client)
-
-    @contextlib.contextmanager
-    def _status_client(self, node: Node | SentinelNode) -> Iterator[redis.Redis]:
-        """No retry: a process that refuses the connection is down, which is what status reports
-        (redis-py's retries with backoff took about 2 s per stopped process)."""
-        client = self.admin(node, retry=Retry(NoBackoff(), 0))
-        try:
-            yield client
-        finally:
-            client.close()
+        # No retry: a process that refuses the connection is down, which is what status reports
+        # (redis-py's retries with backoff took about 2 s per stopped process).
+        no_retry = functools.partial(self.admin_client, retry=Retry(NoBackoff(), 0))
+        return sandbox_status(self.settings, self.topology, self.running(), no_retry)
 
     def wait_converged(self, timeout: float | None = None, replicas: bool = True) -> None:
         """Every node up; in a cluster every node sees all slots served; with `replicas`, also
@@ -315,8 +309,8 @@ class LocalSandbox:
         return process_client(process, username, password, self.tls_dir, **options)
 
     @contextlib.contextmanager
-    def admin_client(self, node: Node | SentinelNode | int) -> Iterator[redis.Redis]:
-        client = self.admin(node)
+    def admin_client(self, node: Node | SentinelNode | int, **options: Any) -> Iterator[redis.Redis]:
+        client = self.admin(node, **options)
         try:
             yield client
         finally:
