@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cachelayer.plan.topology import Node
 from cachelayer.sandbox.local import LocalSandbox
 from integration.conftest import wait_until
 
@@ -39,12 +40,7 @@ def replicas_announced(sandbox: LocalSandbox) -> bool:
     there a moment after the cluster reports ok, and a client made before reads the masters."""
     if sandbox.topology.kind == "cluster":
         # Every node's view: a client takes the slot map from whichever seed answers first.
-        for node in sandbox.topology.nodes:
-            with sandbox.admin_client(node) as admin:
-                ranges = admin.execute_command("CLUSTER SLOTS")
-            if len(ranges) != 3 or any(len(entry) != 2 + 1 + 2 for entry in ranges):
-                return False
-        return True
+        return all(replicas_listed(sandbox, node) == [2, 2, 2] for node in sandbox.topology.nodes)
     for sentinel in sandbox.topology.sentinels:
         with sandbox.admin_client(sentinel) as admin:
             for master in sandbox.topology.masters:
@@ -172,7 +168,8 @@ def test_a_replica_missing_from_the_slot_map_is_read_from_again_once_it_is_back(
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     try:
-        wait_until(lambda: slot_map_replicas(sandbox) == {1}, 30, "the paused replicas left out of CLUSTER SLOTS")
+        wait_until(lambda: set(replicas_listed(sandbox, sandbox.topology.masters[0])) == {1}, 30,
+                   "the paused replicas left out of CLUSTER SLOTS")
         reader = client_factory(sandbox, replica_namespaces=("content",), replica_refresh_interval=0.5)
         assert reader.get("hot", namespace="content") == "v"
     finally:
@@ -191,10 +188,11 @@ def test_a_replica_missing_from_the_slot_map_is_read_from_again_once_it_is_back(
     assert sum(calls.values()) == 40 and not any(calls[m.name] for m in sandbox.topology.masters), calls
 
 
-def slot_map_replicas(sandbox: LocalSandbox) -> set[int]:
-    """How many replicas each slot range lists in CLUSTER SLOTS, as a master answers it."""
-    with sandbox.admin_client(sandbox.topology.masters[0]) as admin:
-        return {len(entry) - 3 for entry in admin.execute_command("CLUSTER SLOTS")}
+def replicas_listed(sandbox: LocalSandbox, node: Node) -> list[int]:
+    """How many replicas each slot range lists in CLUSTER SLOTS ([start, end, master, replica,
+    ...] per range), as `node` answers it."""
+    with sandbox.admin_client(node) as admin:
+        return [len(entry) - 3 for entry in admin.execute_command("CLUSTER SLOTS")]
 
 
 def one_replica_per_master(sandbox: LocalSandbox) -> list[str]:

@@ -15,7 +15,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisClusterException, RedisError
 
-from .client import RECONNECT_INTERVAL, REPLICA_READS
+from .client import RECONNECT_INTERVAL, REPLICA_READS, Every
 from .codec import Serializer
 from .config import CacheConfig, from_env, from_stack_output
 from .connect import backoff, connection_kwargs, endpoints, shard_of
@@ -68,8 +68,7 @@ class AsyncClusterBackend:
     ) -> None:
         self.masters = LazyCluster(masters)
         self.replicas = LazyCluster(replicas) if replicas is not None else self.masters
-        self.replica_refresh_interval = replica_refresh_interval
-        self._replica_map_read = time.monotonic()
+        self.replica_map_refresh = Every(replica_refresh_interval)
 
     @property
     def client(self) -> RedisCluster:
@@ -78,9 +77,7 @@ class AsyncClusterBackend:
     async def _replica_client(self) -> RedisCluster:
         """As the sync ClusterBackend's: the slot map read again every `replica_refresh_interval`."""
         client = await self.replicas.get()
-        now = time.monotonic()
-        if now - self._replica_map_read >= self.replica_refresh_interval:
-            self._replica_map_read = now
+        if self.replica_map_refresh.due():
             with contextlib.suppress(RedisError, RedisClusterException):
                 await client.nodes_manager.initialize()
         return client

@@ -69,6 +69,22 @@ class LazyClient(Generic[C]):
         return self._client
 
 
+class Every:
+    """Due once per `seconds`: how the cluster backends time their replica client's slot-map
+    refresh (CacheConfig.replica_refresh_interval says why)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True
+
+
 class ClusterBackend:
     """Redis Cluster: one command goes straight to its node; a batch goes through redis-py's
     cluster pipeline, which groups the commands by node and follows MOVED/ASK. Reads that may
@@ -78,8 +94,7 @@ class ClusterBackend:
     def __init__(self, make: Callable[[bool], RedisCluster], replica_refresh_interval: float = 30.0) -> None:
         self.masters = LazyClient(lambda: make(False))
         self.replicas = LazyClient(lambda: make(True))
-        self.replica_refresh_interval = replica_refresh_interval
-        self._replica_map_read = time.monotonic()
+        self.replica_map_refresh = Every(replica_refresh_interval)
 
     @property
     def client(self) -> RedisCluster:
@@ -119,9 +134,7 @@ class ClusterBackend:
         """The replica reads' client, its slot map read again every `replica_refresh_interval`
         (CacheConfig says why). A failed refresh keeps the map it had."""
         client = self.replicas.get()
-        now = time.monotonic()
-        if now - self._replica_map_read >= self.replica_refresh_interval:
-            self._replica_map_read = now
+        if self.replica_map_refresh.due():
             with contextlib.suppress(redis.RedisError, RedisClusterException):
                 client.nodes_manager.initialize()
         return client
