@@ -158,9 +158,12 @@ def test_the_sentinel_topology_forms_its_groups_and_fails_over_on_docker_and_hap
     connection = export(run, "connection")
     (write,) = connection["load_balancers"][0]["write"]
     assert write == "127.0.0.1:7690", connection["load_balancers"]
-    assert _port_behind(write, connection["password"]) == int(master[1]), container_logs(engine, "redis-haproxy")
-    with urllib.request.urlopen("http://127.0.0.1:9690/metrics", timeout=5) as metrics:
-        assert 'haproxy_backend_active_servers{proxy="redis-master-1-write"} 1' in metrics.read().decode()
+    # HAProxy's checks began while the bootstrap was still settling the roles: a node that said
+    # role:master then stays UP until `fall` checks in a row (2 x 1 s) see it a replica.
+    deadline = time.monotonic() + 15
+    while _port_behind(write, connection["password"]) != int(master[1]) or _active_write_servers(9690) != 1:
+        assert time.monotonic() < deadline, container_logs(engine, "redis-haproxy")
+        time.sleep(0.5)
 
     name = next(n["name"] for n in export(run, "nodes") if n["endpoint"] == f"{master[0]}:{master[1]}")
     engine.docker("stop", "--time", "30", name)
@@ -175,6 +178,14 @@ def test_the_sentinel_topology_forms_its_groups_and_fails_over_on_docker_and_hap
     while _port_behind(write, connection["password"]) != int(promoted[1]):
         assert time.monotonic() < deadline, container_logs(engine, "redis-haproxy")
         time.sleep(0.5)
+
+
+def _active_write_servers(exporter_port: int) -> int:
+    """Group 1's write side: how many servers HAProxy's exporter counts as active."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{exporter_port}/metrics", timeout=5) as metrics:
+        text = metrics.read().decode()
+    prefix = 'haproxy_backend_active_servers{proxy="redis-master-1-write"} '
+    return int(next(line for line in text.splitlines() if line.startswith(prefix)).removeprefix(prefix))
 
 
 def _port_behind(address: str, password: str) -> int | None:
